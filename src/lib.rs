@@ -1,4 +1,12 @@
 //! liqo-auth: the authentication service Liqo clusters use to peer with each other.
+//!
+//! Layers, dependencies pointing down: `http` (axum router) → `identity` (the domain) →
+//! `signer` / `store` ports, with adapters below them (`local_ca`, `local_file`, and the
+//! Kubernetes ones). `cli` and `config` turn flags into those objects; `server` and `tls`
+//! run the listener.
 #![forbid(unsafe_code)]
 
+pub mod identity;
 pub mod pki;
+pub mod signer;
+pub mod store;

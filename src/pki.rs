@@ -6,6 +6,8 @@
 
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
+#[cfg(test)]
+use rcgen::PublicKeyData as _;
 
 /// The `sha256:<hex>` pin of a certificate's SubjectPublicKeyInfo.
 pub fn spki_pin(cert_der: &[u8]) -> Result<String, x509_parser::nom::Err<x509_parser::error::X509Error>> {
@@ -26,6 +28,59 @@ pub fn parse_pin(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// DER bytes of the first `CERTIFICATE` block in a PEM bundle.
+pub fn first_certificate_der(pem: &[u8]) -> Option<Vec<u8>> {
+    certificates_der(pem).into_iter().next()
+}
+
+/// DER bytes of every `CERTIFICATE` block in a PEM bundle, in order.
+pub fn certificates_der(pem: &[u8]) -> Vec<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem)
+        .filter_map(Result::ok)
+        .filter(|block| block.label == "CERTIFICATE")
+        .map(|block| block.contents)
+        .collect()
+}
+
+/// DER SubjectPublicKeyInfo of the first certificate in a PEM bundle.
+pub fn first_certificate_spki(pem: &[u8]) -> Option<Vec<u8>> {
+    let der = first_certificate_der(pem)?;
+    let (_, cert) = X509Certificate::from_der(&der).ok()?;
+    Some(cert.public_key().raw.to_vec())
+}
+
+/// What operators and audit logs want to know about an issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
+    /// Subject common name, if any.
+    pub common_name: Option<String>,
+    /// DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+}
+
+impl CertificateSummary {
+    /// Summarises the first certificate of a PEM bundle.
+    pub fn from_pem(pem: &[u8]) -> Option<Self> {
+        let der = first_certificate_der(pem)?;
+        let (_, cert) = X509Certificate::from_der(&der).ok()?;
+        let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
+        let summary = Self {
+            serial: hex::encode(cert.raw_serial()),
+            not_after: cert.validity().not_after.timestamp(),
+            not_before: cert.validity().not_before.timestamp(),
+            common_name,
+            spki_der: cert.public_key().raw.to_vec(),
+        };
+        Some(summary)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,7 +96,7 @@ mod tests {
         assert!(pin.starts_with("sha256:") && pin.len() == 71);
         let raw = parse_pin(&pin).expect("parses");
         assert_eq!(format!("sha256:{}", hex::encode(raw)), pin);
-        assert_eq!(spki_pin_of_spki(&key.public_key_der()), pin);
+        assert_eq!(spki_pin_of_spki(&key.subject_public_key_info()), pin);
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! `Issuer`: the issuance use case (spec 3.1), idempotent and safe under concurrency.
+//!
+//! Order: authenticate, validate, tenant namespace, then under a per-cluster lock either return
+//! the stored certificate (same key) or sign and store a new one, bind the peering permissions,
+//! and only then store the caller's `originClusterToken`. A caller that does not hold the key of
+//! the stored identity never gets past the conflict check, so it cannot overwrite another
+//! peer's origin token (spec 11, S7).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::OwnedMutexGuard;
+
+use crate::identity::{AuthError, Authenticator, BearerToken, ClusterIdentity, ClusterValueError, CsrError, ParsedCsr, TenantNamespace, TokenKind};
+use crate::pki::CertificateSummary;
+use crate::signer::{SignRequest, Signer, SignerError};
+use crate::store::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
+
+/// Tunables of issuance.
+#[derive(Debug, Clone)]
+pub struct IssuePolicy {
+    /// Lifetime requested for new certificates.
+    pub certificate_ttl: Duration,
+}
+
+/// An identity request as it arrives from the wire, before any check.
+#[derive(Clone)]
+pub struct IssueRequest {
+    pub unverified_cluster_id: String,
+    pub unverified_cluster_name: String,
+    pub token: BearerToken,
+    pub origin_token: Option<BearerToken>,
+    pub csr_base64: String,
+}
+
+impl fmt::Debug for IssueRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssueRequest")
+            .field("unverified_cluster_id", &self.unverified_cluster_id)
+            .field("unverified_cluster_name", &self.unverified_cluster_name)
+            .field("token", &"<redacted>")
+            .field("csr", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Whether the certificate was signed now or returned from storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Issued,
+    Repeated,
+}
+
+impl Outcome {
+    /// Label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::Repeated => "repeated",
+        }
+    }
+}
+
+/// A successful issuance.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cluster: ClusterIdentity,
+    pub namespace: TenantNamespace,
+    pub certificate_pem: String,
+    pub certificate: CertificateSummary,
+    pub api_server: ApiServerInfo,
+    pub outcome: Outcome,
+    pub token_kind: TokenKind,
+}
+
+/// Why issuance failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("authentication failed: {0}")]
+    Unauthenticated(#[source] AuthError),
+    #[error("invalid cluster identity: {0}")]
+    InvalidCluster(#[source] ClusterValueError),
+    #[error("invalid certificate signing request: {0}")]
+    InvalidCsr(#[source] CsrError),
+    #[error("the certificate signing request common name must equal cluster.clusterID")]
+    CommonNameMismatch,
+    #[error("cluster {cluster} already holds an identity for another key")]
+    IdentityExists { cluster: String, namespace: String },
+    #[error("signing the certificate for cluster {cluster}")]
+    Sign {
+        cluster: String,
+        #[source]
+        source: SignerError,
+    },
+    #[error("storing state for cluster {cluster}")]
+    Store {
+        cluster: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the signer returned an unusable certificate for cluster {cluster}")]
+    BadCertificate { cluster: String },
+}
+
+impl IssueError {
+    /// True when the same request may succeed later (503 with Retry-After).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Sign { source, .. } => source.is_transient(),
+            Self::Store { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// The issuance use case.
+#[derive(Clone)]
+pub struct Issuer {
+    auth: Authenticator,
+    signer: Arc<dyn Signer>,
+    store: Arc<dyn CredentialStore>,
+    policy: IssuePolicy,
+    locks: Arc<ClusterLocks>,
+}
+
+impl Issuer {
+    /// Builds an issuer over its ports.
+    pub fn new(auth: Authenticator, signer: Arc<dyn Signer>, store: Arc<dyn CredentialStore>, policy: IssuePolicy) -> Self {
+        Self { auth, signer, store, policy, locks: Arc::default() }
+    }
+
+    /// The signer kind, for logs and metrics.
+    pub fn signer_kind(&self) -> &'static str {
+        self.signer.kind()
+    }
+
+    /// The credential store (readiness checks use it).
+    pub fn store(&self) -> &Arc<dyn CredentialStore> {
+        &self.store
+    }
+
+    /// Runs one issuance.
+    pub async fn issue(&self, request: IssueRequest) -> Result<Issued, IssueError> {
+        let token_kind = self.auth.authenticate(&request.token).map_err(IssueError::Unauthenticated)?;
+        let cluster = ClusterIdentity::parse_remote(&request.unverified_cluster_id, &request.unverified_cluster_name)
+            .map_err(IssueError::InvalidCluster)?;
+        let csr = ParsedCsr::from_base64_pem(&request.csr_base64).map_err(IssueError::InvalidCsr)?;
+        if csr.common_name() != cluster.id.as_str() {
+            return Err(IssueError::CommonNameMismatch);
+        }
+        let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
+
+        // One issuance per cluster at a time in this process; across replicas the backends
+        // rely on create-if-absent semantics (AlreadyExists is resolved below).
+        let _guard = self.locks.lock(cluster.id.as_str()).await;
+        let namespace = self.store.ensure_tenant_namespace(&cluster).await.map_err(store_err)?;
+        let (certificate_pem, outcome) = self.certificate_for(&cluster, &namespace, &csr).await?;
+        let certificate = CertificateSummary::from_pem(certificate_pem.as_bytes())
+            .ok_or_else(|| IssueError::BadCertificate { cluster: cluster.id.to_string() })?;
+        // Binding runs on repeats too, so a request that failed after storing is completed by
+        // its retry instead of being stuck (spec 11, R4).
+        self.store.grant_peering_permissions(&namespace, &cluster.id).await.map_err(store_err)?;
+        let api_server = self.store.api_server().await.map_err(store_err)?;
+        if let Some(origin) = request.origin_token.as_ref().filter(|t| !t.is_empty()) {
+            self.store.save_origin_token(&cluster.id, origin).await.map_err(store_err)?;
+        }
+        Ok(Issued { cluster, namespace, certificate_pem, certificate, api_server, outcome, token_kind })
+    }
+
+    async fn certificate_for(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace, csr: &ParsedCsr) -> Result<(String, Outcome), IssueError> {
+        let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
+        let stored = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
+        match stored {
+            Some(stored) => match self.decide(&stored, csr) {
+                Decision::Return => Ok((stored.certificate_pem, Outcome::Repeated)),
+                Decision::Conflict => Err(self.conflict(cluster, namespace)),
+                Decision::Replace => {
+                    let fresh = self.sign(cluster, csr).await?;
+                    self.store.replace_identity(namespace, &cluster.id, &fresh, &stored).await.map_err(store_err)?;
+                    Ok((fresh.certificate_pem, Outcome::Issued))
+                }
+            },
+            None => {
+                let fresh = self.sign(cluster, csr).await?;
+                match self.store.create_identity(namespace, &cluster.id, &fresh).await {
+                    Ok(()) => Ok((fresh.certificate_pem, Outcome::Issued)),
+                    // Another replica stored first: answer as if we had come second.
+                    Err(StoreError::AlreadyExists { .. }) => {
+                        let winner = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
+                        match winner {
+                            Some(winner) if self.decide(&winner, csr) == Decision::Return => {
+                                Ok((winner.certificate_pem, Outcome::Repeated))
+                            }
+                            _ => Err(self.conflict(cluster, namespace)),
+                        }
+                    }
+                    Err(other) => Err(store_err(other)),
+                }
+            }
+        }
+    }
+
+    /// Compares a stored identity with a new request. The stored certificate is the truth: the
+    /// same key gets its certificate back (a retry after a lost response); an expired or
+    /// unreadable stored certificate grants nothing and may be replaced; anything else conflicts.
+    fn decide(&self, stored: &StoredIdentity, csr: &ParsedCsr) -> Decision {
+        let Some(summary) = CertificateSummary::from_pem(stored.certificate_pem.as_bytes()) else {
+            return Decision::Replace;
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        if summary.not_after <= now {
+            return Decision::Replace;
+        }
+        if summary.spki_der == csr.spki_der() && summary.common_name.as_deref() == Some(csr.common_name()) {
+            Decision::Return
+        } else {
+            Decision::Conflict
+        }
+    }
+
+    async fn sign(&self, cluster: &ClusterIdentity, csr: &ParsedCsr) -> Result<StoredIdentity, IssueError> {
+        let request = SignRequest { cluster, csr, ttl: self.policy.certificate_ttl };
+        let signed = self
+            .signer
+            .sign(request)
+            .await
+            .map_err(|source| IssueError::Sign { cluster: cluster.id.to_string(), source })?;
+        Ok(StoredIdentity { csr_pem: csr.to_pem(), certificate_pem: signed.pem })
+    }
+
+    fn conflict(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace) -> IssueError {
+        IssueError::IdentityExists { cluster: cluster.id.to_string(), namespace: namespace.to_string() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Return,
+    Replace,
+    Conflict,
+}
+
+/// Per-cluster async locks; entries are dropped when nobody holds or waits for them.
+#[derive(Default)]
+struct ClusterLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ClusterLocks {
+    async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.retain(|_, lock| Arc::strong_count(lock) > 1);
+            map.entry(key.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}

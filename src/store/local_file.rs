@@ -1,0 +1,338 @@
+//! `LocalStore`: the embedded backend, keeping all state in the data dir (no cluster needed).
+//!
+//! Layout (directory 0700, files 0600, every write atomic: temp file, fsync, rename, fsync dir):
+//!
+//! ```text
+//! token                         shared token (128 hex characters)
+//! cluster.json                  this cluster's ID and name
+//! ca.crt, ca.key                local CA that signs peers' certificates
+//! tls.crt, tls.key              generated serving certificate (when --cert-path is absent)
+//! peers/<cluster-id>/tenant.json       peer name and tenant namespace
+//! peers/<cluster-id>/identity.json     stored CSR and issued certificate
+//! peers/<cluster-id>/origin-token      the peer's own token (originClusterToken)
+//! ```
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace};
+use crate::signer::LocalCa;
+use crate::store::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity, TokenStore};
+
+/// The data-dir backend.
+pub struct LocalStore {
+    dir: PathBuf,
+    token: RwLock<SharedToken>,
+    api_server_url: String,
+    advertise_ca: bool,
+    ca_pem: RwLock<Option<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterFile {
+    cluster_id: String,
+    cluster_name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantFile {
+    cluster_id: String,
+    cluster_name: String,
+    namespace: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityFile {
+    csr: String,
+    certificate: String,
+}
+
+impl LocalStore {
+    /// Opens (creating when needed) the data dir and its shared token.
+    pub fn open(dir: &Path, api_server_url: String, advertise_ca: bool) -> Result<Self, StoreError> {
+        ensure_private_dir(dir)?;
+        let token = load_or_create_token(dir)?;
+        Ok(Self { dir: dir.to_owned(), token: RwLock::new(token), api_server_url, advertise_ca, ca_pem: RwLock::new(None) })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads the local CA, generating and persisting it on first use.
+    pub fn load_or_create_ca(&self, cluster: &ClusterIdentity) -> Result<LocalCa, StoreError> {
+        let cert_path = self.dir.join("ca.crt");
+        let key_path = self.dir.join("ca.key");
+        let ca = if cert_path.exists() {
+            let cert = read_string(&cert_path)?;
+            let key = read_string(&key_path)?;
+            LocalCa::from_pem(&cert, &key)
+                .map_err(|e| StoreError::Corrupt { what: cert_path.display().to_string(), reason: e.to_string() })?
+        } else {
+            let ca = LocalCa::generate(&format!("liqo-auth CA {}", cluster.name))
+                .map_err(|e| StoreError::Backend { operation: "generating the local CA".into(), source: Box::new(e) })?;
+            write_private_file(&key_path, ca.key_pem().as_bytes())?;
+            write_private_file(&cert_path, ca.cert_pem().as_bytes())?;
+            ca
+        };
+        *self.ca_pem.write().unwrap_or_else(|p| p.into_inner()) = Some(ca.cert_pem().to_owned());
+        Ok(ca)
+    }
+
+    /// This cluster's identity: the flags when given (and remembered), else the stored one,
+    /// else a new random UUID and a name derived from it.
+    pub fn cluster_identity(&self, id_flag: Option<&str>, name_flag: Option<&str>) -> Result<ClusterIdentity, StoreError> {
+        let path = self.dir.join("cluster.json");
+        let stored: Option<ClusterFile> = read_json(&path)?;
+        let id = match (id_flag, &stored) {
+            (Some(id), _) => id.to_owned(),
+            (None, Some(file)) => file.cluster_id.clone(),
+            (None, None) => uuid::Uuid::new_v4().to_string(),
+        };
+        let name = match (name_flag, &stored) {
+            (Some(name), _) => name.to_owned(),
+            (None, Some(file)) if file.cluster_id == id => file.cluster_name.clone(),
+            _ => format!("cluster-{}", &id.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>()),
+        };
+        let corrupt = |e: crate::identity::ClusterValueError| StoreError::Corrupt { what: "cluster identity".into(), reason: e.to_string() };
+        let identity = ClusterIdentity { id: ClusterId::parse(&id).map_err(corrupt)?, name: ClusterName::parse(&name).map_err(corrupt)? };
+        if stored.as_ref().is_none_or(|f| f.cluster_id != id || f.cluster_name != name) {
+            write_json(&path, &ClusterFile { cluster_id: id, cluster_name: name })?;
+        }
+        Ok(identity)
+    }
+
+    /// Every peer with a tenant record.
+    pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        let peers_dir = self.dir.join("peers");
+        let entries = match fs::read_dir(&peers_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(format!("listing {}", peers_dir.display()), e)),
+        };
+        let mut peers = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("listing peers", e))?;
+            let Some(tenant) = read_json::<TenantFile>(&entry.path().join("tenant.json"))? else { continue };
+            let identity = read_json::<IdentityFile>(&entry.path().join("identity.json"))?
+                .map(|f| StoredIdentity { csr_pem: f.csr, certificate_pem: f.certificate });
+            peers.push(PeerRecord { cluster_id: tenant.cluster_id, cluster_name: Some(tenant.cluster_name), namespace: tenant.namespace, identity });
+        }
+        peers.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+        Ok(peers)
+    }
+
+    fn peer_dir(&self, cluster: &ClusterId) -> PathBuf {
+        // ClusterId is a validated DNS-1123 label: no '/', no '..', safe as a path component.
+        self.dir.join("peers").join(cluster.as_str())
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for LocalStore {
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
+        let dir = self.peer_dir(&cluster.id);
+        let path = dir.join("tenant.json");
+        // Keyed by cluster ID only: a later request with another name reuses the first namespace,
+        // as in Liqo (spec 3.2).
+        if let Some(existing) = read_json::<TenantFile>(&path)? {
+            return Ok(TenantNamespace::from_stored(existing.namespace));
+        }
+        ensure_private_dir(&self.dir.join("peers"))?;
+        ensure_private_dir(&dir)?;
+        let namespace = cluster.tenant_namespace();
+        write_json(&path, &TenantFile { cluster_id: cluster.id.to_string(), cluster_name: cluster.name.to_string(), namespace: namespace.to_string() })?;
+        Ok(namespace)
+    }
+
+    async fn stored_identity(&self, _: &TenantNamespace, cluster: &ClusterId) -> Result<Option<StoredIdentity>, StoreError> {
+        Ok(read_json::<IdentityFile>(&self.peer_dir(cluster).join("identity.json"))?
+            .map(|f| StoredIdentity { csr_pem: f.csr, certificate_pem: f.certificate }))
+    }
+
+    async fn create_identity(&self, _: &TenantNamespace, cluster: &ClusterId, identity: &StoredIdentity) -> Result<(), StoreError> {
+        let path = self.peer_dir(cluster).join("identity.json");
+        if path.exists() {
+            return Err(StoreError::AlreadyExists { what: path.display().to_string() });
+        }
+        write_json(&path, &IdentityFile { csr: identity.csr_pem.clone(), certificate: identity.certificate_pem.clone() })
+    }
+
+    async fn replace_identity(&self, ns: &TenantNamespace, cluster: &ClusterId, identity: &StoredIdentity, previous: &StoredIdentity) -> Result<(), StoreError> {
+        if self.stored_identity(ns, cluster).await?.as_ref() != Some(previous) {
+            return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
+        }
+        let path = self.peer_dir(cluster).join("identity.json");
+        write_json(&path, &IdentityFile { csr: identity.csr_pem.clone(), certificate: identity.certificate_pem.clone() })
+    }
+
+    async fn grant_peering_permissions(&self, _: &TenantNamespace, _: &ClusterId) -> Result<(), StoreError> {
+        // Without a cluster there is no RBAC to bind: the certificate is the whole grant.
+        Ok(())
+    }
+
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
+        write_private_file(&self.peer_dir(cluster).join("origin-token"), token.expose().as_bytes())
+    }
+
+    async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
+        let ca_pem = if self.advertise_ca { self.ca_pem.read().unwrap_or_else(|p| p.into_inner()).clone() } else { None };
+        Ok(ApiServerInfo { url: self.api_server_url.clone(), ca_pem })
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        fs::metadata(&self.dir).map(|_| ()).map_err(|e| StoreError::Unavailable {
+            operation: format!("reading {}", self.dir.display()),
+            source: Box::new(e),
+        })
+    }
+}
+
+impl TokenStore for LocalStore {
+    fn shared_token(&self) -> Option<SharedToken> {
+        Some(self.token.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700, tightening an existing one.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+    let meta = fs::metadata(dir).map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| StoreError::io(format!("restricting {} to 0700", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600: a crash leaves the old file or the new
+/// one, never half of either.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| StoreError::io(format!("writing {}", path.display()), e))
+}
+
+/// Reads a file as UTF-8.
+pub fn read_string(path: &Path) -> Result<String, StoreError> {
+    fs::read_to_string(path).map_err(|e| StoreError::io(format!("reading {}", path.display()), e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { what: path.display().to_string(), reason: e.to_string() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(value).expect("plain structs always serialise");
+    write_private_file(path, &bytes)
+}
+
+fn load_or_create_token(dir: &Path) -> Result<SharedToken, StoreError> {
+    let path = dir.join("token");
+    match fs::read_to_string(&path) {
+        Ok(text) => SharedToken::from_stored(&text).ok_or_else(|| StoreError::Corrupt {
+            what: path.display().to_string(),
+            reason: "the token file is empty; delete it to generate a new token".into(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let token = SharedToken::generate();
+            write_private_file(&path, token.expose().as_bytes())?;
+            Ok(token)
+        }
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> LocalStore {
+        LocalStore::open(dir, "https://127.0.0.1:6443".into(), true).unwrap()
+    }
+
+    #[test]
+    fn token_is_created_once_and_stable_across_restarts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = open(tmp.path()).shared_token().unwrap();
+        let second = open(tmp.path()).shared_token().unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.expose().len(), 128);
+        let mode = fs::metadata(tmp.path().join("token")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+    }
+
+    #[test]
+    fn cluster_identity_is_generated_once_and_flags_win() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let generated = store.cluster_identity(None, None).unwrap();
+        assert!(uuid::Uuid::parse_str(generated.id.as_str()).is_ok());
+        assert_eq!(open(tmp.path()).cluster_identity(None, None).unwrap(), generated);
+        let flagged = store.cluster_identity(Some("my-id"), Some("rome")).unwrap();
+        assert_eq!((flagged.id.as_str(), flagged.name.as_str()), ("my-id", "rome"));
+    }
+
+    #[test]
+    fn ca_is_generated_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let cluster = store.cluster_identity(None, None).unwrap();
+        let first = store.load_or_create_ca(&cluster).unwrap();
+        let second = open(tmp.path()).load_or_create_ca(&cluster).unwrap();
+        assert_eq!(first.cert_pem(), second.cert_pem());
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_no_partial_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("record");
+        write_private_file(&path, b"one").unwrap();
+        // A crash between create and rename leaves only a temp file, which readers ignore.
+        fs::write(tmp.path().join(".record.tmp-dead"), b"half").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        write_private_file(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+    }
+
+    #[tokio::test]
+    async fn create_identity_refuses_to_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
+        let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
+        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into() };
+        store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
+        assert!(matches!(store.create_identity(&ns, &cluster.id, &identity).await, Err(StoreError::AlreadyExists { .. })));
+        assert_eq!(store.stored_identity(&ns, &cluster.id).await.unwrap(), Some(identity));
+        assert_eq!(store.peers().unwrap().len(), 1);
+    }
+}

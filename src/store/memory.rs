@@ -1,0 +1,117 @@
+//! `MemoryStore`: an in-memory `CredentialStore` and `TokenStore` for router and domain tests.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
+use crate::store::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity, TokenStore};
+
+/// Everything in a few maps behind one mutex.
+pub struct MemoryStore {
+    state: Mutex<State>,
+    api_server: ApiServerInfo,
+}
+
+#[derive(Default)]
+struct State {
+    token: Option<SharedToken>,
+    namespaces: HashMap<String, String>,
+    identities: HashMap<String, StoredIdentity>,
+    grants: Vec<(String, String)>,
+    origin_tokens: HashMap<String, String>,
+}
+
+impl MemoryStore {
+    /// A store with the given shared token and API server answer.
+    pub fn new(token: Option<SharedToken>, api_server: ApiServerInfo) -> Self {
+        Self { state: Mutex::new(State { token, ..State::default() }), api_server }
+    }
+
+    /// Origin token stored for a cluster (test inspection).
+    pub fn origin_token(&self, cluster: &str) -> Option<String> {
+        self.lock().origin_tokens.get(cluster).cloned()
+    }
+
+    /// Grants made so far as (namespace, user) pairs (test inspection).
+    pub fn grants(&self) -> Vec<(String, String)> {
+        self.lock().grants.clone()
+    }
+
+    /// Replaces the shared token (test control).
+    pub fn set_token(&self, token: Option<SharedToken>) {
+        self.lock().token = token;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for MemoryStore {
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
+        let mut state = self.lock();
+        let name = state
+            .namespaces
+            .entry(cluster.id.to_string())
+            .or_insert_with(|| cluster.tenant_namespace().to_string())
+            .clone();
+        Ok(TenantNamespace::from_stored(name))
+    }
+
+    async fn stored_identity(&self, _: &TenantNamespace, cluster: &ClusterId) -> Result<Option<StoredIdentity>, StoreError> {
+        Ok(self.lock().identities.get(cluster.as_str()).cloned())
+    }
+
+    async fn create_identity(&self, _: &TenantNamespace, cluster: &ClusterId, identity: &StoredIdentity) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.identities.contains_key(cluster.as_str()) {
+            return Err(StoreError::AlreadyExists { what: format!("identity of cluster {cluster}") });
+        }
+        state.identities.insert(cluster.to_string(), identity.clone());
+        Ok(())
+    }
+
+    async fn replace_identity(
+        &self,
+        _: &TenantNamespace,
+        cluster: &ClusterId,
+        identity: &StoredIdentity,
+        previous: &StoredIdentity,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.identities.get(cluster.as_str()) != Some(previous) {
+            return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
+        }
+        state.identities.insert(cluster.to_string(), identity.clone());
+        Ok(())
+    }
+
+    async fn grant_peering_permissions(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), StoreError> {
+        let grant = (namespace.to_string(), user.to_string());
+        let mut state = self.lock();
+        if !state.grants.contains(&grant) {
+            state.grants.push(grant);
+        }
+        Ok(())
+    }
+
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
+        self.lock().origin_tokens.insert(cluster.to_string(), token.expose().to_owned());
+        Ok(())
+    }
+
+    async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
+        Ok(self.api_server.clone())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn shared_token(&self) -> Option<SharedToken> {
+        self.lock().token.clone()
+    }
+}

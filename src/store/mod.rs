@@ -1,0 +1,122 @@
+//! Persistence: the `CredentialStore` and `TokenStore` ports and their adapters.
+//!
+//! The local backend (`local_file`) keeps everything in the data dir; the Kubernetes backend
+//! keeps the objects of spec section 3. "Not found" is `Ok(None)`; creating something that
+//! exists is `StoreError::AlreadyExists`, which the issuer resolves by reading it back.
+
+use std::fmt;
+
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
+
+pub mod local_file;
+pub mod memory;
+
+pub use local_file::LocalStore;
+pub use memory::MemoryStore;
+
+/// What a provider stored for a peer: the request it signed and the certificate it issued.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredIdentity {
+    pub csr_pem: String,
+    pub certificate_pem: String,
+}
+
+impl fmt::Debug for StoredIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoredIdentity(<redacted>)")
+    }
+}
+
+/// Where peers reach this cluster's API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiServerInfo {
+    pub url: String,
+    /// PEM bundle trusted for the API server; `None` when peers should use their system roots.
+    pub ca_pem: Option<String>,
+}
+
+/// A peer as listed by `tenant list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRecord {
+    pub cluster_id: String,
+    pub cluster_name: Option<String>,
+    pub namespace: String,
+    pub identity: Option<StoredIdentity>,
+}
+
+/// Storage of peers' identities.
+#[async_trait::async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Finds or creates the tenant namespace for `cluster` and returns its name.
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError>;
+
+    /// The identity stored for `cluster` in `namespace`, if any.
+    async fn stored_identity(&self, namespace: &TenantNamespace, cluster: &ClusterId) -> Result<Option<StoredIdentity>, StoreError>;
+
+    /// Stores a new identity; `AlreadyExists` when one is already stored.
+    async fn create_identity(&self, namespace: &TenantNamespace, cluster: &ClusterId, identity: &StoredIdentity) -> Result<(), StoreError>;
+
+    /// Replaces `previous` with `identity` (an expired identity, or a rotation). Fails with
+    /// `AlreadyExists` when the stored identity is no longer `previous` (a concurrent change).
+    async fn replace_identity(
+        &self,
+        namespace: &TenantNamespace,
+        cluster: &ClusterId,
+        identity: &StoredIdentity,
+        previous: &StoredIdentity,
+    ) -> Result<(), StoreError>;
+
+    /// Binds the peering permissions in `namespace` to the Kubernetes user `user`.
+    async fn grant_peering_permissions(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), StoreError>;
+
+    /// Stores the consumer's own token (`originClusterToken`) so this cluster can peer back.
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError>;
+
+    /// Where peers reach this cluster's API server, read at request time.
+    async fn api_server(&self) -> Result<ApiServerInfo, StoreError>;
+
+    /// Whether the backend can serve requests now.
+    async fn ready(&self) -> Result<(), StoreError>;
+}
+
+/// Access to the provider's shared token. Reads are synchronous: they come from memory (the
+/// local file loaded at start, or the Kubernetes watch cache), never from a network call.
+pub trait TokenStore: Send + Sync {
+    /// The current shared token, or `None` when there is no usable token.
+    fn shared_token(&self) -> Option<SharedToken>;
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+    #[error("{operation}: the backend is unavailable")]
+    Unavailable {
+        operation: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{operation}: permission denied to the service's own account ({detail})")]
+    Forbidden { operation: String, detail: String },
+    #[error("{operation}")]
+    Backend {
+        operation: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+}
+
+impl StoreError {
+    /// True when retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// Wraps an I/O error of the local backend.
+    pub fn io(operation: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Backend { operation: operation.into(), source: Box::new(source) }
+    }
+}
