@@ -6,7 +6,14 @@
 //! run the listener.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod http;
 pub mod identity;
 pub mod pki;
+pub mod server;
 pub mod signer;
 pub mod store;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,213 @@
+//! Validated configuration and the wiring that turns it into a running service.
+//!
+//! `ServeArgs::into_config()` checks everything that can be checked without I/O;
+//! `Config::build()` opens the backend and returns the runtime objects; `Config::serve()` runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{BackendKind, ServeArgs};
+use crate::http::AppState;
+use crate::identity::{Authenticator, ClusterIdentity, IssuePolicy, Issuer};
+use crate::server::{self, ServerLimits};
+use crate::store::{LocalStore, StoreError};
+use crate::tls::{ServingCertificate, ServingSource, TlsError};
+
+/// Default `apiServerUrl` of the local backend.
+pub const LOCAL_API_SERVER_URL: &str = "https://127.0.0.1:6443";
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("IAM mode is not supported: remove the --aws-* flags (liqo-auth issues certificate identities only)")]
+    IamUnsupported,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("opening the {backend} backend")]
+    Store {
+        backend: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("setting up TLS")]
+    Tls(#[source] TlsError),
+    #[error("listening on {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Kubernetes backend is not available in this build yet; use --backend local")]
+    KubernetesUnavailable,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Local { data_dir: PathBuf },
+    Kubernetes { namespace: String, kubeconfig: Option<PathBuf> },
+}
+
+/// A validated `serve` configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backend: BackendConfig,
+    pub address: String,
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<ServingSource>,
+    pub cluster_id: Option<String>,
+    pub cluster_name: Option<String>,
+    pub authentication: bool,
+    pub api_server_url: Option<String>,
+    pub advertise_ca: bool,
+    pub certificate_ttl: Duration,
+    pub limits: ServerLimits,
+}
+
+/// What `build()` returns: everything `serve()` needs.
+pub struct Runtime {
+    pub state: AppState,
+    pub serving: Option<ServingCertificate>,
+}
+
+impl ServeArgs {
+    /// Validates the flags.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let aws = [&self.aws_access_key_id, &self.aws_secret_access_key, &self.aws_region, &self.aws_cluster_name];
+        if aws.iter().any(|v| v.as_deref().is_some_and(|s| !s.is_empty())) {
+            return Err(ConfigError::IamUnsupported);
+        }
+        let listen = server::parse_listen_address(&self.address).map_err(ConfigError::Invalid)?;
+        for (value, field) in [(&self.cluster_id, "--cluster-id"), (&self.cluster_name, "--cluster-name")] {
+            if let Some(value) = value {
+                crate::identity::validate_dns1123_label(value, field).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            }
+        }
+        if self.certificate_ttl < Duration::from_secs(600) {
+            return Err(ConfigError::Invalid("--certificate-ttl must be at least 10m (the Kubernetes signer's minimum)".into()));
+        }
+        let backend = match self.backend.backend {
+            BackendKind::Local => BackendConfig::Local { data_dir: self.backend.data_dir.clone() },
+            BackendKind::Kubernetes => BackendConfig::Kubernetes { namespace: self.backend.namespace.clone(), kubeconfig: self.backend.kubeconfig.clone() },
+        };
+        let persist_dir = match &backend {
+            BackendConfig::Local { data_dir } => Some(data_dir.clone()),
+            BackendConfig::Kubernetes { .. } => None,
+        };
+        let tls = self.enable_tls.then(|| ServingSource {
+            cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
+            persist_dir,
+            extra_sans: self.tls_san.clone(),
+        });
+        let api_server_url = self.advertise_api_server_address.as_deref().filter(|s| !s.trim().is_empty()).map(normalize_api_server_url).transpose()?;
+        Ok(Config {
+            backend,
+            address: self.address,
+            listen,
+            tls,
+            cluster_id: self.cluster_id,
+            cluster_name: self.cluster_name,
+            authentication: self.enable_authentication,
+            api_server_url,
+            advertise_ca: !self.advertise_api_server_trusted_ca,
+            certificate_ttl: self.certificate_ttl,
+            limits: ServerLimits { max_connections: self.max_connections.max(1), ..ServerLimits::default() },
+        })
+    }
+}
+
+impl Config {
+    /// Opens the backend and builds the handlers' state and the serving certificate.
+    pub async fn build(&self) -> Result<Runtime, ConfigError> {
+        let state = match &self.backend {
+            BackendConfig::Local { data_dir } => self.build_local(data_dir)?,
+            BackendConfig::Kubernetes { .. } => return Err(ConfigError::KubernetesUnavailable),
+        };
+        let serving = self.tls.as_ref().map(ServingCertificate::load_or_generate).transpose().map_err(ConfigError::Tls)?;
+        Ok(Runtime { state, serving })
+    }
+
+    fn build_local(&self, data_dir: &std::path::Path) -> Result<AppState, ConfigError> {
+        let store_err = |source| ConfigError::Store { backend: "local", source };
+        let url = self.api_server_url.clone().unwrap_or_else(|| LOCAL_API_SERVER_URL.to_owned());
+        let store = Arc::new(LocalStore::open(data_dir, url, self.advertise_ca).map_err(store_err)?);
+        let cluster = store.cluster_identity(self.cluster_id.as_deref(), self.cluster_name.as_deref()).map_err(store_err)?;
+        let ca = Arc::new(store.load_or_create_ca(&cluster).map_err(store_err)?);
+        let auth = Authenticator::new(self.authentication, store.clone());
+        let issuer = Issuer::new(auth, ca, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
+        Ok(AppState::new(cluster, issuer))
+    }
+
+    /// Runs the service until SIGTERM/SIGINT.
+    pub async fn serve(self) -> Result<(), ConfigError> {
+        let runtime = self.build().await?;
+        let listener = server::bind(&self.listen).await.map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
+        let local_addr = listener.local_addr().map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
+        self.announce(&runtime.state.cluster, local_addr, runtime.serving.as_ref());
+        let acceptor = match &runtime.serving {
+            Some(serving) => {
+                if let Some((cert, key)) = &serving.watched {
+                    crate::tls::spawn_reloader(serving.resolver.clone(), cert.clone(), key.clone(), Duration::from_secs(10), |_| {});
+                }
+                Some(tokio_rustls::TlsAcceptor::from(serving.server_config().map_err(ConfigError::Tls)?))
+            }
+            None => None,
+        };
+        let router = crate::http::router(runtime.state);
+        server::serve(listener, router, acceptor, self.limits.clone(), server::shutdown_signal()).await;
+        Ok(())
+    }
+
+    fn announce(&self, cluster: &ClusterIdentity, addr: SocketAddr, serving: Option<&ServingCertificate>) {
+        if !self.authentication {
+            tracing::warn!("AUTHENTICATION IS DISABLED (--enable-authentication=false): anyone who reaches this port gets a client certificate for the API server");
+        }
+        match serving {
+            Some(serving) => tracing::info!(
+                listen = %addr,
+                cluster.id = %cluster.id,
+                cluster.name = %cluster.name,
+                tls.pin = %serving.pin,
+                "serving HTTPS on {addr}; peers can pin this certificate with --ca-hash {}", serving.pin
+            ),
+            None => {
+                tracing::info!(listen = %addr, cluster.id = %cluster.id, cluster.name = %cluster.name, "serving plain HTTP on {addr}");
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(listen = %addr, "serving plain HTTP on a non-loopback address: only do this behind an Ingress that terminates TLS");
+                }
+            }
+        }
+    }
+}
+
+/// Normalises `--advertise-api-server-address`: adds `https://` when no scheme is given and
+/// brackets a bare IPv6 address (spec 11, R12).
+pub fn normalize_api_server_url(text: &str) -> Result<String, ConfigError> {
+    let text = text.trim().trim_end_matches('/');
+    if text.contains("://") {
+        return Ok(text.to_owned());
+    }
+    if let Ok(v6) = text.parse::<std::net::Ipv6Addr>() {
+        return Ok(format!("https://[{v6}]"));
+    }
+    if text.is_empty() || text.contains(char::is_whitespace) {
+        return Err(ConfigError::Invalid(format!("invalid --advertise-api-server-address {text:?}")));
+    }
+    Ok(format!("https://{text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_server_address_gets_a_scheme_and_brackets() {
+        assert_eq!(normalize_api_server_url("10.0.0.5:6443").unwrap(), "https://10.0.0.5:6443");
+        assert_eq!(normalize_api_server_url("https://api.example.com/").unwrap(), "https://api.example.com");
+        assert_eq!(normalize_api_server_url("fd00::1").unwrap(), "https://[fd00::1]");
+        assert_eq!(normalize_api_server_url("[fd00::1]:6443").unwrap(), "https://[fd00::1]:6443");
+    }
+}

@@ -1,0 +1,136 @@
+//! `ApiError`: the one place where HTTP statuses are chosen.
+//!
+//! 4xx are logged by the handler at info/debug; 5xx carry their detail in a response extension
+//! and are logged exactly once by the request-logging layer. Source chains never reach clients.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::http::wire::ErrorBody;
+use crate::identity::IssueError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body is not JSON of the expected shape.
+    InvalidJson { detail: String },
+    /// A field failed validation.
+    InvalidRequest { code: &'static str, message: String },
+    /// Missing, malformed, wrong or expired token.
+    Unauthorized,
+    /// The cluster already holds an identity for another key.
+    IdentityExists { cluster: String, namespace: String },
+    /// Body over the limit.
+    PayloadTooLarge,
+    /// No such route.
+    NotFound,
+    /// Too many failed attempts from this source.
+    TooManyRequests { retry_after_secs: u64 },
+    /// A dependency is down; retrying later may work.
+    Unavailable { detail: String },
+    /// Anything else.
+    Internal { code: &'static str, message: &'static str, detail: String },
+}
+
+/// Detail of a 5xx, attached to the response for the logging layer.
+#[derive(Debug, Clone)]
+pub struct ServerErrorDetail(pub String);
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson { .. } | Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::IdentityExists { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        let (code, message) = match self {
+            Self::InvalidJson { detail } => ("invalid_json", format!("request body is not valid JSON of the expected shape: {detail}")),
+            Self::InvalidRequest { code, message } => (*code, message.clone()),
+            Self::Unauthorized => ("invalid_token", "invalid or expired token".to_owned()),
+            Self::IdentityExists { cluster, namespace } => (
+                "identity_exists",
+                format!(
+                    "cluster {cluster} already holds an identity issued for another key; send the same certificate signing request again to get it back, or ask the provider's operator to reset it (liqo-auth tenant remove {cluster}, or delete Secret liqo-remote-certificate in namespace {namespace})"
+                ),
+            ),
+            Self::PayloadTooLarge => ("payload_too_large", "request body is larger than 64 KiB".to_owned()),
+            Self::NotFound => ("not_found", "no such route".to_owned()),
+            Self::TooManyRequests { .. } => ("rate_limited", "too many failed attempts; retry later".to_owned()),
+            Self::Unavailable { .. } => ("unavailable", "temporarily unavailable; retry later".to_owned()),
+            Self::Internal { code, message, .. } => (*code, (*message).to_owned()),
+        };
+        ErrorBody { code: code.to_owned(), message }
+    }
+
+    /// Builds the JSON error body for a status the router produced itself (405).
+    pub fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
+        (status, Json(ErrorBody { code: code.to_owned(), message: message.to_owned() })).into_response()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(self.body())).into_response();
+        match &self {
+            Self::Unavailable { detail } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                response.extensions_mut().insert(ServerErrorDetail(detail.clone()));
+            }
+            Self::Internal { detail, .. } => {
+                response.extensions_mut().insert(ServerErrorDetail(detail.clone()));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(error: IssueError) -> Self {
+        let transient = error.is_transient();
+        match error {
+            IssueError::Unauthenticated(_) => Self::Unauthorized,
+            IssueError::InvalidCluster(e) => Self::InvalidRequest { code: "invalid_cluster", message: e.to_string() },
+            IssueError::InvalidCsr(e) => Self::InvalidRequest { code: "invalid_csr", message: e.to_string() },
+            IssueError::CommonNameMismatch => Self::InvalidRequest {
+                code: "csr_subject_mismatch",
+                message: "the certificate signing request common name must equal cluster.clusterID".into(),
+            },
+            IssueError::IdentityExists { cluster, namespace } => Self::IdentityExists { cluster, namespace },
+            other if transient => Self::Unavailable { detail: error_chain(&other) },
+            other @ IssueError::Sign { source: crate::signer::SignerError::Denied { .. } | crate::signer::SignerError::Failed { .. }, .. } => {
+                Self::Internal { code: "signer_refused", message: "the cluster's certificate signer refused the request", detail: error_chain(&other) }
+            }
+            other => Self::Internal { code: "internal", message: "internal error", detail: error_chain(&other) },
+        }
+    }
+}
+
+/// Renders an error with its sources, for logs only.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

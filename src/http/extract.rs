@@ -1,0 +1,48 @@
+//! `ApiJson<T>`: a JSON body extractor that ignores Content-Type (the reference client sends
+//! `text/plain`) and answers every rejection with the API's error envelope.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::http::error::ApiError;
+
+/// Maximum accepted body: a CSR with an RSA-8192 key and two tokens fit with room to spare.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body of type `T`, whatever its Content-Type.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidJson { detail: "the body could not be read".into() }
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::InvalidJson { detail: describe(&e) })
+    }
+}
+
+/// Describes a JSON error by category and position only: serde's own messages can quote the
+/// offending value, which may be a token.
+fn describe(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match error.classify() {
+        Category::Eof if error.line() == 1 && error.column() == 0 => return "the body is empty".into(),
+        Category::Eof => "unexpected end of input",
+        Category::Syntax => "syntax error",
+        Category::Data => "a field has the wrong type",
+        Category::Io => "read error",
+    };
+    format!("{what} at line {} column {}", error.line(), error.column())
+}

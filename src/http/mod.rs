@@ -1,0 +1,121 @@
+//! The public HTTP API: `router(state)` and its middleware.
+//!
+//! Routes: `GET /ids`, `POST /identity/certificate` (spec section 1), `GET /healthz` and
+//! `GET /readyz`. Unknown paths get 404, wrong methods 405 with `Allow`, both in the JSON error
+//! envelope; a wrong trailing slash or letter case redirects to the canonical path like the
+//! reference router (301 for GET, 307 otherwise).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::identity::{ClusterIdentity, Issuer};
+
+pub mod certificate;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod ids;
+pub mod wire;
+
+pub use error::ApiError;
+
+/// Upper bound for one request, including a signer wait (`--signing-timeout` is shorter).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Shared state of the handlers: cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub issuer: Issuer,
+    /// `/ids` body, serialised once.
+    pub ids_body: Arc<[u8]>,
+    pub cluster: ClusterIdentity,
+}
+
+impl AppState {
+    /// Builds the state for `cluster` with `issuer`.
+    pub fn new(cluster: ClusterIdentity, issuer: Issuer) -> Self {
+        let ids = wire::IdsResponse { cluster_id: cluster.id.to_string(), cluster_name: cluster.name.to_string() };
+        let ids_body: Arc<[u8]> = serde_json::to_vec(&ids).expect("plain struct serialises").into();
+        Self { issuer, ids_body, cluster }
+    }
+}
+
+/// The public router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ids", get(ids::ids))
+        .route("/identity/certificate", post(certificate::issue_certificate))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(fallback)
+        .layer(middleware::from_fn(envelope_for_405))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+const ROUTES: [(&str, &str); 4] = [("/ids", "GET"), ("/identity/certificate", "POST"), ("/healthz", "GET"), ("/readyz", "GET")];
+
+/// 404, or a redirect when the path differs from a route only by case or trailing slash.
+async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let canonical = path.trim_end_matches('/').to_ascii_lowercase();
+    if let Some((route, _)) = ROUTES.iter().find(|(route, _)| route.to_ascii_lowercase() == canonical && *route != path) {
+        let status = if method == Method::GET { StatusCode::MOVED_PERMANENTLY } else { StatusCode::TEMPORARY_REDIRECT };
+        let location = match uri.query() {
+            Some(query) => format!("{route}?{query}"),
+            None => (*route).to_owned(),
+        };
+        let mut response = status.into_response();
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        return response;
+    }
+    ApiError::NotFound.into_response()
+}
+
+/// axum answers a wrong method with an empty 405 and an `Allow` header; give it our envelope.
+async fn envelope_for_405(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut replaced = ApiError::envelope(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route");
+    if let Some(allow) = allow {
+        replaced.headers_mut().insert(header::ALLOW, allow);
+    }
+    replaced
+}
+
+/// One log line per request (route template, never the raw URI), and the single log line of
+/// each 5xx with its error chain.
+async fn log_request(request: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let mut response = next.run(request).await;
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let route = route.as_deref().unwrap_or("unmatched");
+    if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
+        tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
+    } else if route == "/ids" || route == "/healthz" || route == "/readyz" {
+        // Probes and discovery are frequent and carry nothing to audit.
+        tracing::debug!(http.method = %method, http.route = route, http.status = status, duration_ms, "request");
+    } else {
+        tracing::info!(http.method = %method, http.route = route, http.status = status, duration_ms, "request");
+    }
+    response
+}

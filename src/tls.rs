@@ -1,0 +1,306 @@
+//! Serving TLS: load or generate the certificate, build the rustls config, reload on change.
+//!
+//! TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, the ring provider set explicitly (never a
+//! process default). The certificate is served through `CertResolver`, whose pair can be
+//! swapped at run time: open connections keep the pair they negotiated, new handshakes get the
+//! new one, and a broken replacement is refused while the old pair stays in service.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::pki::CertificateSummary;
+use crate::store::local_file::{ensure_private_dir, write_private_file};
+
+/// Lifetime of a generated serving certificate; regenerated at start when less than 30 days remain.
+const GENERATED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+const RENEW_BEFORE: i64 = 30 * 24 * 3600;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: PathBuf },
+    #[error("the private key type is not supported (use ECDSA, Ed25519 or RSA)")]
+    KeyType(#[source] rustls::Error),
+    #[error("the certificate does not match the private key")]
+    KeyMismatch,
+    #[error("generating a self-signed certificate")]
+    Generate(#[source] rcgen::Error),
+    #[error("persisting the generated certificate")]
+    Persist(#[source] crate::store::StoreError),
+    #[error("building the TLS configuration")]
+    Config(#[source] rustls::Error),
+}
+
+/// Where the serving pair comes from.
+#[derive(Debug, Clone)]
+pub struct ServingSource {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// Where a generated pair is kept so restarts reuse the same key (`None`: memory only).
+    pub persist_dir: Option<PathBuf>,
+    /// Extra SANs for a generated certificate.
+    pub extra_sans: Vec<String>,
+}
+
+/// The pair in service plus what operators need to know about it.
+pub struct ServingCertificate {
+    pub resolver: Arc<CertResolver>,
+    /// `sha256:<hex>` SPKI pin for `liqo-auth peer --ca-hash`.
+    pub pin: String,
+    /// notAfter of the leaf, Unix seconds.
+    pub not_after: i64,
+    /// Files to watch for changes, when the pair came from `--cert-path`/`--key-path`.
+    pub watched: Option<(PathBuf, PathBuf)>,
+}
+
+impl ServingCertificate {
+    /// Loads `--cert-path`/`--key-path` when both exist, else a persisted generated pair, else
+    /// generates a P-256 self-signed certificate (and persists it).
+    pub fn load_or_generate(source: &ServingSource) -> Result<Self, TlsError> {
+        if source.cert_path.exists() && source.key_path.exists() {
+            let (key, summary) = load_pair(&source.cert_path, &source.key_path)?;
+            return Ok(Self::from_parts(key, &summary, Some((source.cert_path.clone(), source.key_path.clone()))));
+        }
+        let (cert_pem, key_pem) = match &source.persist_dir {
+            Some(dir) => {
+                let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+                let reusable = fs::read_to_string(&cert_file)
+                    .ok()
+                    .zip(fs::read_to_string(&key_file).ok())
+                    .filter(|(cert, _)| still_fresh(cert) && covers_sans(cert, &source.extra_sans));
+                match reusable {
+                    Some(pair) => pair,
+                    None => {
+                        let pair = generate_self_signed(&source.extra_sans)?;
+                        ensure_private_dir(dir).map_err(TlsError::Persist)?;
+                        write_private_file(&key_file, pair.1.as_bytes()).map_err(TlsError::Persist)?;
+                        write_private_file(&cert_file, pair.0.as_bytes()).map_err(TlsError::Persist)?;
+                        tracing::info!(path = %cert_file.display(), "generated a self-signed serving certificate");
+                        pair
+                    }
+                }
+            }
+            None => generate_self_signed(&source.extra_sans)?,
+        };
+        let (key, summary) = certified_key(cert_pem.as_bytes(), key_pem.as_bytes(), &source.cert_path, &source.key_path)?;
+        Ok(Self::from_parts(key, &summary, None))
+    }
+
+    fn from_parts(key: CertifiedKey, summary: &CertificateSummary, watched: Option<(PathBuf, PathBuf)>) -> Self {
+        Self {
+            resolver: Arc::new(CertResolver(RwLock::new(Arc::new(key)))),
+            pin: crate::pki::spki_pin_of_spki(&summary.spki_der),
+            not_after: summary.not_after,
+            watched,
+        }
+    }
+
+    /// The rustls server configuration serving this certificate.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_cert_resolver(self.resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = ring::Ticketer::new().map_err(TlsError::Config)?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// Serves the current pair to every new handshake.
+#[derive(Debug)]
+pub struct CertResolver(RwLock<Arc<CertifiedKey>>);
+
+impl CertResolver {
+    /// Replaces the pair in service.
+    pub fn replace(&self, key: CertifiedKey) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Watches the certificate and key files and swaps the pair when they change. A pair that does
+/// not load is refused with an error log and the old one stays in service.
+pub fn spawn_reloader(resolver: Arc<CertResolver>, cert_path: PathBuf, key_path: PathBuf, every: Duration, on_reload: impl Fn(i64) + Send + 'static) {
+    tokio::spawn(async move {
+        let mut last = stamp(&cert_path, &key_path);
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let now = stamp(&cert_path, &key_path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match load_pair(&cert_path, &key_path) {
+                Ok((key, summary)) => {
+                    resolver.replace(key);
+                    on_reload(summary.not_after);
+                    tracing::info!(
+                        path = %cert_path.display(),
+                        cert.serial = %summary.serial,
+                        tls.pin = %crate::pki::spki_pin_of_spki(&summary.spki_der),
+                        "reloaded the serving certificate"
+                    );
+                }
+                Err(error) => tracing::error!(
+                    path = %cert_path.display(),
+                    error = %crate::http::error::error_chain(&error),
+                    "refused the changed serving certificate; the previous one stays in service"
+                ),
+            }
+        }
+    });
+}
+
+/// Loads and checks a PEM certificate chain and key from files.
+pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, CertificateSummary), TlsError> {
+    let cert = fs::read(cert_path).map_err(|source| TlsError::Read { path: cert_path.to_owned(), source })?;
+    let key = fs::read(key_path).map_err(|source| TlsError::Read { path: key_path.to_owned(), source })?;
+    certified_key(&cert, &key, cert_path, key_path)
+}
+
+fn certified_key(cert_pem: &[u8], key_pem: &[u8], cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, CertificateSummary), TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem).filter_map(Result::ok).collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate { path: cert_path.to_owned() });
+    }
+    let summary = CertificateSummary::from_pem(cert_pem).ok_or_else(|| TlsError::NoCertificate { path: cert_path.to_owned() })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey { path: key_path.to_owned() })?;
+    let signing_key = ring::sign::any_supported_type(&key).map_err(TlsError::KeyType)?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|_| TlsError::KeyMismatch)?;
+    Ok((certified, summary))
+}
+
+fn stamp(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime, u64, u64)> {
+    let (c, k) = (fs::metadata(cert).ok()?, fs::metadata(key).ok()?);
+    Some((c.modified().ok()?, k.modified().ok()?, c.len(), k.len()))
+}
+
+fn generate_self_signed(extra_sans: &[String]) -> Result<(String, String), TlsError> {
+    let key = rcgen::KeyPair::generate().map_err(TlsError::Generate)?;
+    let mut params = rcgen::CertificateParams::new(default_sans(extra_sans)).map_err(TlsError::Generate)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "liqo-auth");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - Duration::from_secs(300);
+    params.not_after = now + GENERATED_VALIDITY;
+    let cert = params.self_signed(&key).map_err(TlsError::Generate)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn default_sans(extra: &[String]) -> Vec<String> {
+    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Some(host) = hostname() {
+        sans.push(host);
+    }
+    for san in extra {
+        if !sans.contains(san) {
+            sans.push(san.clone());
+        }
+    }
+    sans
+}
+
+fn hostname() -> Option<String> {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+fn still_fresh(cert_pem: &str) -> bool {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    CertificateSummary::from_pem(cert_pem.as_bytes()).is_some_and(|s| s.not_after - now > RENEW_BEFORE)
+}
+
+fn covers_sans(cert_pem: &str, wanted: &[String]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Some(der) = crate::pki::first_certificate_der(cert_pem.as_bytes()) else { return false };
+    let Ok((_, cert)) = X509Certificate::from_der(&der) else { return false };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return wanted.is_empty() };
+    let present: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
+                16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    wanted.iter().all(|w| present.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(dir: &Path, sans: &[&str]) -> ServingSource {
+        ServingSource {
+            cert_path: dir.join("missing.crt"),
+            key_path: dir.join("missing.key"),
+            persist_dir: Some(dir.join("data")),
+            extra_sans: sans.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn generated_certificate_is_persisted_and_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = ServingCertificate::load_or_generate(&source(tmp.path(), &["auth.example.com"])).unwrap();
+        let second = ServingCertificate::load_or_generate(&source(tmp.path(), &["auth.example.com"])).unwrap();
+        assert_eq!(first.pin, second.pin);
+        assert!(first.server_config().is_ok());
+    }
+
+    #[test]
+    fn a_new_tls_san_regenerates_the_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = ServingCertificate::load_or_generate(&source(tmp.path(), &[])).unwrap();
+        let second = ServingCertificate::load_or_generate(&source(tmp.path(), &["10.1.2.3"])).unwrap();
+        assert_ne!(first.pin, second.pin);
+    }
+
+    #[test]
+    fn refuses_a_key_that_does_not_match_the_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cert, _) = generate_self_signed(&[]).unwrap();
+        let (_, other_key) = generate_self_signed(&[]).unwrap();
+        fs::write(tmp.path().join("c.pem"), cert).unwrap();
+        fs::write(tmp.path().join("k.pem"), other_key).unwrap();
+        let result = load_pair(&tmp.path().join("c.pem"), &tmp.path().join("k.pem"));
+        assert!(matches!(result, Err(TlsError::KeyMismatch)));
+    }
+}
