@@ -12,10 +12,16 @@ pub async fn token(command: TokenCommand) -> Result<(), CommandError> {
         TokenCommand::Show(backend) => {
             let token = match backend.backend {
                 BackendKind::Local => {
-                    let store = LocalStore::open(&backend.data_dir, crate::config::LOCAL_API_SERVER_URL.into(), true)?;
+                    let store = LocalStore::open(
+                        &backend.data_dir,
+                        crate::config::LOCAL_API_SERVER_URL.into(),
+                        true,
+                    )?;
                     store.shared_token()
                 }
-                BackendKind::Kubernetes => return Err(crate::config::ConfigError::KubernetesUnavailable.into()),
+                BackendKind::Kubernetes => {
+                    return Err(crate::config::ConfigError::KubernetesUnavailable.into())
+                }
             };
             let token = token.ok_or("no usable shared token is stored")?;
             println!("{}", token.expose());

@@ -46,8 +46,13 @@ pub enum ConfigError {
 /// Where state lives.
 #[derive(Debug, Clone)]
 pub enum BackendConfig {
-    Local { data_dir: PathBuf },
-    Kubernetes { namespace: String, kubeconfig: Option<PathBuf> },
+    Local {
+        data_dir: PathBuf,
+    },
+    Kubernetes {
+        namespace: String,
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 /// A validated `serve` configuration.
@@ -75,22 +80,41 @@ pub struct Runtime {
 impl ServeArgs {
     /// Validates the flags.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let aws = [&self.aws_access_key_id, &self.aws_secret_access_key, &self.aws_region, &self.aws_cluster_name];
-        if aws.iter().any(|v| v.as_deref().is_some_and(|s| !s.is_empty())) {
+        let aws = [
+            &self.aws_access_key_id,
+            &self.aws_secret_access_key,
+            &self.aws_region,
+            &self.aws_cluster_name,
+        ];
+        if aws
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|s| !s.is_empty()))
+        {
             return Err(ConfigError::IamUnsupported);
         }
         let listen = server::parse_listen_address(&self.address).map_err(ConfigError::Invalid)?;
-        for (value, field) in [(&self.cluster_id, "--cluster-id"), (&self.cluster_name, "--cluster-name")] {
+        for (value, field) in [
+            (&self.cluster_id, "--cluster-id"),
+            (&self.cluster_name, "--cluster-name"),
+        ] {
             if let Some(value) = value {
-                crate::identity::validate_dns1123_label(value, field).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                crate::identity::validate_dns1123_label(value, field)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             }
         }
         if self.certificate_ttl < Duration::from_secs(600) {
-            return Err(ConfigError::Invalid("--certificate-ttl must be at least 10m (the Kubernetes signer's minimum)".into()));
+            return Err(ConfigError::Invalid(
+                "--certificate-ttl must be at least 10m (the Kubernetes signer's minimum)".into(),
+            ));
         }
         let backend = match self.backend.backend {
-            BackendKind::Local => BackendConfig::Local { data_dir: self.backend.data_dir.clone() },
-            BackendKind::Kubernetes => BackendConfig::Kubernetes { namespace: self.backend.namespace.clone(), kubeconfig: self.backend.kubeconfig.clone() },
+            BackendKind::Local => BackendConfig::Local {
+                data_dir: self.backend.data_dir.clone(),
+            },
+            BackendKind::Kubernetes => BackendConfig::Kubernetes {
+                namespace: self.backend.namespace.clone(),
+                kubeconfig: self.backend.kubeconfig.clone(),
+            },
         };
         let persist_dir = match &backend {
             BackendConfig::Local { data_dir } => Some(data_dir.clone()),
@@ -102,7 +126,12 @@ impl ServeArgs {
             persist_dir,
             extra_sans: self.tls_san.clone(),
         });
-        let api_server_url = self.advertise_api_server_address.as_deref().filter(|s| !s.trim().is_empty()).map(normalize_api_server_url).transpose()?;
+        let api_server_url = self
+            .advertise_api_server_address
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(normalize_api_server_url)
+            .transpose()?;
         Ok(Config {
             backend,
             address: self.address,
@@ -114,7 +143,10 @@ impl ServeArgs {
             api_server_url,
             advertise_ca: !self.advertise_api_server_trusted_ca,
             certificate_ttl: self.certificate_ttl,
-            limits: ServerLimits { max_connections: self.max_connections.max(1), ..ServerLimits::default() },
+            limits: ServerLimits {
+                max_connections: self.max_connections.max(1),
+                ..ServerLimits::default()
+            },
         })
     }
 }
@@ -126,42 +158,91 @@ impl Config {
             BackendConfig::Local { data_dir } => self.build_local(data_dir)?,
             BackendConfig::Kubernetes { .. } => return Err(ConfigError::KubernetesUnavailable),
         };
-        let serving = self.tls.as_ref().map(ServingCertificate::load_or_generate).transpose().map_err(ConfigError::Tls)?;
+        let serving = self
+            .tls
+            .as_ref()
+            .map(ServingCertificate::load_or_generate)
+            .transpose()
+            .map_err(ConfigError::Tls)?;
         Ok(Runtime { state, serving })
     }
 
     fn build_local(&self, data_dir: &std::path::Path) -> Result<AppState, ConfigError> {
-        let store_err = |source| ConfigError::Store { backend: "local", source };
-        let url = self.api_server_url.clone().unwrap_or_else(|| LOCAL_API_SERVER_URL.to_owned());
-        let store = Arc::new(LocalStore::open(data_dir, url, self.advertise_ca).map_err(store_err)?);
-        let cluster = store.cluster_identity(self.cluster_id.as_deref(), self.cluster_name.as_deref()).map_err(store_err)?;
+        let store_err = |source| ConfigError::Store {
+            backend: "local",
+            source,
+        };
+        let url = self
+            .api_server_url
+            .clone()
+            .unwrap_or_else(|| LOCAL_API_SERVER_URL.to_owned());
+        let store =
+            Arc::new(LocalStore::open(data_dir, url, self.advertise_ca).map_err(store_err)?);
+        let cluster = store
+            .cluster_identity(self.cluster_id.as_deref(), self.cluster_name.as_deref())
+            .map_err(store_err)?;
         let ca = Arc::new(store.load_or_create_ca(&cluster).map_err(store_err)?);
         let auth = Authenticator::new(self.authentication, store.clone());
-        let issuer = Issuer::new(auth, ca, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
+        let issuer = Issuer::new(
+            auth,
+            ca,
+            store,
+            IssuePolicy {
+                certificate_ttl: self.certificate_ttl,
+            },
+        );
         Ok(AppState::new(cluster, issuer))
     }
 
     /// Runs the service until SIGTERM/SIGINT.
     pub async fn serve(self) -> Result<(), ConfigError> {
         let runtime = self.build().await?;
-        let listener = server::bind(&self.listen).await.map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
-        let local_addr = listener.local_addr().map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
+        let listener = server::bind(&self.listen)
+            .await
+            .map_err(|source| ConfigError::Bind {
+                address: self.address.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ConfigError::Bind {
+            address: self.address.clone(),
+            source,
+        })?;
         self.announce(&runtime.state.cluster, local_addr, runtime.serving.as_ref());
         let acceptor = match &runtime.serving {
             Some(serving) => {
                 if let Some((cert, key)) = &serving.watched {
-                    crate::tls::spawn_reloader(serving.resolver.clone(), cert.clone(), key.clone(), Duration::from_secs(10), |_| {});
+                    crate::tls::spawn_reloader(
+                        serving.resolver.clone(),
+                        cert.clone(),
+                        key.clone(),
+                        Duration::from_secs(10),
+                        |_| {},
+                    );
                 }
-                Some(tokio_rustls::TlsAcceptor::from(serving.server_config().map_err(ConfigError::Tls)?))
+                Some(tokio_rustls::TlsAcceptor::from(
+                    serving.server_config().map_err(ConfigError::Tls)?,
+                ))
             }
             None => None,
         };
         let router = crate::http::router(runtime.state);
-        server::serve(listener, router, acceptor, self.limits.clone(), server::shutdown_signal()).await;
+        server::serve(
+            listener,
+            router,
+            acceptor,
+            self.limits.clone(),
+            server::shutdown_signal(),
+        )
+        .await;
         Ok(())
     }
 
-    fn announce(&self, cluster: &ClusterIdentity, addr: SocketAddr, serving: Option<&ServingCertificate>) {
+    fn announce(
+        &self,
+        cluster: &ClusterIdentity,
+        addr: SocketAddr,
+        serving: Option<&ServingCertificate>,
+    ) {
         if !self.authentication {
             tracing::warn!("AUTHENTICATION IS DISABLED (--enable-authentication=false): anyone who reaches this port gets a client certificate for the API server");
         }
@@ -194,7 +275,9 @@ pub fn normalize_api_server_url(text: &str) -> Result<String, ConfigError> {
         return Ok(format!("https://[{v6}]"));
     }
     if text.is_empty() || text.contains(char::is_whitespace) {
-        return Err(ConfigError::Invalid(format!("invalid --advertise-api-server-address {text:?}")));
+        return Err(ConfigError::Invalid(format!(
+            "invalid --advertise-api-server-address {text:?}"
+        )));
     }
     Ok(format!("https://{text}"))
 }
@@ -205,9 +288,21 @@ mod tests {
 
     #[test]
     fn api_server_address_gets_a_scheme_and_brackets() {
-        assert_eq!(normalize_api_server_url("10.0.0.5:6443").unwrap(), "https://10.0.0.5:6443");
-        assert_eq!(normalize_api_server_url("https://api.example.com/").unwrap(), "https://api.example.com");
-        assert_eq!(normalize_api_server_url("fd00::1").unwrap(), "https://[fd00::1]");
-        assert_eq!(normalize_api_server_url("[fd00::1]:6443").unwrap(), "https://[fd00::1]:6443");
+        assert_eq!(
+            normalize_api_server_url("10.0.0.5:6443").unwrap(),
+            "https://10.0.0.5:6443"
+        );
+        assert_eq!(
+            normalize_api_server_url("https://api.example.com/").unwrap(),
+            "https://api.example.com"
+        );
+        assert_eq!(
+            normalize_api_server_url("fd00::1").unwrap(),
+            "https://[fd00::1]"
+        );
+        assert_eq!(
+            normalize_api_server_url("[fd00::1]:6443").unwrap(),
+            "https://[fd00::1]:6443"
+        );
     }
 }

@@ -50,7 +50,10 @@ pub async fn issue_certificate(
                     namespace: issued.namespace.to_string(),
                     certificate: b64.encode(issued.certificate_pem.as_bytes()),
                     api_server_url: issued.api_server.url,
-                    api_server_ca: issued.api_server.ca_pem.map(|pem| b64.encode(pem.as_bytes())),
+                    api_server_ca: issued
+                        .api_server
+                        .ca_pem
+                        .map(|pem| b64.encode(pem.as_bytes())),
                     aws: AwsIdentity::default(),
                 }),
             ))
@@ -60,7 +63,14 @@ pub async fn issue_certificate(
                 IssueError::Unauthenticated(reason) => {
                     tracing::info!(cluster.claimed_id = %claimed, reason = reason.reason(), "refused identity request: {reason}")
                 }
-                e if !e.is_transient() && !matches!(e, IssueError::Sign { .. } | IssueError::Store { .. } | IssueError::BadCertificate { .. }) => {
+                e if !e.is_transient()
+                    && !matches!(
+                        e,
+                        IssueError::Sign { .. }
+                            | IssueError::Store { .. }
+                            | IssueError::BadCertificate { .. }
+                    ) =>
+                {
                     tracing::info!(cluster.claimed_id = %claimed, "refused identity request: {e}")
                 }
                 _ => {}

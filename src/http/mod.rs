@@ -43,9 +43,18 @@ pub struct AppState {
 impl AppState {
     /// Builds the state for `cluster` with `issuer`.
     pub fn new(cluster: ClusterIdentity, issuer: Issuer) -> Self {
-        let ids = wire::IdsResponse { cluster_id: cluster.id.to_string(), cluster_name: cluster.name.to_string() };
-        let ids_body: Arc<[u8]> = serde_json::to_vec(&ids).expect("plain struct serialises").into();
-        Self { issuer, ids_body, cluster }
+        let ids = wire::IdsResponse {
+            cluster_id: cluster.id.to_string(),
+            cluster_name: cluster.name.to_string(),
+        };
+        let ids_body: Arc<[u8]> = serde_json::to_vec(&ids)
+            .expect("plain struct serialises")
+            .into();
+        Self {
+            issuer,
+            ids_body,
+            cluster,
+        }
     }
 }
 
@@ -53,25 +62,43 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ids", get(ids::ids))
-        .route("/identity/certificate", post(certificate::issue_certificate))
+        .route(
+            "/identity/certificate",
+            post(certificate::issue_certificate),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(fallback)
         .layer(middleware::from_fn(envelope_for_405))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 
-const ROUTES: [(&str, &str); 4] = [("/ids", "GET"), ("/identity/certificate", "POST"), ("/healthz", "GET"), ("/readyz", "GET")];
+const ROUTES: [(&str, &str); 4] = [
+    ("/ids", "GET"),
+    ("/identity/certificate", "POST"),
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+];
 
 /// 404, or a redirect when the path differs from a route only by case or trailing slash.
 async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
     let path = uri.path();
     let canonical = path.trim_end_matches('/').to_ascii_lowercase();
-    if let Some((route, _)) = ROUTES.iter().find(|(route, _)| route.to_ascii_lowercase() == canonical && *route != path) {
-        let status = if method == Method::GET { StatusCode::MOVED_PERMANENTLY } else { StatusCode::TEMPORARY_REDIRECT };
+    if let Some((route, _)) = ROUTES
+        .iter()
+        .find(|(route, _)| route.to_ascii_lowercase() == canonical && *route != path)
+    {
+        let status = if method == Method::GET {
+            StatusCode::MOVED_PERMANENTLY
+        } else {
+            StatusCode::TEMPORARY_REDIRECT
+        };
         let location = match uri.query() {
             Some(query) => format!("{route}?{query}"),
             None => (*route).to_owned(),
@@ -92,7 +119,11 @@ async fn envelope_for_405(request: Request, next: Next) -> Response {
         return response;
     }
     let allow = response.headers().get(header::ALLOW).cloned();
-    let mut replaced = ApiError::envelope(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route");
+    let mut replaced = ApiError::envelope(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    );
     if let Some(allow) = allow {
         replaced.headers_mut().insert(header::ALLOW, allow);
     }
@@ -104,12 +135,18 @@ async fn envelope_for_405(request: Request, next: Next) -> Response {
 async fn log_request(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let route = route.as_deref().unwrap_or("unmatched");
-    if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
+    if let Some(detail) = response
+        .extensions_mut()
+        .remove::<error::ServerErrorDetail>()
+    {
         tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
     } else if route == "/ids" || route == "/healthz" || route == "/readyz" {
         // Probes and discovery are frequent and carry nothing to audit.
