@@ -1,5 +1,7 @@
 //! Shared test support: test PKI, the router builder, and the fake Kubernetes API server.
+//! Each test binary uses a subset.
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_apiserver;
 pub mod pki;
