@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod kubernetes;
 pub mod pki;
 pub mod server;
 pub mod signer;

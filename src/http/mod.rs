@@ -59,23 +59,22 @@ impl AppState {
 }
 
 /// The public router.
+///
+/// The body limit and the request timeout sit on the issuance route only: `/ids` and the probes
+/// answer from memory, and the benchmark against the reference (`benches/`) shows every layer.
 pub fn router(state: AppState) -> Router {
+    let issue = post(certificate::issue_certificate).layer::<_, std::convert::Infallible>(
+        tower::ServiceBuilder::new()
+            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+            .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
+    );
     Router::new()
         .route("/ids", get(ids::ids))
-        .route(
-            "/identity/certificate",
-            post(certificate::issue_certificate),
-        )
+        .route("/identity/certificate", issue)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(fallback)
-        .layer(middleware::from_fn(envelope_for_405))
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
 }
 
@@ -112,41 +111,24 @@ async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
     ApiError::NotFound.into_response()
 }
 
-/// axum answers a wrong method with an empty 405 and an `Allow` header; give it our envelope.
-async fn envelope_for_405(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
-        return response;
-    }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    let mut replaced = ApiError::envelope(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    );
-    if let Some(allow) = allow {
-        replaced.headers_mut().insert(header::ALLOW, allow);
-    }
-    replaced
-}
-
-/// One log line per request (route template, never the raw URI), and the single log line of
-/// each 5xx with its error chain.
-async fn log_request(request: Request<Body>, next: Next) -> Response {
+/// One log line per request (route template, never the raw URI); the single log line of each
+/// 5xx with its error chain; and the JSON envelope for axum's bare 405 (keeping `Allow`).
+async fn observe(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = response.headers().get(header::ALLOW).cloned();
+        response = ApiError::envelope(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route");
+        if let Some(allow) = allow {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let route = route.as_deref().unwrap_or("unmatched");
-    if let Some(detail) = response
-        .extensions_mut()
-        .remove::<error::ServerErrorDetail>()
-    {
+    if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
         tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
     } else if route == "/ids" || route == "/healthz" || route == "/readyz" {
         // Probes and discovery are frequent and carry nothing to audit.

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use crate::identity::{ClusterIdentity, ParsedCsr};
 
+pub mod kube_csr;
 pub mod local_ca;
 
+pub use kube_csr::KubeCsrSigner;
 pub use local_ca::LocalCa;
 
 /// What the issuer asks a signer for.
@@ -35,6 +37,9 @@ pub trait Signer: Send + Sync {
 
     /// Signs `request`. Must be safe to call again with the same request after any failure.
     async fn sign(&self, request: SignRequest<'_>) -> Result<SignedCertificate, SignerError>;
+
+    /// Called once the certificate is stored: release what signing left behind (best effort).
+    async fn forget(&self, _request: SignRequest<'_>) {}
 }
 
 /// Why signing failed.

@@ -8,9 +8,13 @@ use std::fmt;
 
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
 
+pub mod kube_secret;
+pub mod kube_token;
 pub mod local_file;
 pub mod memory;
 
+pub use kube_secret::KubeStore;
+pub use kube_token::KubeTokenCache;
 pub use local_file::LocalStore;
 pub use memory::MemoryStore;
 
