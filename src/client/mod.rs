@@ -6,6 +6,7 @@
 //! `liqo-auth check` diagnostics. Commands that store identities (`peer`) live elsewhere and use
 //! [`transport::AuthClient`].
 
+pub mod check;
 pub mod transport;
 
 #[cfg(test)]
