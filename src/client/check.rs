@@ -17,13 +17,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::ArgAction;
 use http::Method;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::client::parse_duration;
 use crate::client::transport::{
     self, ChainRecorder, ConnectFailure, Deadline, Endpoint, ServerTrust, Sniffed, TlsFailure,
     TransportError,
@@ -121,11 +121,12 @@ pub struct CheckArgs {
     pub ca_file: Option<PathBuf>,
 
     /// Do not verify the auth service's certificate (the check still reports what it presents).
-    #[arg(long, env = "LIQO_AUTH_INSECURE_SKIP_TLS_VERIFY")]
+    /// Bare flag or `=true|false`.
+    #[arg(long, env = "LIQO_AUTH_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub insecure_skip_tls_verify: bool,
 
-    /// Time allowed for each step, e.g. 5s or 500ms.
-    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    /// Time allowed for each step (Go duration, e.g. 5s or 500ms).
+    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Output format.
@@ -1024,6 +1025,13 @@ fn protocol_name(version: rustls::ProtocolVersion) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match crate::cli::parse_duration(text)? {
+        Duration::ZERO => Err("the timeout must be longer than zero".to_owned()),
+        timeout => Ok(timeout),
+    }
+}
+
 fn parse_ca_hash(text: &str) -> Result<[u8; 32], String> {
     pki::parse_pin(text.trim())
         .ok_or_else(|| format!("{text:?} is not a pin; expected sha256:<64 hex digits>"))
@@ -1406,6 +1414,35 @@ mod tests {
         .is_err());
         assert!(
             Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "5"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn insecure_flag_takes_a_bare_or_explicit_value() {
+        let bare = Cli::try_parse_from([
+            "check",
+            "--auth-url",
+            "https://a",
+            "--insecure-skip-tls-verify",
+        ])
+        .expect("parses");
+        assert_eq!(
+            bare.check.into_options().expect("options").trust,
+            ServerTrust::InsecureSkipVerify
+        );
+        let off = Cli::try_parse_from([
+            "check",
+            "--auth-url",
+            "https://a",
+            "--insecure-skip-tls-verify=false",
+        ])
+        .expect("parses");
+        assert_eq!(
+            off.check.into_options().expect("options").trust,
+            ServerTrust::SystemRoots
         );
     }
 
