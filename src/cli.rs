@@ -50,6 +50,8 @@ pub enum Command {
     /// Show the provider's shared token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Walk the path a peering takes (DNS, TCP, TLS, /ids, API server) and explain failures.
+    Check(crate::client::check::CheckArgs),
 }
 
 /// `token` subcommands.

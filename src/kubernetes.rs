@@ -55,14 +55,30 @@ impl KubeFailure {
                 404 => Self::NotFound { operation },
                 409 if status.reason == "AlreadyExists" => Self::AlreadyExists { operation },
                 409 => Self::Conflict { operation },
-                403 => Self::Forbidden { operation, message: status.message.clone() },
-                429 | 500..=599 => Self::Unavailable { operation, source: Box::new(error) },
-                _ => Self::Other { operation, source: Box::new(error) },
+                403 => Self::Forbidden {
+                    operation,
+                    message: status.message.clone(),
+                },
+                429 | 500..=599 => Self::Unavailable {
+                    operation,
+                    source: Box::new(error),
+                },
+                _ => Self::Other {
+                    operation,
+                    source: Box::new(error),
+                },
             },
-            kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) | kube::Error::HttpError(_) => {
-                Self::Unavailable { operation, source: Box::new(error) }
-            }
-            _ => Self::Other { operation, source: Box::new(error) },
+            kube::Error::HyperError(_)
+            | kube::Error::Service(_)
+            | kube::Error::ReadEvents(_)
+            | kube::Error::HttpError(_) => Self::Unavailable {
+                operation,
+                source: Box::new(error),
+            },
+            _ => Self::Other {
+                operation,
+                source: Box::new(error),
+            },
         }
     }
 
@@ -81,25 +97,44 @@ impl From<KubeFailure> for crate::store::StoreError {
     fn from(failure: KubeFailure) -> Self {
         use crate::store::StoreError;
         match failure {
-            KubeFailure::AlreadyExists { operation } | KubeFailure::Conflict { operation } => StoreError::AlreadyExists { what: operation },
-            KubeFailure::Forbidden { operation, message } => StoreError::Forbidden { operation, detail: message },
-            KubeFailure::Unavailable { operation, source } => StoreError::Unavailable { operation, source },
-            other @ KubeFailure::NotFound { .. } => StoreError::Backend { operation: other.to_string(), source: Box::new(other) },
+            KubeFailure::AlreadyExists { operation } | KubeFailure::Conflict { operation } => {
+                StoreError::AlreadyExists { what: operation }
+            }
+            KubeFailure::Forbidden { operation, message } => StoreError::Forbidden {
+                operation,
+                detail: message,
+            },
+            KubeFailure::Unavailable { operation, source } => {
+                StoreError::Unavailable { operation, source }
+            }
+            other @ KubeFailure::NotFound { .. } => StoreError::Backend {
+                operation: other.to_string(),
+                source: Box::new(other),
+            },
             KubeFailure::Other { operation, source } => StoreError::Backend { operation, source },
         }
     }
 }
 
 /// Runs one API call with the request deadline; a timeout counts as "unavailable".
-pub async fn call<T>(operation: &str, future: impl Future<Output = Result<T, kube::Error>>) -> Result<T, KubeFailure> {
+pub async fn call<T>(
+    operation: &str,
+    future: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, KubeFailure> {
     match tokio::time::timeout(REQUEST_TIMEOUT, future).await {
         Ok(result) => result.map_err(|e| KubeFailure::classify(operation, e)),
-        Err(elapsed) => Err(KubeFailure::Unavailable { operation: operation.to_owned(), source: Box::new(elapsed) }),
+        Err(elapsed) => Err(KubeFailure::Unavailable {
+            operation: operation.to_owned(),
+            source: Box::new(elapsed),
+        }),
     }
 }
 
 /// Like `call`, but 404 becomes `Ok(None)`.
-pub async fn call_opt<T>(operation: &str, future: impl Future<Output = Result<T, kube::Error>>) -> Result<Option<T>, KubeFailure> {
+pub async fn call_opt<T>(
+    operation: &str,
+    future: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<Option<T>, KubeFailure> {
     match call(operation, future).await {
         Ok(value) => Ok(Some(value)),
         Err(failure) if failure.is_not_found() => Ok(None),
@@ -109,11 +144,17 @@ pub async fn call_opt<T>(operation: &str, future: impl Future<Output = Result<T,
 
 /// Loads the client configuration: `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`, else the
 /// in-cluster service account.
-pub async fn load_config(kubeconfig: Option<&Path>) -> Result<kube::Config, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn load_config(
+    kubeconfig: Option<&Path>,
+) -> Result<kube::Config, Box<dyn std::error::Error + Send + Sync>> {
     match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)?;
-            Ok(kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?)
+            Ok(kube::Config::from_custom_kubeconfig(
+                file,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?)
         }
         None => Ok(kube::Config::infer().await?),
     }

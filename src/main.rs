@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use liqo_auth::cli::{Args, Command};
+use liqo_auth::commands::CommandError;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse_from(argv()) {
@@ -33,16 +34,21 @@ fn main() -> ExitCode {
                 .map_err(boxed)?
                 .serve()
                 .await
-                .map_err(boxed),
-            Command::Token(command) => liqo_auth::commands::token(command).await,
+                .map_err(boxed)
+                .map(|()| ExitCode::SUCCESS),
+            Command::Token(command) => liqo_auth::commands::token(command)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Check(check) => Ok(check.execute().await),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => fail(error.as_ref()),
     }
 }
 
+/// The arguments, with `serve` inserted when invoked as `auth-service`.
 fn argv() -> Vec<std::ffi::OsString> {
     let mut args: Vec<_> = std::env::args_os().collect();
     let invoked_as = args
@@ -54,9 +60,7 @@ fn argv() -> Vec<std::ffi::OsString> {
     args
 }
 
-fn boxed<E: std::error::Error + Send + Sync + 'static>(
-    error: E,
-) -> Box<dyn std::error::Error + Send + Sync> {
+fn boxed<E: std::error::Error + Send + Sync + 'static>(error: E) -> CommandError {
     Box::new(error)
 }
 

@@ -65,7 +65,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let issue = post(certificate::issue_certificate).layer::<_, std::convert::Infallible>(
         tower::ServiceBuilder::new()
-            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                REQUEST_TIMEOUT,
+            ))
             .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
     );
     Router::new()
@@ -116,11 +119,18 @@ async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
 async fn observe(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let mut response = next.run(request).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         let allow = response.headers().get(header::ALLOW).cloned();
-        response = ApiError::envelope(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route");
+        response = ApiError::envelope(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        );
         if let Some(allow) = allow {
             response.headers_mut().insert(header::ALLOW, allow);
         }
@@ -128,7 +138,10 @@ async fn observe(request: Request<Body>, next: Next) -> Response {
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let route = route.as_deref().unwrap_or("unmatched");
-    if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
+    if let Some(detail) = response
+        .extensions_mut()
+        .remove::<error::ServerErrorDetail>()
+    {
         tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
     } else if route == "/ids" || route == "/healthz" || route == "/readyz" {
         // Probes and discovery are frequent and carry nothing to audit.

@@ -91,21 +91,41 @@ impl KubeTokenCache {
         let fresh = SharedToken::generate();
         let result = match secret {
             None => {
-                tracing::info!(secret.name = TOKEN_SECRET, "the token Secret is missing; creating it with a new token");
-                call("creating the token Secret", api.create(&PostParams::default(), &token_secret(&fresh, None))).await.map(|_| ())
+                tracing::info!(
+                    secret.name = TOKEN_SECRET,
+                    "the token Secret is missing; creating it with a new token"
+                );
+                call(
+                    "creating the token Secret",
+                    api.create(&PostParams::default(), &token_secret(&fresh, None)),
+                )
+                .await
+                .map(|_| ())
             }
             Some(existing) => {
-                tracing::warn!(secret.name = TOKEN_SECRET, "the token Secret has no usable token; replacing it with a new token");
-                call("repairing the token Secret", api.replace(TOKEN_SECRET, &PostParams::default(), &token_secret(&fresh, Some(existing))))
-                    .await
-                    .map(|_| ())
+                tracing::warn!(
+                    secret.name = TOKEN_SECRET,
+                    "the token Secret has no usable token; replacing it with a new token"
+                );
+                call(
+                    "repairing the token Secret",
+                    api.replace(
+                        TOKEN_SECRET,
+                        &PostParams::default(),
+                        &token_secret(&fresh, Some(existing)),
+                    ),
+                )
+                .await
+                .map(|_| ())
             }
         };
         match result {
             // The watch delivers the stored Secret next, whoever wrote it.
             Ok(()) => {}
             Err(failure) if failure.is_already_exists() => {}
-            Err(failure) => tracing::error!(secret.name = TOKEN_SECRET, error = %crate::http::error::error_chain(&failure), "could not write the token Secret"),
+            Err(failure) => {
+                tracing::error!(secret.name = TOKEN_SECRET, error = %crate::http::error::error_chain(&failure), "could not write the token Secret")
+            }
         }
     }
 
@@ -116,7 +136,11 @@ impl KubeTokenCache {
 
 impl TokenStore for KubeTokenCache {
     fn shared_token(&self) -> Option<SharedToken> {
-        self.inner.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -129,8 +153,17 @@ pub fn token_of(secret: &Secret) -> Option<SharedToken> {
 /// The token Secret as the reference writes it (`Opaque`, key `token`), keeping an existing
 /// object's metadata (resourceVersion included) when repairing.
 fn token_secret(token: &SharedToken, existing: Option<Secret>) -> Secret {
-    let mut secret = existing.unwrap_or_else(|| Secret { metadata: ObjectMeta { name: Some(TOKEN_SECRET.into()), ..ObjectMeta::default() }, ..Secret::default() });
+    let mut secret = existing.unwrap_or_else(|| Secret {
+        metadata: ObjectMeta {
+            name: Some(TOKEN_SECRET.into()),
+            ..ObjectMeta::default()
+        },
+        ..Secret::default()
+    });
     secret.string_data = None;
-    secret.data = Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.expose().as_bytes().to_vec()))]));
+    secret.data = Some(BTreeMap::from([(
+        TOKEN_KEY.to_owned(),
+        ByteString(token.expose().as_bytes().to_vec()),
+    )]));
     secret
 }
