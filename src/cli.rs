@@ -22,13 +22,7 @@ pub struct Args {
 #[derive(Debug, Clone, ClapArgs)]
 pub struct LogArgs {
     /// Log level: error, warn, info, debug, trace, or a klog verbosity number (0-1 info, 2-3 debug, 4+ trace).
-    #[arg(
-        short = 'v',
-        long = "log-level",
-        global = true,
-        env = "LIQO_AUTH_LOG_LEVEL",
-        default_value = "info"
-    )]
+    #[arg(short = 'v', long = "log-level", global = true, env = "LIQO_AUTH_LOG_LEVEL", default_value = "info")]
     pub level: String,
     /// Log format.
     #[arg(long = "log-format", global = true, env = "LIQO_AUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -68,11 +62,7 @@ pub struct BackendArgs {
     #[arg(long, env = "LIQO_AUTH_BACKEND", value_enum, default_value_t = BackendKind::Kubernetes)]
     pub backend: BackendKind,
     /// Data dir of the local backend.
-    #[arg(
-        long = "data-dir",
-        env = "LIQO_AUTH_DATA_DIR",
-        default_value = "./liqo-auth-data"
-    )]
+    #[arg(long = "data-dir", env = "LIQO_AUTH_DATA_DIR", default_value = "./liqo-auth-data")]
     pub data_dir: PathBuf,
     /// Namespace holding `auth-token` and `remote-token-*` (Kubernetes backend).
     #[arg(long, env = "LIQO_AUTH_NAMESPACE", default_value = "default")]
@@ -89,6 +79,13 @@ pub enum BackendKind {
     Local,
 }
 
+/// Signer selection (Kubernetes backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SignerKind {
+    Kubernetes,
+    LocalCa,
+}
+
 /// `serve` flags.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct ServeArgs {
@@ -101,18 +98,10 @@ pub struct ServeArgs {
     #[arg(long = "enable-tls", env = "LIQO_AUTH_ENABLE_TLS", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_tls: bool,
     /// TLS certificate (PEM). Generated (self-signed P-256) when absent.
-    #[arg(
-        long = "cert-path",
-        env = "LIQO_AUTH_CERT_PATH",
-        default_value = "/certs/cert.pem"
-    )]
+    #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH", default_value = "/certs/cert.pem")]
     pub cert_path: PathBuf,
     /// TLS private key (PEM).
-    #[arg(
-        long = "key-path",
-        env = "LIQO_AUTH_KEY_PATH",
-        default_value = "/certs/key.pem"
-    )]
+    #[arg(long = "key-path", env = "LIQO_AUTH_KEY_PATH", default_value = "/certs/key.pem")]
     pub key_path: PathBuf,
     /// Extra subject alternative name for a generated serving certificate (repeatable).
     #[arg(long = "tls-san", env = "LIQO_AUTH_TLS_SAN", value_delimiter = ',')]
@@ -127,10 +116,7 @@ pub struct ServeArgs {
     #[arg(long = "enable-authentication", env = "LIQO_AUTH_ENABLE_AUTHENTICATION", num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_authentication: bool,
     /// API server URL given to peers (NAT, load balancers, public names); `https://` is added when missing.
-    #[arg(
-        long = "advertise-api-server-address",
-        env = "LIQO_AUTH_ADVERTISE_API_SERVER_ADDRESS"
-    )]
+    #[arg(long = "advertise-api-server-address", env = "LIQO_AUTH_ADVERTISE_API_SERVER_ADDRESS")]
     pub advertise_api_server_address: Option<String>,
     /// Do not send `apiServerCA`: peers trust the API server through their system roots.
     #[arg(long = "advertise-api-server-trusted-ca", env = "LIQO_AUTH_ADVERTISE_API_SERVER_TRUSTED_CA", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
@@ -142,32 +128,16 @@ pub struct ServeArgs {
     #[arg(long = "resync-period", env = "LIQO_AUTH_RESYNC_PERIOD", default_value = "30s", value_parser = parse_duration)]
     pub resync_period: Duration,
     /// Accepted for compatibility with the reference; kube-rs does no client-side throttling.
-    #[arg(
-        long = "client-qps",
-        env = "LIQO_AUTH_CLIENT_QPS",
-        default_value_t = 100.0
-    )]
+    #[arg(long = "client-qps", env = "LIQO_AUTH_CLIENT_QPS", default_value_t = 100.0)]
     pub client_qps: f32,
     /// Accepted for compatibility with the reference; kube-rs does no client-side throttling.
-    #[arg(
-        long = "client-max-burst",
-        env = "LIQO_AUTH_CLIENT_MAX_BURST",
-        default_value_t = 100
-    )]
+    #[arg(long = "client-max-burst", env = "LIQO_AUTH_CLIENT_MAX_BURST", default_value_t = 100)]
     pub client_max_burst: u32,
     /// Reference IAM mode (not supported: refused at start when set).
-    #[arg(
-        long = "aws-access-key-id",
-        env = "LIQO_AUTH_AWS_ACCESS_KEY_ID",
-        hide_env_values = true
-    )]
+    #[arg(long = "aws-access-key-id", env = "LIQO_AUTH_AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub aws_access_key_id: Option<String>,
     /// Reference IAM mode (not supported: refused at start when set).
-    #[arg(
-        long = "aws-secret-access-key",
-        env = "LIQO_AUTH_AWS_SECRET_ACCESS_KEY",
-        hide_env_values = true
-    )]
+    #[arg(long = "aws-secret-access-key", env = "LIQO_AUTH_AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<String>,
     /// Reference IAM mode (not supported: refused at start when set).
     #[arg(long = "aws-region", env = "LIQO_AUTH_AWS_REGION")]
@@ -175,19 +145,29 @@ pub struct ServeArgs {
     /// Reference IAM mode (not supported: refused at start when set).
     #[arg(long = "aws-cluster-name", env = "LIQO_AUTH_AWS_CLUSTER_NAME")]
     pub aws_cluster_name: Option<String>,
+    /// Who signs peers' certificates on the Kubernetes backend: the cluster's CSR API, or a mounted CA.
+    #[arg(long, env = "LIQO_AUTH_SIGNER", value_enum, default_value_t = SignerKind::Kubernetes)]
+    pub signer: SignerKind,
+    /// CA certificate (PEM) for `--signer local-ca` (e.g. the kubeadm CA).
+    #[arg(long = "ca-cert", env = "LIQO_AUTH_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// CA private key (PEM) for `--signer local-ca`.
+    #[arg(long = "ca-key", env = "LIQO_AUTH_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+    /// Longest wait for the cluster signer to issue a certificate.
+    #[arg(long = "signing-timeout", env = "LIQO_AUTH_SIGNING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub signing_timeout: Duration,
+    /// Deadline of each Kubernetes API request.
+    #[arg(long = "kube-request-timeout", env = "LIQO_AUTH_KUBE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub kube_request_timeout: Duration,
     /// Maximum open connections on the public listener.
-    #[arg(
-        long = "max-connections",
-        env = "LIQO_AUTH_MAX_CONNECTIONS",
-        default_value_t = 4096
-    )]
+    #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 }
 
 /// Parses a Go duration: a sequence of `<number><unit>` with units ns, us, µs, ms, s, m, h.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration {text:?}: use Go syntax such as 30s, 20m, 8760h or 1h30m");
+    let bad = || format!("invalid duration {text:?}: use Go syntax such as 30s, 20m, 8760h or 1h30m");
     if text == "0" {
         return Ok(Duration::ZERO);
     }
@@ -197,14 +177,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         let value: f64 = rest[..number_len].parse().map_err(|_| bad())?;
         rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -226,10 +202,7 @@ mod tests {
 
     #[test]
     fn parses_go_durations() {
-        assert_eq!(
-            parse_duration("8760h").unwrap(),
-            Duration::from_secs(8760 * 3600)
-        );
+        assert_eq!(parse_duration("8760h").unwrap(), Duration::from_secs(8760 * 3600));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
@@ -240,29 +213,13 @@ mod tests {
 
     #[test]
     fn boolean_flags_take_bare_or_explicit_values() {
-        let args = Args::try_parse_from([
-            "liqo-auth",
-            "serve",
-            "--enable-tls",
-            "--enable-authentication=false",
-        ])
-        .unwrap();
-        let Command::Serve(serve) = args.command else {
-            panic!("serve")
-        };
+        let args =
+            Args::try_parse_from(["liqo-auth", "serve", "--enable-tls", "--enable-authentication=false"]).unwrap();
+        let Command::Serve(serve) = args.command else { panic!("serve") };
         assert!(serve.enable_tls);
         assert!(!serve.enable_authentication);
-        let args = Args::try_parse_from([
-            "liqo-auth",
-            "serve",
-            "--enable-tls=false",
-            "--address",
-            ":8443",
-        ])
-        .unwrap();
-        let Command::Serve(serve) = args.command else {
-            panic!("serve")
-        };
+        let args = Args::try_parse_from(["liqo-auth", "serve", "--enable-tls=false", "--address", ":8443"]).unwrap();
+        let Command::Serve(serve) = args.command else { panic!("serve") };
         assert!(!serve.enable_tls);
         assert_eq!(serve.address, ":8443");
     }
@@ -270,9 +227,7 @@ mod tests {
     #[test]
     fn reference_defaults_are_kept() {
         let args = Args::try_parse_from(["liqo-auth", "serve"]).unwrap();
-        let Command::Serve(serve) = args.command else {
-            panic!("serve")
-        };
+        let Command::Serve(serve) = args.command else { panic!("serve") };
         assert_eq!(serve.address, ":5000");
         assert!(!serve.enable_tls && serve.enable_authentication);
         assert_eq!(serve.backend.namespace, "default");

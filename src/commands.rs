@@ -12,15 +12,20 @@ pub async fn token(command: TokenCommand) -> Result<(), CommandError> {
         TokenCommand::Show(backend) => {
             let token = match backend.backend {
                 BackendKind::Local => {
-                    let store = LocalStore::open(
-                        &backend.data_dir,
-                        crate::config::LOCAL_API_SERVER_URL.into(),
-                        true,
-                    )?;
+                    let store = LocalStore::open(&backend.data_dir, crate::config::LOCAL_API_SERVER_URL.into(), true)?;
                     store.shared_token()
                 }
                 BackendKind::Kubernetes => {
-                    return Err(crate::config::ConfigError::KubernetesUnavailable.into())
+                    let config = crate::kubernetes::load_config(backend.kubeconfig.as_deref()).await?;
+                    let client = crate::kubernetes::client(config)?;
+                    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                        kube::Api::namespaced(client, &backend.namespace);
+                    let secret = crate::kubernetes::call_opt(
+                        "reading Secret auth-token",
+                        api.get(crate::kubernetes::TOKEN_SECRET),
+                    )
+                    .await?;
+                    secret.as_ref().and_then(crate::store::kube_token::token_of)
                 }
             };
             let token = token.ok_or("no usable shared token is stored")?;

@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{BackendKind, ServeArgs};
+use crate::cli::{BackendKind, ServeArgs, SignerKind};
 use crate::http::AppState;
-use crate::identity::{Authenticator, ClusterIdentity, IssuePolicy, Issuer};
+use crate::identity::{Authenticator, ClusterId, ClusterIdentity, ClusterName, IssuePolicy, Issuer};
 use crate::server::{self, ServerLimits};
-use crate::store::{LocalStore, StoreError};
+use crate::signer::{KubeCsrSigner, LocalCa, Signer};
+use crate::store::kube_secret::ApiServerSource;
+use crate::store::{KubeStore, KubeTokenCache, LocalStore, StoreError};
 use crate::tls::{ServingCertificate, ServingSource, TlsError};
 
 /// Default `apiServerUrl` of the local backend.
@@ -39,20 +41,26 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the Kubernetes backend is not available in this build yet; use --backend local")]
-    KubernetesUnavailable,
+    #[error("configuring the Kubernetes client")]
+    KubeConfig(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("{0}")]
+    ClusterIdentity(String),
 }
 
 /// Where state lives.
 #[derive(Debug, Clone)]
 pub enum BackendConfig {
-    Local {
-        data_dir: PathBuf,
-    },
-    Kubernetes {
-        namespace: String,
-        kubeconfig: Option<PathBuf>,
-    },
+    Local { data_dir: PathBuf },
+    Kubernetes { namespace: String, kubeconfig: Option<PathBuf>, signer: SignerConfig },
+}
+
+/// Who signs on the Kubernetes backend.
+#[derive(Debug, Clone)]
+pub enum SignerConfig {
+    /// The `certificates.k8s.io/v1` API, waiting at most `timeout`.
+    KubernetesCsr { timeout: Duration },
+    /// A mounted CA.
+    LocalCa { cert: PathBuf, key: PathBuf },
 }
 
 /// A validated `serve` configuration.
@@ -68,6 +76,7 @@ pub struct Config {
     pub api_server_url: Option<String>,
     pub advertise_ca: bool,
     pub certificate_ttl: Duration,
+    pub kube_request_timeout: Duration,
     pub limits: ServerLimits,
 }
 
@@ -80,23 +89,12 @@ pub struct Runtime {
 impl ServeArgs {
     /// Validates the flags.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let aws = [
-            &self.aws_access_key_id,
-            &self.aws_secret_access_key,
-            &self.aws_region,
-            &self.aws_cluster_name,
-        ];
-        if aws
-            .iter()
-            .any(|v| v.as_deref().is_some_and(|s| !s.is_empty()))
-        {
+        let aws = [&self.aws_access_key_id, &self.aws_secret_access_key, &self.aws_region, &self.aws_cluster_name];
+        if aws.iter().any(|v| v.as_deref().is_some_and(|s| !s.is_empty())) {
             return Err(ConfigError::IamUnsupported);
         }
         let listen = server::parse_listen_address(&self.address).map_err(ConfigError::Invalid)?;
-        for (value, field) in [
-            (&self.cluster_id, "--cluster-id"),
-            (&self.cluster_name, "--cluster-name"),
-        ] {
+        for (value, field) in [(&self.cluster_id, "--cluster-id"), (&self.cluster_name, "--cluster-name")] {
             if let Some(value) = value {
                 crate::identity::validate_dns1123_label(value, field)
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -108,12 +106,24 @@ impl ServeArgs {
             ));
         }
         let backend = match self.backend.backend {
-            BackendKind::Local => BackendConfig::Local {
-                data_dir: self.backend.data_dir.clone(),
-            },
+            BackendKind::Local => BackendConfig::Local { data_dir: self.backend.data_dir.clone() },
             BackendKind::Kubernetes => BackendConfig::Kubernetes {
                 namespace: self.backend.namespace.clone(),
                 kubeconfig: self.backend.kubeconfig.clone(),
+                signer: match (self.signer, &self.ca_cert, &self.ca_key) {
+                    (SignerKind::Kubernetes, None, None) => {
+                        SignerConfig::KubernetesCsr { timeout: self.signing_timeout }
+                    }
+                    (SignerKind::Kubernetes, _, _) => {
+                        return Err(ConfigError::Invalid("--ca-cert and --ca-key need --signer local-ca".into()))
+                    }
+                    (SignerKind::LocalCa, Some(cert), Some(key)) => {
+                        SignerConfig::LocalCa { cert: cert.clone(), key: key.clone() }
+                    }
+                    (SignerKind::LocalCa, _, _) => {
+                        return Err(ConfigError::Invalid("--signer local-ca needs both --ca-cert and --ca-key".into()))
+                    }
+                },
             },
         };
         let persist_dir = match &backend {
@@ -143,10 +153,8 @@ impl ServeArgs {
             api_server_url,
             advertise_ca: !self.advertise_api_server_trusted_ca,
             certificate_ttl: self.certificate_ttl,
-            limits: ServerLimits {
-                max_connections: self.max_connections.max(1),
-                ..ServerLimits::default()
-            },
+            kube_request_timeout: self.kube_request_timeout,
+            limits: ServerLimits { max_connections: self.max_connections.max(1), ..ServerLimits::default() },
         })
     }
 }
@@ -154,43 +162,77 @@ impl ServeArgs {
 impl Config {
     /// Opens the backend and builds the handlers' state and the serving certificate.
     pub async fn build(&self) -> Result<Runtime, ConfigError> {
-        let state = match &self.backend {
-            BackendConfig::Local { data_dir } => self.build_local(data_dir)?,
-            BackendConfig::Kubernetes { .. } => return Err(ConfigError::KubernetesUnavailable),
+        match &self.backend {
+            BackendConfig::Local { data_dir } => {
+                let state = self.build_local(data_dir)?;
+                let serving = self
+                    .tls
+                    .as_ref()
+                    .map(ServingCertificate::load_or_generate)
+                    .transpose()
+                    .map_err(ConfigError::Tls)?;
+                Ok(Runtime { state, serving })
+            }
+            BackendConfig::Kubernetes { kubeconfig, .. } => {
+                let kube_config =
+                    crate::kubernetes::load_config(kubeconfig.as_deref()).await.map_err(ConfigError::KubeConfig)?;
+                self.build_with_kube(kube_config).await
+            }
+        }
+    }
+
+    /// Builds the Kubernetes backend over an injected client configuration (tests pass the
+    /// fake API server's).
+    pub async fn build_with_kube(&self, kube_config: kube::Config) -> Result<Runtime, ConfigError> {
+        let BackendConfig::Kubernetes { namespace, signer, .. } = &self.backend else {
+            return Err(ConfigError::Invalid("build_with_kube needs the Kubernetes backend".into()));
         };
-        let serving = self
-            .tls
-            .as_ref()
-            .map(ServingCertificate::load_or_generate)
-            .transpose()
-            .map_err(ConfigError::Tls)?;
-        Ok(Runtime { state, serving })
+        let store_err = |source| ConfigError::Store { backend: "kubernetes", source };
+        crate::kubernetes::set_request_timeout(self.kube_request_timeout);
+        let api_source = ApiServerSource::from_config(&kube_config, self.api_server_url.clone(), !self.advertise_ca);
+        let client = crate::kubernetes::client(kube_config).map_err(|e| ConfigError::KubeConfig(Box::new(e)))?;
+        let cluster =
+            kube_cluster_identity(&client, namespace, self.cluster_id.as_deref(), self.cluster_name.as_deref()).await?;
+        let tokens = KubeTokenCache::start(client.clone(), namespace);
+        if !tokens.wait_synced(Duration::from_secs(10)).await {
+            tracing::warn!(
+                secret.name = "auth-token",
+                "the token Secret is not synced yet; /readyz reports not ready until it is"
+            );
+        }
+        let store = Arc::new(KubeStore::new(client.clone(), namespace.clone(), tokens.clone(), api_source));
+        let signer: Arc<dyn Signer> = match signer {
+            SignerConfig::KubernetesCsr { timeout } => Arc::new(KubeCsrSigner::new(client.clone(), *timeout)),
+            SignerConfig::LocalCa { cert, key } => {
+                let cert_pem = crate::store::local_file::read_string(cert).map_err(store_err)?;
+                let key_pem = crate::store::local_file::read_string(key).map_err(store_err)?;
+                Arc::new(
+                    LocalCa::from_pem(&cert_pem, &key_pem)
+                        .map_err(|e| ConfigError::Invalid(format!("--ca-cert/--ca-key: {e}")))?,
+                )
+            }
+        };
+        let auth = Authenticator::new(self.authentication, Arc::new(tokens));
+        let issuer = Issuer::new(auth, signer, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
+        let serving = match &self.tls {
+            Some(source) if source.cert_path.exists() && source.key_path.exists() => {
+                Some(ServingCertificate::load_or_generate(source).map_err(ConfigError::Tls)?)
+            }
+            Some(source) => Some(shared_serving_certificate(&client, namespace, &source.extra_sans).await?),
+            None => None,
+        };
+        Ok(Runtime { state: AppState::new(cluster, issuer), serving })
     }
 
     fn build_local(&self, data_dir: &std::path::Path) -> Result<AppState, ConfigError> {
-        let store_err = |source| ConfigError::Store {
-            backend: "local",
-            source,
-        };
-        let url = self
-            .api_server_url
-            .clone()
-            .unwrap_or_else(|| LOCAL_API_SERVER_URL.to_owned());
-        let store =
-            Arc::new(LocalStore::open(data_dir, url, self.advertise_ca).map_err(store_err)?);
-        let cluster = store
-            .cluster_identity(self.cluster_id.as_deref(), self.cluster_name.as_deref())
-            .map_err(store_err)?;
+        let store_err = |source| ConfigError::Store { backend: "local", source };
+        let url = self.api_server_url.clone().unwrap_or_else(|| LOCAL_API_SERVER_URL.to_owned());
+        let store = Arc::new(LocalStore::open(data_dir, url, self.advertise_ca).map_err(store_err)?);
+        let cluster =
+            store.cluster_identity(self.cluster_id.as_deref(), self.cluster_name.as_deref()).map_err(store_err)?;
         let ca = Arc::new(store.load_or_create_ca(&cluster).map_err(store_err)?);
         let auth = Authenticator::new(self.authentication, store.clone());
-        let issuer = Issuer::new(
-            auth,
-            ca,
-            store,
-            IssuePolicy {
-                certificate_ttl: self.certificate_ttl,
-            },
-        );
+        let issuer = Issuer::new(auth, ca, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
         Ok(AppState::new(cluster, issuer))
     }
 
@@ -199,14 +241,9 @@ impl Config {
         let runtime = self.build().await?;
         let listener = server::bind(&self.listen)
             .await
-            .map_err(|source| ConfigError::Bind {
-                address: self.address.clone(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ConfigError::Bind {
-            address: self.address.clone(),
-            source,
-        })?;
+            .map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
         self.announce(&runtime.state.cluster, local_addr, runtime.serving.as_ref());
         let acceptor = match &runtime.serving {
             Some(serving) => {
@@ -219,30 +256,16 @@ impl Config {
                         |_| {},
                     );
                 }
-                Some(tokio_rustls::TlsAcceptor::from(
-                    serving.server_config().map_err(ConfigError::Tls)?,
-                ))
+                Some(tokio_rustls::TlsAcceptor::from(serving.server_config().map_err(ConfigError::Tls)?))
             }
             None => None,
         };
         let router = crate::http::router(runtime.state);
-        server::serve(
-            listener,
-            router,
-            acceptor,
-            self.limits.clone(),
-            server::shutdown_signal(),
-        )
-        .await;
+        server::serve(listener, router, acceptor, self.limits.clone(), server::shutdown_signal()).await;
         Ok(())
     }
 
-    fn announce(
-        &self,
-        cluster: &ClusterIdentity,
-        addr: SocketAddr,
-        serving: Option<&ServingCertificate>,
-    ) {
+    fn announce(&self, cluster: &ClusterIdentity, addr: SocketAddr, serving: Option<&ServingCertificate>) {
         if !self.authentication {
             tracing::warn!("AUTHENTICATION IS DISABLED (--enable-authentication=false): anyone who reaches this port gets a client certificate for the API server");
         }
@@ -264,6 +287,111 @@ impl Config {
     }
 }
 
+/// Secret holding the generated serving pair shared by every replica (so peers see one pin).
+pub const SERVING_CERT_SECRET: &str = "liqo-auth-serving-cert";
+
+/// The cluster identity on the Kubernetes backend: the flags, else ConfigMap
+/// `liqo-clusterid-configmap` (keys `CLUSTER_ID`, `CLUSTER_NAME`) as Liqo installs it.
+pub async fn kube_cluster_identity(
+    client: &kube::Client,
+    namespace: &str,
+    id_flag: Option<&str>,
+    name_flag: Option<&str>,
+) -> Result<ClusterIdentity, ConfigError> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (mut id, mut name) = (id_flag.map(str::to_owned), name_flag.map(str::to_owned));
+    if id.is_none() || name.is_none() {
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), namespace);
+        let configmap = crate::kubernetes::call_opt(
+            "reading ConfigMap liqo-clusterid-configmap",
+            api.get(crate::kubernetes::CLUSTER_ID_CONFIGMAP),
+        )
+        .await
+        .map_err(|e| ConfigError::ClusterIdentity(crate::http::error::error_chain(&e)))?;
+        let data = configmap.and_then(|cm| cm.data).unwrap_or_default();
+        id = id.or_else(|| data.get("CLUSTER_ID").cloned());
+        name = name.or_else(|| data.get("CLUSTER_NAME").cloned());
+    }
+    let missing = |what: &str| {
+        ConfigError::ClusterIdentity(format!(
+            "no cluster {what}: pass --cluster-id and --cluster-name, or create ConfigMap liqo-clusterid-configmap with keys CLUSTER_ID and CLUSTER_NAME in namespace {namespace}"
+        ))
+    };
+    let id = id.filter(|v| !v.is_empty()).ok_or_else(|| missing("ID"))?;
+    let name = name.filter(|v| !v.is_empty()).ok_or_else(|| missing("name"))?;
+    let invalid = |e: crate::identity::ClusterValueError| ConfigError::ClusterIdentity(e.to_string());
+    Ok(ClusterIdentity {
+        id: ClusterId::parse(&id).map_err(invalid)?,
+        name: ClusterName::parse(&name).map_err(invalid)?,
+    })
+}
+
+/// Gets or creates the generated serving pair in a Secret, so every replica serves the same
+/// certificate and keeps it across restarts.
+async fn shared_serving_certificate(
+    client: &kube::Client,
+    namespace: &str,
+    sans: &[String],
+) -> Result<ServingCertificate, ConfigError> {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::ByteString;
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let store_err = |e: crate::kubernetes::KubeFailure| ConfigError::Store { backend: "kubernetes", source: e.into() };
+    let pair_of = |secret: &Secret| {
+        let data = secret.data.as_ref()?;
+        let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
+        Some((text("tls.crt")?, text("tls.key")?))
+    };
+    let existing = crate::kubernetes::call_opt("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
+        .await
+        .map_err(store_err)?;
+    if let Some((cert, key)) = existing.as_ref().and_then(pair_of) {
+        if ServingCertificate::reusable(&cert, sans) {
+            return ServingCertificate::from_pem_pair(&cert, &key).map_err(ConfigError::Tls);
+        }
+    }
+    let (cert, key) = crate::tls::generate_self_signed(sans).map_err(ConfigError::Tls)?;
+    let mut secret = existing.unwrap_or_default();
+    secret.metadata.name = Some(SERVING_CERT_SECRET.into());
+    secret.type_ = Some("kubernetes.io/tls".into());
+    secret.data = Some(std::collections::BTreeMap::from([
+        ("tls.crt".to_owned(), ByteString(cert.clone().into_bytes())),
+        ("tls.key".to_owned(), ByteString(key.clone().into_bytes())),
+    ]));
+    let pp = kube::api::PostParams::default();
+    let written = if secret.metadata.resource_version.is_some() {
+        crate::kubernetes::call(
+            "replacing the serving certificate Secret",
+            api.replace(SERVING_CERT_SECRET, &pp, &secret),
+        )
+        .await
+    } else {
+        crate::kubernetes::call("creating the serving certificate Secret", api.create(&pp, &secret)).await
+    };
+    match written {
+        Ok(_) => {
+            tracing::info!(
+                secret.name = SERVING_CERT_SECRET,
+                "generated a self-signed serving certificate shared by all replicas"
+            );
+            ServingCertificate::from_pem_pair(&cert, &key).map_err(ConfigError::Tls)
+        }
+        // Another replica wrote first: serve what it wrote.
+        Err(failure)
+            if failure.is_already_exists() || matches!(failure, crate::kubernetes::KubeFailure::Conflict { .. }) =>
+        {
+            let secret =
+                crate::kubernetes::call("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
+                    .await
+                    .map_err(store_err)?;
+            let (cert, key) = pair_of(&secret)
+                .ok_or_else(|| ConfigError::Invalid(format!("Secret {SERVING_CERT_SECRET} has no tls.crt/tls.key")))?;
+            ServingCertificate::from_pem_pair(&cert, &key).map_err(ConfigError::Tls)
+        }
+        Err(failure) => Err(store_err(failure)),
+    }
+}
+
 /// Normalises `--advertise-api-server-address`: adds `https://` when no scheme is given and
 /// brackets a bare IPv6 address (spec 11, R12).
 pub fn normalize_api_server_url(text: &str) -> Result<String, ConfigError> {
@@ -275,9 +403,7 @@ pub fn normalize_api_server_url(text: &str) -> Result<String, ConfigError> {
         return Ok(format!("https://[{v6}]"));
     }
     if text.is_empty() || text.contains(char::is_whitespace) {
-        return Err(ConfigError::Invalid(format!(
-            "invalid --advertise-api-server-address {text:?}"
-        )));
+        return Err(ConfigError::Invalid(format!("invalid --advertise-api-server-address {text:?}")));
     }
     Ok(format!("https://{text}"))
 }
@@ -288,21 +414,9 @@ mod tests {
 
     #[test]
     fn api_server_address_gets_a_scheme_and_brackets() {
-        assert_eq!(
-            normalize_api_server_url("10.0.0.5:6443").unwrap(),
-            "https://10.0.0.5:6443"
-        );
-        assert_eq!(
-            normalize_api_server_url("https://api.example.com/").unwrap(),
-            "https://api.example.com"
-        );
-        assert_eq!(
-            normalize_api_server_url("fd00::1").unwrap(),
-            "https://[fd00::1]"
-        );
-        assert_eq!(
-            normalize_api_server_url("[fd00::1]:6443").unwrap(),
-            "https://[fd00::1]:6443"
-        );
+        assert_eq!(normalize_api_server_url("10.0.0.5:6443").unwrap(), "https://10.0.0.5:6443");
+        assert_eq!(normalize_api_server_url("https://api.example.com/").unwrap(), "https://api.example.com");
+        assert_eq!(normalize_api_server_url("fd00::1").unwrap(), "https://[fd00::1]");
+        assert_eq!(normalize_api_server_url("[fd00::1]:6443").unwrap(), "https://[fd00::1]:6443");
     }
 }

@@ -7,8 +7,22 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-/// Deadline of one API request (watches have their own bound).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Default deadline of one API request (watches have their own bound).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(10_000);
+
+/// Sets the deadline of every API request of this process (`--kube-request-timeout`).
+pub fn set_request_timeout(timeout: Duration) {
+    REQUEST_TIMEOUT_MS.store(timeout.as_millis().clamp(1, u64::MAX as u128) as u64, Ordering::Relaxed);
+}
+
+/// The deadline of one API request.
+pub fn request_timeout() -> Duration {
+    Duration::from_millis(REQUEST_TIMEOUT_MS.load(Ordering::Relaxed))
+}
 
 pub const LABEL_CLUSTER_ID: &str = "discovery.liqo.io/cluster-id";
 pub const LABEL_TENANT_NAMESPACE: &str = "discovery.liqo.io/tenant-namespace";
@@ -55,30 +69,15 @@ impl KubeFailure {
                 404 => Self::NotFound { operation },
                 409 if status.reason == "AlreadyExists" => Self::AlreadyExists { operation },
                 409 => Self::Conflict { operation },
-                403 => Self::Forbidden {
-                    operation,
-                    message: status.message.clone(),
-                },
-                429 | 500..=599 => Self::Unavailable {
-                    operation,
-                    source: Box::new(error),
-                },
-                _ => Self::Other {
-                    operation,
-                    source: Box::new(error),
-                },
+                403 => Self::Forbidden { operation, message: status.message.clone() },
+                429 | 500..=599 => Self::Unavailable { operation, source: Box::new(error) },
+                _ => Self::Other { operation, source: Box::new(error) },
             },
             kube::Error::HyperError(_)
             | kube::Error::Service(_)
             | kube::Error::ReadEvents(_)
-            | kube::Error::HttpError(_) => Self::Unavailable {
-                operation,
-                source: Box::new(error),
-            },
-            _ => Self::Other {
-                operation,
-                source: Box::new(error),
-            },
+            | kube::Error::HttpError(_) => Self::Unavailable { operation, source: Box::new(error) },
+            _ => Self::Other { operation, source: Box::new(error) },
         }
     }
 
@@ -97,36 +96,26 @@ impl From<KubeFailure> for crate::store::StoreError {
     fn from(failure: KubeFailure) -> Self {
         use crate::store::StoreError;
         match failure {
-            KubeFailure::AlreadyExists { operation } | KubeFailure::Conflict { operation } => {
-                StoreError::AlreadyExists { what: operation }
+            KubeFailure::AlreadyExists { operation } => StoreError::AlreadyExists { what: operation },
+            // A conflict the caller did not handle itself: a concurrent writer; retrying works.
+            KubeFailure::Conflict { operation } => {
+                StoreError::Unavailable { operation, source: "the object was modified concurrently".into() }
             }
-            KubeFailure::Forbidden { operation, message } => StoreError::Forbidden {
-                operation,
-                detail: message,
-            },
-            KubeFailure::Unavailable { operation, source } => {
-                StoreError::Unavailable { operation, source }
+            KubeFailure::Forbidden { operation, message } => StoreError::Forbidden { operation, detail: message },
+            KubeFailure::Unavailable { operation, source } => StoreError::Unavailable { operation, source },
+            other @ KubeFailure::NotFound { .. } => {
+                StoreError::Backend { operation: other.to_string(), source: Box::new(other) }
             }
-            other @ KubeFailure::NotFound { .. } => StoreError::Backend {
-                operation: other.to_string(),
-                source: Box::new(other),
-            },
             KubeFailure::Other { operation, source } => StoreError::Backend { operation, source },
         }
     }
 }
 
 /// Runs one API call with the request deadline; a timeout counts as "unavailable".
-pub async fn call<T>(
-    operation: &str,
-    future: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, KubeFailure> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, future).await {
+pub async fn call<T>(operation: &str, future: impl Future<Output = Result<T, kube::Error>>) -> Result<T, KubeFailure> {
+    match tokio::time::timeout(request_timeout(), future).await {
         Ok(result) => result.map_err(|e| KubeFailure::classify(operation, e)),
-        Err(elapsed) => Err(KubeFailure::Unavailable {
-            operation: operation.to_owned(),
-            source: Box::new(elapsed),
-        }),
+        Err(elapsed) => Err(KubeFailure::Unavailable { operation: operation.to_owned(), source: Box::new(elapsed) }),
     }
 }
 
@@ -144,17 +133,11 @@ pub async fn call_opt<T>(
 
 /// Loads the client configuration: `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`, else the
 /// in-cluster service account.
-pub async fn load_config(
-    kubeconfig: Option<&Path>,
-) -> Result<kube::Config, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn load_config(kubeconfig: Option<&Path>) -> Result<kube::Config, Box<dyn std::error::Error + Send + Sync>> {
     match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)?;
-            Ok(kube::Config::from_custom_kubeconfig(
-                file,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?)
+            Ok(kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?)
         }
         None => Ok(kube::Config::infer().await?),
     }

@@ -12,33 +12,20 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::from(64)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if error.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
     liqo_auth::telemetry::init(&args.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
     };
     let result = runtime.block_on(async move {
         match args.command {
-            Command::Serve(serve) => serve
-                .into_config()
-                .map_err(boxed)?
-                .serve()
-                .await
-                .map_err(boxed)
-                .map(|()| ExitCode::SUCCESS),
-            Command::Token(command) => liqo_auth::commands::token(command)
-                .await
-                .map(|()| ExitCode::SUCCESS),
+            Command::Serve(serve) => {
+                serve.into_config().map_err(boxed)?.serve().await.map_err(boxed).map(|()| ExitCode::SUCCESS)
+            }
+            Command::Token(command) => liqo_auth::commands::token(command).await.map(|()| ExitCode::SUCCESS),
             Command::Check(check) => Ok(check.execute().await),
         }
     });
@@ -51,9 +38,7 @@ fn main() -> ExitCode {
 /// The arguments, with `serve` inserted when invoked as `auth-service`.
 fn argv() -> Vec<std::ffi::OsString> {
     let mut args: Vec<_> = std::env::args_os().collect();
-    let invoked_as = args
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_owned()));
+    let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_owned()));
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("auth-service")) {
         args.insert(1, "serve".into());
     }

@@ -10,9 +10,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The `sha256:<hex>` pin of a certificate's SubjectPublicKeyInfo.
-pub fn spki_pin(
-    cert_der: &[u8],
-) -> Result<String, x509_parser::nom::Err<x509_parser::error::X509Error>> {
+pub fn spki_pin(cert_der: &[u8]) -> Result<String, x509_parser::nom::Err<x509_parser::error::X509Error>> {
     let (_, cert) = X509Certificate::from_der(cert_der)?;
     Ok(spki_pin_of_spki(cert.public_key().raw))
 }
@@ -24,9 +22,7 @@ pub fn spki_pin_of_spki(spki_der: &[u8]) -> String {
 
 /// Parses a pin given on the command line (`sha256:<64 hex>`, case-insensitive).
 pub fn parse_pin(text: &str) -> Option<[u8; 32]> {
-    let hex_part = text
-        .strip_prefix("sha256:")
-        .or_else(|| text.strip_prefix("SHA256:"))?;
+    let hex_part = text.strip_prefix("sha256:").or_else(|| text.strip_prefix("SHA256:"))?;
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_part.to_ascii_lowercase(), &mut out).ok()?;
     Some(out)
@@ -73,12 +69,7 @@ impl CertificateSummary {
     pub fn from_pem(pem: &[u8]) -> Option<Self> {
         let der = first_certificate_der(pem)?;
         let (_, cert) = X509Certificate::from_der(&der).ok()?;
-        let common_name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
+        let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
         let summary = Self {
             serial: hex::encode(cert.raw_serial()),
             not_after: cert.validity().not_after.timestamp(),
@@ -97,10 +88,7 @@ mod tests {
     #[test]
     fn pin_round_trips_through_parse() {
         let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["a".into()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("cert");
+        let cert = rcgen::CertificateParams::new(vec!["a".into()]).expect("params").self_signed(&key).expect("cert");
         let pin = spki_pin(cert.der()).expect("pin");
         assert!(pin.starts_with("sha256:") && pin.len() == 71);
         let raw = parse_pin(&pin).expect("parses");

@@ -43,21 +43,14 @@ impl Default for ServerLimits {
 /// Parses a Go-style listen address: `:5000` (all interfaces), `host:port` or `[v6]:port`.
 pub fn parse_listen_address(text: &str) -> Result<Vec<SocketAddr>, String> {
     if let Some(port) = text.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("invalid port in address {text:?}"))?;
-        return Ok(vec![
-            SocketAddr::from(([0u16; 8], port)),
-            SocketAddr::from(([0u8; 4], port)),
-        ]);
+        let port: u16 = port.parse().map_err(|_| format!("invalid port in address {text:?}"))?;
+        return Ok(vec![SocketAddr::from(([0u16; 8], port)), SocketAddr::from(([0u8; 4], port))]);
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }
     use std::net::ToSocketAddrs;
-    text.to_socket_addrs()
-        .map(|addrs| addrs.collect())
-        .map_err(|e| format!("invalid listen address {text:?}: {e}"))
+    text.to_socket_addrs().map(|addrs| addrs.collect()).map_err(|e| format!("invalid listen address {text:?}: {e}"))
 }
 
 /// Binds the first address that works (`[::]` falls back to `0.0.0.0` without IPv6).
@@ -81,11 +74,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -119,42 +108,25 @@ pub async fn serve(
         let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    router.clone().oneshot(request.map(axum::body::Body::new))
-                });
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
             let result = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection(TokioIo::new(stream), service)
-                                        .into_owned(),
-                                )
-                                .await
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(peer = %peer, error = %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(peer = %peer, "TLS handshake timed out");
-                            return;
-                        }
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                     }
-                }
-                None => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
-                }
+                    Ok(Err(error)) => {
+                        tracing::debug!(peer = %peer, error = %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
             };
             if let Err(error) = result {
                 tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
@@ -163,10 +135,7 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, waiting for open requests to finish");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?limits.shutdown_grace, "open connections did not finish in time");
     }
 }
@@ -194,14 +163,8 @@ mod tests {
     #[test]
     fn parses_go_style_addresses() {
         assert_eq!(parse_listen_address(":5000").unwrap().len(), 2);
-        assert_eq!(
-            parse_listen_address("127.0.0.1:8443").unwrap(),
-            vec!["127.0.0.1:8443".parse().unwrap()]
-        );
-        assert_eq!(
-            parse_listen_address("[::1]:1").unwrap(),
-            vec!["[::1]:1".parse().unwrap()]
-        );
+        assert_eq!(parse_listen_address("127.0.0.1:8443").unwrap(), vec!["127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(parse_listen_address("[::1]:1").unwrap(), vec!["[::1]:1".parse().unwrap()]);
         assert!(parse_listen_address(":x").is_err());
     }
 }

@@ -9,11 +9,8 @@ use crate::cli::{LogArgs, LogFormat};
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `--log-level`.
 pub fn init(args: &LogArgs) {
     let level = level_directive(&args.level);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{level},hyper=warn,h2=warn,rustls=warn,kube=warn,tower=warn"
-        ))
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hyper=warn,h2=warn,rustls=warn,kube=warn,tower=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -76,11 +76,7 @@ impl ServingCertificate {
     pub fn load_or_generate(source: &ServingSource) -> Result<Self, TlsError> {
         if source.cert_path.exists() && source.key_path.exists() {
             let (key, summary) = load_pair(&source.cert_path, &source.key_path)?;
-            return Ok(Self::from_parts(
-                key,
-                &summary,
-                Some((source.cert_path.clone(), source.key_path.clone())),
-            ));
+            return Ok(Self::from_parts(key, &summary, Some((source.cert_path.clone(), source.key_path.clone()))));
         }
         let (cert_pem, key_pem) = match &source.persist_dir {
             Some(dir) => {
@@ -94,10 +90,8 @@ impl ServingCertificate {
                     None => {
                         let pair = generate_self_signed(&source.extra_sans)?;
                         ensure_private_dir(dir).map_err(TlsError::Persist)?;
-                        write_private_file(&key_file, pair.1.as_bytes())
-                            .map_err(TlsError::Persist)?;
-                        write_private_file(&cert_file, pair.0.as_bytes())
-                            .map_err(TlsError::Persist)?;
+                        write_private_file(&key_file, pair.1.as_bytes()).map_err(TlsError::Persist)?;
+                        write_private_file(&cert_file, pair.0.as_bytes()).map_err(TlsError::Persist)?;
                         tracing::info!(path = %cert_file.display(), "generated a self-signed serving certificate");
                         pair
                     }
@@ -105,20 +99,24 @@ impl ServingCertificate {
             }
             None => generate_self_signed(&source.extra_sans)?,
         };
-        let (key, summary) = certified_key(
-            cert_pem.as_bytes(),
-            key_pem.as_bytes(),
-            &source.cert_path,
-            &source.key_path,
-        )?;
+        let (key, summary) =
+            certified_key(cert_pem.as_bytes(), key_pem.as_bytes(), &source.cert_path, &source.key_path)?;
         Ok(Self::from_parts(key, &summary, None))
     }
 
-    fn from_parts(
-        key: CertifiedKey,
-        summary: &CertificateSummary,
-        watched: Option<(PathBuf, PathBuf)>,
-    ) -> Self {
+    /// Serves a PEM pair kept elsewhere (the Kubernetes backend's shared Secret).
+    pub fn from_pem_pair(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let label = Path::new("<secret>");
+        let (key, summary) = certified_key(cert_pem.as_bytes(), key_pem.as_bytes(), label, label)?;
+        Ok(Self::from_parts(key, &summary, None))
+    }
+
+    /// True when a generated pair must be reused: it is fresh and covers the wanted SANs.
+    pub fn reusable(cert_pem: &str, extra_sans: &[String]) -> bool {
+        still_fresh(cert_pem) && covers_sans(cert_pem, extra_sans)
+    }
+
+    fn from_parts(key: CertifiedKey, summary: &CertificateSummary, watched: Option<(PathBuf, PathBuf)>) -> Self {
         Self {
             resolver: Arc::new(CertResolver(RwLock::new(Arc::new(key)))),
             pin: crate::pki::spki_pin_of_spki(&summary.spki_der),
@@ -129,12 +127,11 @@ impl ServingCertificate {
 
     /// The rustls server configuration serving this certificate.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .map_err(TlsError::Config)?
-                .with_no_client_auth()
-                .with_cert_resolver(self.resolver.clone());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = ring::Ticketer::new().map_err(TlsError::Config)?;
         Ok(Arc::new(config))
@@ -200,18 +197,9 @@ pub fn spawn_reloader(
 }
 
 /// Loads and checks a PEM certificate chain and key from files.
-pub fn load_pair(
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(CertifiedKey, CertificateSummary), TlsError> {
-    let cert = fs::read(cert_path).map_err(|source| TlsError::Read {
-        path: cert_path.to_owned(),
-        source,
-    })?;
-    let key = fs::read(key_path).map_err(|source| TlsError::Read {
-        path: key_path.to_owned(),
-        source,
-    })?;
+pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, CertificateSummary), TlsError> {
+    let cert = fs::read(cert_path).map_err(|source| TlsError::Read { path: cert_path.to_owned(), source })?;
+    let key = fs::read(key_path).map_err(|source| TlsError::Read { path: key_path.to_owned(), source })?;
     certified_key(&cert, &key, cert_path, key_path)
 }
 
@@ -221,21 +209,13 @@ fn certified_key(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(CertifiedKey, CertificateSummary), TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .filter_map(Result::ok)
-        .collect();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem).filter_map(Result::ok).collect();
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert_path.to_owned(),
-        });
+        return Err(TlsError::NoCertificate { path: cert_path.to_owned() });
     }
     let summary =
-        CertificateSummary::from_pem(cert_pem).ok_or_else(|| TlsError::NoCertificate {
-            path: cert_path.to_owned(),
-        })?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey {
-        path: key_path.to_owned(),
-    })?;
+        CertificateSummary::from_pem(cert_pem).ok_or_else(|| TlsError::NoCertificate { path: cert_path.to_owned() })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey { path: key_path.to_owned() })?;
     let signing_key = ring::sign::any_supported_type(&key).map_err(TlsError::KeyType)?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|_| TlsError::KeyMismatch)?;
@@ -247,14 +227,12 @@ fn stamp(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime, u64, u64)> 
     Some((c.modified().ok()?, k.modified().ok()?, c.len(), k.len()))
 }
 
-fn generate_self_signed(extra_sans: &[String]) -> Result<(String, String), TlsError> {
+/// Generates a P-256 self-signed serving certificate for localhost, the host name and `extra_sans`.
+pub fn generate_self_signed(extra_sans: &[String]) -> Result<(String, String), TlsError> {
     let key = rcgen::KeyPair::generate().map_err(TlsError::Generate)?;
-    let mut params =
-        rcgen::CertificateParams::new(default_sans(extra_sans)).map_err(TlsError::Generate)?;
+    let mut params = rcgen::CertificateParams::new(default_sans(extra_sans)).map_err(TlsError::Generate)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "liqo-auth");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "liqo-auth");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     let now = time::OffsetDateTime::now_utc();
@@ -265,11 +243,7 @@ fn generate_self_signed(extra_sans: &[String]) -> Result<(String, String), TlsEr
 }
 
 fn default_sans(extra: &[String]) -> Vec<String> {
-    let mut sans = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if let Some(host) = hostname() {
         sans.push(host);
     }
@@ -288,12 +262,8 @@ fn hostname() -> Option<String> {
 }
 
 fn still_fresh(cert_pem: &str) -> bool {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    CertificateSummary::from_pem(cert_pem.as_bytes())
-        .is_some_and(|s| s.not_after - now > RENEW_BEFORE)
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    CertificateSummary::from_pem(cert_pem.as_bytes()).is_some_and(|s| s.not_after - now > RENEW_BEFORE)
 }
 
 fn covers_sans(cert_pem: &str, wanted: &[String]) -> bool {
@@ -316,9 +286,7 @@ fn covers_sans(cert_pem: &str, wanted: &[String]) -> bool {
             GeneralName::DNSName(dns) => Some((*dns).to_owned()),
             GeneralName::IPAddress(bytes) => match bytes.len() {
                 4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
-                16 => {
-                    Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string())
-                }
+                16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
                 _ => None,
             },
             _ => None,
@@ -343,12 +311,8 @@ mod tests {
     #[test]
     fn generated_certificate_is_persisted_and_reused() {
         let tmp = tempfile::tempdir().unwrap();
-        let first =
-            ServingCertificate::load_or_generate(&source(tmp.path(), &["auth.example.com"]))
-                .unwrap();
-        let second =
-            ServingCertificate::load_or_generate(&source(tmp.path(), &["auth.example.com"]))
-                .unwrap();
+        let first = ServingCertificate::load_or_generate(&source(tmp.path(), &["auth.example.com"])).unwrap();
+        let second = ServingCertificate::load_or_generate(&source(tmp.path(), &["auth.example.com"])).unwrap();
         assert_eq!(first.pin, second.pin);
         assert!(first.server_config().is_ok());
     }
@@ -357,8 +321,7 @@ mod tests {
     fn a_new_tls_san_regenerates_the_certificate() {
         let tmp = tempfile::tempdir().unwrap();
         let first = ServingCertificate::load_or_generate(&source(tmp.path(), &[])).unwrap();
-        let second =
-            ServingCertificate::load_or_generate(&source(tmp.path(), &["10.1.2.3"])).unwrap();
+        let second = ServingCertificate::load_or_generate(&source(tmp.path(), &["10.1.2.3"])).unwrap();
         assert_ne!(first.pin, second.pin);
     }
 

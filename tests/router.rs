@@ -9,19 +9,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use liqo_auth::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
 use liqo_auth::store::{ApiServerInfo, CredentialStore, MemoryStore, StoreError, StoredIdentity};
-use support::app::{
-    certificate_body, get, post_json, TestApp, API_SERVER_URL, PROVIDER_ID, PROVIDER_NAME,
-};
+use support::app::{certificate_body, get, post_json, TestApp, API_SERVER_URL, PROVIDER_ID, PROVIDER_NAME};
 use support::pki::{self, KeyType};
 
 #[tokio::test]
 async fn ids_returns_the_provider_identity_as_json() {
     let answer = TestApp::new().send(get("/ids")).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(
-        answer.json(),
-        serde_json::json!({"clusterId": PROVIDER_ID, "clusterName": PROVIDER_NAME})
-    );
+    assert_eq!(answer.json(), serde_json::json!({"clusterId": PROVIDER_ID, "clusterName": PROVIDER_NAME}));
     assert_eq!(answer.headers["content-type"], "application/json");
 }
 
@@ -29,33 +24,18 @@ async fn ids_returns_the_provider_identity_as_json() {
 async fn issues_a_certificate_with_the_reference_response_shape() {
     let app = TestApp::new();
     let key = pki::key(KeyType::P256);
-    let answer = app
-        .issue("peer-1", "rome", &pki::liqo_csr(&key, "peer-1"))
-        .await;
+    let answer = app.issue("peer-1", "rome", &pki::liqo_csr(&key, "peer-1")).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
     let body = answer.json();
-    assert!(body["namespace"]
-        .as_str()
-        .unwrap()
-        .starts_with("liqo-tenant-rome-"));
-    assert!(pki::unb64(body["certificate"].as_str().unwrap())
-        .starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(body["namespace"].as_str().unwrap().starts_with("liqo-tenant-rome-"));
+    assert!(pki::unb64(body["certificate"].as_str().unwrap()).starts_with("-----BEGIN CERTIFICATE-----"));
     assert_eq!(body["apiServerUrl"], API_SERVER_URL);
-    assert_eq!(
-        pki::unb64(body["apiServerCA"].as_str().unwrap()),
-        app.ca.cert_pem()
-    );
+    assert_eq!(pki::unb64(body["apiServerCA"].as_str().unwrap()), app.ca.cert_pem());
     assert_eq!(
         body["aws"],
         serde_json::json!({"accessKeyID": "", "secretAccessKey": "", "region": "", "eksClusterID": "", "iamUserArn": ""})
     );
-    assert_eq!(
-        app.memory.grants(),
-        vec![(
-            body["namespace"].as_str().unwrap().to_owned(),
-            "peer-1".to_owned()
-        )]
-    );
+    assert_eq!(app.memory.grants(), vec![(body["namespace"].as_str().unwrap().to_owned(), "peer-1".to_owned())]);
 }
 
 #[tokio::test]
@@ -82,21 +62,12 @@ async fn accepts_any_content_type_and_unknown_keys() {
 async fn a_wrong_token_gets_401_without_echoing_it() {
     let app = TestApp::new();
     let key = pki::key(KeyType::P256);
-    let body = certificate_body(
-        "peer-1",
-        "rome",
-        "wrong-token-value-123",
-        &pki::liqo_csr(&key, "peer-1"),
-        None,
-    );
+    let body = certificate_body("peer-1", "rome", "wrong-token-value-123", &pki::liqo_csr(&key, "peer-1"), None);
     let answer = app.send(post_json("/identity/certificate", body)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.code(), "invalid_token");
     assert!(!answer.text().contains("wrong-token-value-123"));
-    assert!(
-        app.memory.grants().is_empty(),
-        "nothing may happen before authentication"
-    );
+    assert!(app.memory.grants().is_empty(), "nothing may happen before authentication");
 }
 
 #[tokio::test]
@@ -105,12 +76,7 @@ async fn an_empty_token_never_matches_even_an_empty_stored_one() {
     app.memory.set_token(SharedToken::from_stored(""));
     let key = pki::key(KeyType::P256);
     let body = certificate_body("peer-1", "rome", "", &pki::liqo_csr(&key, "peer-1"), None);
-    assert_eq!(
-        app.send(post_json("/identity/certificate", body))
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(app.send(post_json("/identity/certificate", body)).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -118,24 +84,14 @@ async fn disabled_authentication_accepts_an_empty_token() {
     let app = TestApp::new().without_authentication();
     let key = pki::key(KeyType::P256);
     let body = certificate_body("peer-1", "rome", "", &pki::liqo_csr(&key, "peer-1"), None);
-    assert_eq!(
-        app.send(post_json("/identity/certificate", body))
-            .await
-            .status,
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.send(post_json("/identity/certificate", body)).await.status, StatusCode::ACCEPTED);
 }
 
 #[tokio::test]
 async fn invalid_cluster_ids_and_names_get_400() {
     let app = TestApp::new();
     let key = pki::key(KeyType::P256);
-    for (id, name) in [
-        ("Peer_1", "rome"),
-        ("", "rome"),
-        ("peer-1", "Rome"),
-        ("peer-1", &"a".repeat(45)),
-    ] {
+    for (id, name) in [("Peer_1", "rome"), ("", "rome"), ("peer-1", "Rome"), ("peer-1", &"a".repeat(45))] {
         let answer = app.issue(id, name, &pki::liqo_csr(&key, id)).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{id:?}/{name:?}");
         assert_eq!(answer.code(), "invalid_cluster");
@@ -146,9 +102,7 @@ async fn invalid_cluster_ids_and_names_get_400() {
 async fn a_csr_for_another_common_name_gets_400() {
     let app = TestApp::new();
     let key = pki::key(KeyType::P256);
-    let answer = app
-        .issue("peer-1", "rome", &pki::liqo_csr(&key, PROVIDER_ID))
-        .await;
+    let answer = app.issue("peer-1", "rome", &pki::liqo_csr(&key, PROVIDER_ID)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.code(), "csr_subject_mismatch");
 }
@@ -171,22 +125,11 @@ async fn dangerous_or_malformed_csrs_get_400_with_a_reason() {
         assert_eq!(answer.code(), "invalid_csr");
         assert!(!answer.text().contains("BEGIN"), "no PEM in error bodies");
     }
-    let mut body: serde_json::Value = serde_json::from_str(&certificate_body(
-        "peer-1",
-        "rome",
-        app.token.expose(),
-        "x",
-        None,
-    ))
-    .unwrap();
+    let mut body: serde_json::Value =
+        serde_json::from_str(&certificate_body("peer-1", "rome", app.token.expose(), "x", None)).unwrap();
     body["certificateSigningRequest"] = "%%% not base64".into();
-    let answer = app
-        .send(post_json("/identity/certificate", body.to_string()))
-        .await;
-    assert_eq!(
-        (answer.status, answer.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_csr")
-    );
+    let answer = app.send(post_json("/identity/certificate", body.to_string())).await;
+    assert_eq!((answer.status, answer.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_csr"));
 }
 
 #[tokio::test]
@@ -194,15 +137,8 @@ async fn every_accepted_key_type_is_issued() {
     let app = TestApp::new();
     for (i, kind) in KeyType::ACCEPTED.into_iter().enumerate() {
         let id = format!("peer-{i}");
-        let answer = app
-            .issue(&id, "rome", &pki::liqo_csr(&pki::key(kind), &id))
-            .await;
-        assert_eq!(
-            answer.status,
-            StatusCode::ACCEPTED,
-            "{kind:?}: {}",
-            answer.text()
-        );
+        let answer = app.issue(&id, "rome", &pki::liqo_csr(&pki::key(kind), &id)).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{kind:?}: {}", answer.text());
     }
 }
 
@@ -219,58 +155,26 @@ async fn repeating_the_same_csr_returns_the_stored_certificate() {
 #[tokio::test]
 async fn a_different_key_for_an_issued_cluster_gets_409_with_how_to_reset() {
     let app = TestApp::new();
-    app.issue(
-        "peer-1",
-        "rome",
-        &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1"),
-    )
-    .await;
-    let answer = app
-        .issue(
-            "peer-1",
-            "rome",
-            &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1"),
-        )
-        .await;
+    app.issue("peer-1", "rome", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1")).await;
+    let answer = app.issue("peer-1", "rome", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1")).await;
     assert_eq!(answer.status, StatusCode::CONFLICT);
     assert_eq!(answer.code(), "identity_exists");
-    assert!(answer.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("liqo-auth tenant remove peer-1"));
+    assert!(answer.json()["message"].as_str().unwrap().contains("liqo-auth tenant remove peer-1"));
 }
 
 #[tokio::test]
 async fn other_clusters_are_issued_independently() {
     let app = TestApp::new();
     assert_eq!(
-        app.issue(
-            "cluster1",
-            "one",
-            &pki::liqo_csr(&pki::key(KeyType::P256), "cluster1")
-        )
-        .await
-        .status,
+        app.issue("cluster1", "one", &pki::liqo_csr(&pki::key(KeyType::P256), "cluster1")).await.status,
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        app.issue(
-            "cluster1",
-            "one",
-            &pki::liqo_csr(&pki::key(KeyType::P256), "cluster1")
-        )
-        .await
-        .status,
+        app.issue("cluster1", "one", &pki::liqo_csr(&pki::key(KeyType::P256), "cluster1")).await.status,
         StatusCode::CONFLICT
     );
     assert_eq!(
-        app.issue(
-            "cluster2",
-            "two",
-            &pki::liqo_csr(&pki::key(KeyType::P256), "cluster2")
-        )
-        .await
-        .status,
+        app.issue("cluster2", "two", &pki::liqo_csr(&pki::key(KeyType::P256), "cluster2")).await.status,
         StatusCode::ACCEPTED
     );
 }
@@ -280,49 +184,20 @@ async fn the_origin_token_is_stored_only_for_the_key_holder() {
     let app = TestApp::new();
     let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
     let body = certificate_body("peer-1", "rome", app.token.expose(), &csr, Some("origin-1"));
-    assert_eq!(
-        app.send(post_json("/identity/certificate", body))
-            .await
-            .status,
-        StatusCode::ACCEPTED
-    );
-    assert_eq!(
-        app.memory.origin_token("peer-1").as_deref(),
-        Some("origin-1")
-    );
+    assert_eq!(app.send(post_json("/identity/certificate", body)).await.status, StatusCode::ACCEPTED);
+    assert_eq!(app.memory.origin_token("peer-1").as_deref(), Some("origin-1"));
     // An impostor with the shared token but another key cannot overwrite it (spec 11, S7).
     let impostor = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
-    let body = certificate_body(
-        "peer-1",
-        "rome",
-        app.token.expose(),
-        &impostor,
-        Some("evil"),
-    );
-    assert_eq!(
-        app.send(post_json("/identity/certificate", body))
-            .await
-            .status,
-        StatusCode::CONFLICT
-    );
-    assert_eq!(
-        app.memory.origin_token("peer-1").as_deref(),
-        Some("origin-1")
-    );
+    let body = certificate_body("peer-1", "rome", app.token.expose(), &impostor, Some("evil"));
+    assert_eq!(app.send(post_json("/identity/certificate", body)).await.status, StatusCode::CONFLICT);
+    assert_eq!(app.memory.origin_token("peer-1").as_deref(), Some("origin-1"));
 }
 
 #[tokio::test]
 async fn invalid_or_empty_json_gets_400_without_echoing_values() {
     let app = TestApp::new();
-    for body in [
-        "",
-        "{",
-        "[1,2]",
-        r#"{"destinationClusterToken": 12345678901}"#,
-    ] {
-        let answer = app
-            .send(post_json("/identity/certificate", body.to_owned()))
-            .await;
+    for body in ["", "{", "[1,2]", r#"{"destinationClusterToken": 12345678901}"#] {
+        let answer = app.send(post_json("/identity/certificate", body.to_owned())).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body:?}");
         assert_eq!(answer.code(), "invalid_json");
         assert!(!answer.text().contains("12345678901"));
@@ -332,14 +207,9 @@ async fn invalid_or_empty_json_gets_400_without_echoing_values() {
 #[tokio::test]
 async fn a_liqo_v03_request_is_refused_clearly() {
     let app = TestApp::new();
-    let body =
-        serde_json::json!({"clusterID": "peer-1", "token": "x", "certificateSigningRequest": ""})
-            .to_string();
+    let body = serde_json::json!({"clusterID": "peer-1", "token": "x", "certificateSigningRequest": ""}).to_string();
     let answer = app.send(post_json("/identity/certificate", body)).await;
-    assert_eq!(
-        (answer.status, answer.code().as_str()),
-        (StatusCode::BAD_REQUEST, "unsupported_request_version")
-    );
+    assert_eq!((answer.status, answer.code().as_str()), (StatusCode::BAD_REQUEST, "unsupported_request_version"));
 }
 
 #[tokio::test]
@@ -355,19 +225,11 @@ async fn bodies_over_64_kib_get_413() {
 async fn unknown_routes_get_404_and_wrong_methods_405_in_the_envelope() {
     let app = TestApp::new();
     let answer = app.send(get("/identity")).await;
-    assert_eq!(
-        (answer.status, answer.code().as_str()),
-        (StatusCode::NOT_FOUND, "not_found")
-    );
+    assert_eq!((answer.status, answer.code().as_str()), (StatusCode::NOT_FOUND, "not_found"));
     let answer = app.send(get("/identity/certificate")).await;
-    assert_eq!(
-        (answer.status, answer.code().as_str()),
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-    );
+    assert_eq!((answer.status, answer.code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
     assert_eq!(answer.headers["allow"], "POST");
-    let answer = app
-        .send(Request::post("/ids").body(Body::empty()).unwrap())
-        .await;
+    let answer = app.send(Request::post("/ids").body(Body::empty()).unwrap()).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -375,13 +237,8 @@ async fn unknown_routes_get_404_and_wrong_methods_405_in_the_envelope() {
 async fn wrong_case_or_trailing_slash_redirects_like_the_reference_router() {
     let app = TestApp::new();
     let answer = app.send(get("/ids/")).await;
-    assert_eq!(
-        (answer.status, answer.headers["location"].to_str().unwrap()),
-        (StatusCode::MOVED_PERMANENTLY, "/ids")
-    );
-    let answer = app
-        .send(post_json("/Identity/Certificate", String::new()))
-        .await;
+    assert_eq!((answer.status, answer.headers["location"].to_str().unwrap()), (StatusCode::MOVED_PERMANENTLY, "/ids"));
+    let answer = app.send(post_json("/Identity/Certificate", String::new())).await;
     assert_eq!(answer.status, StatusCode::TEMPORARY_REDIRECT);
 }
 
@@ -400,10 +257,7 @@ struct FlakyStore {
 
 #[async_trait::async_trait]
 impl CredentialStore for FlakyStore {
-    async fn ensure_tenant_namespace(
-        &self,
-        cluster: &ClusterIdentity,
-    ) -> Result<TenantNamespace, StoreError> {
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
         self.inner.ensure_tenant_namespace(cluster).await
     }
     async fn stored_identity(
@@ -434,32 +288,19 @@ impl CredentialStore for FlakyStore {
         identity: &StoredIdentity,
         previous: &StoredIdentity,
     ) -> Result<(), StoreError> {
-        self.inner
-            .replace_identity(ns, cluster, identity, previous)
-            .await
+        self.inner.replace_identity(ns, cluster, identity, previous).await
     }
-    async fn grant_peering_permissions(
-        &self,
-        ns: &TenantNamespace,
-        user: &ClusterId,
-    ) -> Result<(), StoreError> {
+    async fn grant_peering_permissions(&self, ns: &TenantNamespace, user: &ClusterId) -> Result<(), StoreError> {
         self.inner.grant_peering_permissions(ns, user).await
     }
-    async fn save_origin_token(
-        &self,
-        cluster: &ClusterId,
-        token: &BearerToken,
-    ) -> Result<(), StoreError> {
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
         self.inner.save_origin_token(cluster, token).await
     }
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
         self.inner.api_server().await
     }
     async fn ready(&self) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable {
-            operation: "ping".into(),
-            source: "down".into(),
-        })
+        Err(StoreError::Unavailable { operation: "ping".into(), source: "down".into() })
     }
 }
 
@@ -467,13 +308,7 @@ impl CredentialStore for FlakyStore {
 async fn a_backend_outage_gets_503_with_retry_after_and_the_retry_succeeds() {
     let app = TestApp::new();
     let flaky = Arc::new(FlakyStore {
-        inner: MemoryStore::new(
-            None,
-            ApiServerInfo {
-                url: API_SERVER_URL.into(),
-                ca_pem: None,
-            },
-        ),
+        inner: MemoryStore::new(None, ApiServerInfo { url: API_SERVER_URL.into(), ca_pem: None }),
         fail_next: AtomicBool::new(true),
     });
     let app = app.with_store(flaky.clone());
@@ -482,18 +317,9 @@ async fn a_backend_outage_gets_503_with_retry_after_and_the_retry_succeeds() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.code(), "unavailable");
     assert!(answer.headers.contains_key("retry-after"));
-    assert!(
-        !answer.text().contains("connection refused"),
-        "no internals in error bodies"
-    );
+    assert!(!answer.text().contains("connection refused"), "no internals in error bodies");
     let retry = app.issue("peer-1", "rome", &csr).await;
     assert_eq!(retry.status, StatusCode::ACCEPTED);
-    assert!(
-        retry.json().get("apiServerCA").is_none(),
-        "apiServerCA is omitted when the store has none"
-    );
-    assert_eq!(
-        app.send(get("/readyz")).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert!(retry.json().get("apiServerCA").is_none(), "apiServerCA is omitted when the store has none");
+    assert_eq!(app.send(get("/readyz")).await.status, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -25,8 +25,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::client::transport::{
-    self, ChainRecorder, ConnectFailure, Deadline, Endpoint, ServerTrust, Sniffed, TlsFailure,
-    TransportError,
+    self, ChainRecorder, ConnectFailure, Deadline, Endpoint, ServerTrust, Sniffed, TlsFailure, TransportError,
 };
 use crate::pki;
 
@@ -112,12 +111,7 @@ pub struct CheckArgs {
     pub ca_hash: Vec<[u8; 32]>,
 
     /// PEM file with the CA certificates that sign the auth service's certificate.
-    #[arg(
-        long,
-        env = "LIQO_AUTH_CA_FILE",
-        value_name = "PEM",
-        conflicts_with = "insecure_skip_tls_verify"
-    )]
+    #[arg(long, env = "LIQO_AUTH_CA_FILE", value_name = "PEM", conflicts_with = "insecure_skip_tls_verify")]
     pub ca_file: Option<PathBuf>,
 
     /// Do not verify the auth service's certificate (the check still reports what it presents).
@@ -160,33 +154,14 @@ pub enum CheckArgsError {
 /// Runs every step and never fails: failures are rows of the report.
 pub async fn run_check(opts: CheckOptions) -> CheckReport {
     let mut steps = Vec::new();
-    walk(
-        "auth",
-        &opts.auth_url,
-        &opts.trust,
-        opts.timeout,
-        Probe::Ids,
-        &mut steps,
-    )
-    .await;
+    walk("auth", &opts.auth_url, &opts.trust, opts.timeout, Probe::Ids, &mut steps).await;
     if let Some(api_server) = &opts.api_server {
         // The API server's CA arrives with the identity (apiServerCA), so here it can only be
         // inspected, not verified.
-        walk(
-            "api-server",
-            api_server,
-            &ServerTrust::InsecureSkipVerify,
-            opts.timeout,
-            Probe::Version,
-            &mut steps,
-        )
-        .await;
+        walk("api-server", api_server, &ServerTrust::InsecureSkipVerify, opts.timeout, Probe::Version, &mut steps)
+            .await;
     }
-    CheckReport {
-        auth_url: opts.auth_url,
-        api_server: opts.api_server,
-        steps,
-    }
+    CheckReport { auth_url: opts.auth_url, api_server: opts.api_server, steps }
 }
 
 impl CheckReport {
@@ -208,18 +183,8 @@ impl CheckReport {
                     StepStatus::Fail => "FAIL",
                     StepStatus::Skip => "skip",
                 };
-                let time = if s.status == StepStatus::Skip {
-                    "-".to_owned()
-                } else {
-                    format!("{}ms", s.duration_ms)
-                };
-                [
-                    result.to_owned(),
-                    s.name.clone(),
-                    s.target.clone(),
-                    time,
-                    s.detail.clone(),
-                ]
+                let time = if s.status == StepStatus::Skip { "-".to_owned() } else { format!("{}ms", s.duration_ms) };
+                [result.to_owned(), s.name.clone(), s.target.clone(), time, s.detail.clone()]
             })
             .collect();
         let mut widths = header.map(|h| h.chars().count());
@@ -253,10 +218,7 @@ impl CheckReport {
         }
         let count = |status| self.steps.iter().filter(|s| s.status == status).count();
         if self.passed() {
-            out.push_str(&format!(
-                "check passed: all {} steps ok\n",
-                self.steps.len()
-            ));
+            out.push_str(&format!("check passed: all {} steps ok\n", self.steps.len()));
         } else {
             out.push_str(&format!(
                 "check failed: {} failed, {} skipped, {} ok\n",
@@ -288,18 +250,12 @@ impl CheckArgs {
         } else if !self.ca_hash.is_empty() {
             ServerTrust::Pin(self.ca_hash)
         } else if let Some(path) = self.ca_file {
-            let pem = std::fs::read(&path)
-                .map_err(|source| CheckArgsError::ReadCaFile { path, source })?;
+            let pem = std::fs::read(&path).map_err(|source| CheckArgsError::ReadCaFile { path, source })?;
             ServerTrust::CaPem(pem)
         } else {
             ServerTrust::SystemRoots
         };
-        Ok(CheckOptions {
-            auth_url: self.auth_url,
-            api_server: self.api_server,
-            trust,
-            timeout: self.timeout,
-        })
+        Ok(CheckOptions { auth_url: self.auth_url, api_server: self.api_server, trust, timeout: self.timeout })
     }
 
     /// Runs the check and prints the report. Exit code 0 only when every step passed, 1 when a
@@ -316,25 +272,14 @@ impl CheckArgs {
         if options.trust == ServerTrust::InsecureSkipVerify {
             eprintln!("warning: --insecure-skip-tls-verify: the auth service's certificate is not verified");
         }
-        if options
-            .auth_url
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("http://")
-        {
-            eprintln!(
-                "warning: {} is plain http: tokens and certificates would travel unencrypted",
-                options.auth_url
-            );
+        if options.auth_url.trim_start().to_ascii_lowercase().starts_with("http://") {
+            eprintln!("warning: {} is plain http: tokens and certificates would travel unencrypted", options.auth_url);
         }
         let report = run_check(options).await;
         match output {
             OutputFormat::Text => print!("{}", report.render_table()),
             OutputFormat::Json => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("a CheckReport always serialises")
-                )
+                println!("{}", serde_json::to_string_pretty(&report).expect("a CheckReport always serialises"))
             }
         }
         if report.passed() {
@@ -384,11 +329,7 @@ struct Failure {
 
 impl Failure {
     fn new(detail: impl Into<String>, cause: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            detail: detail.into(),
-            cause: cause.into(),
-            fix: fix.into(),
-        }
+        Self { detail: detail.into(), cause: cause.into(), fix: fix.into() }
     }
 }
 
@@ -400,22 +341,13 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn row(
-        &self,
-        name: &str,
-        target: &str,
-        status: StepStatus,
-        started: Option<Instant>,
-        detail: String,
-    ) -> CheckStep {
+    fn row(&self, name: &str, target: &str, status: StepStatus, started: Option<Instant>, detail: String) -> CheckStep {
         CheckStep {
             name: format!("{}: {name}", self.component),
             target: target.to_owned(),
             status,
             ok: status == StepStatus::Pass,
-            duration_ms: started.map_or(0, |s| {
-                u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
-            }),
+            duration_ms: started.map_or(0, |s| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)),
             detail,
             cause: None,
             fix: None,
@@ -428,30 +360,14 @@ impl Walk<'_> {
     }
 
     fn fail(&mut self, name: &'static str, target: &str, started: Instant, failure: Failure) {
-        let mut row = self.row(
-            name,
-            target,
-            StepStatus::Fail,
-            Some(started),
-            failure.detail,
-        );
+        let mut row = self.row(name, target, StepStatus::Fail, Some(started), failure.detail);
         row.cause = Some(failure.cause);
         row.fix = Some(failure.fix);
         self.steps.push(row);
-        let later = self
-            .plan
-            .iter()
-            .skip_while(|planned| **planned != name)
-            .skip(1);
+        let later = self.plan.iter().skip_while(|planned| **planned != name).skip(1);
         let skipped: Vec<CheckStep> = later
             .map(|planned| {
-                self.row(
-                    planned,
-                    target,
-                    StepStatus::Skip,
-                    None,
-                    "skipped: an earlier step failed".to_owned(),
-                )
+                self.row(planned, target, StepStatus::Skip, None, "skipped: an earlier step failed".to_owned())
             })
             .collect();
         self.steps.extend(skipped);
@@ -466,33 +382,21 @@ async fn walk(
     probe: Probe,
     steps: &mut Vec<CheckStep>,
 ) {
-    let mut w = Walk {
-        component,
-        plan: vec!["URL", DNS, TCP, TLS, probe.step()],
-        steps,
-    };
+    let mut w = Walk { component, plan: vec!["URL", DNS, TCP, TLS, probe.step()], steps };
     let started = Instant::now();
     let endpoint = match Endpoint::parse(url) {
         Ok(endpoint) => endpoint,
         Err(error) => {
             let fix = "give a URL such as https://auth.example.org:8443 (scheme, host and port)";
-            w.fail(
-                "URL",
-                url,
-                started,
-                Failure::new(error.to_string(), "the URL cannot be used", fix),
-            );
+            w.fail("URL", url, started, Failure::new(error.to_string(), "the URL cannot be used", fix));
             return;
         }
     };
-    w.plan
-        .retain(|step| *step != "URL" && (endpoint.tls || *step != TLS));
+    w.plan.retain(|step| *step != "URL" && (endpoint.tls || *step != TLS));
 
     // DNS resolution.
     let started = Instant::now();
-    let addrs = match transport::resolve(&endpoint.host, endpoint.port, Deadline::after(timeout))
-        .await
-    {
+    let addrs = match transport::resolve(&endpoint.host, endpoint.port, Deadline::after(timeout)).await {
         Ok(addrs) => {
             let detail = if endpoint.host.parse::<IpAddr>().is_ok() {
                 "IP address, nothing to resolve".to_owned()
@@ -518,21 +422,12 @@ async fn walk(
     let started = Instant::now();
     let target = format!(
         "{}:{}",
-        if endpoint.host.contains(':') {
-            format!("[{}]", endpoint.host)
-        } else {
-            endpoint.host.clone()
-        },
+        if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() },
         endpoint.port
     );
     let (tcp, peer) = match transport::connect(&addrs, Deadline::after(timeout)).await {
         Ok(connected) => {
-            w.pass(
-                TCP,
-                &target,
-                started,
-                format!("connected to {}", connected.1),
-            );
+            w.pass(TCP, &target, started, format!("connected to {}", connected.1));
             connected
         }
         Err(error) => {
@@ -549,11 +444,7 @@ async fn walk(
                 probe.step(),
                 url,
                 Instant::now(),
-                Failure::new(
-                    error.to_string(),
-                    "the URL path is invalid",
-                    "remove the path from the URL",
-                ),
+                Failure::new(error.to_string(), "the URL path is invalid", "remove the path from the URL"),
             );
             return;
         }
@@ -570,72 +461,30 @@ async fn walk(
                     TLS,
                     &target,
                     started,
-                    Failure::new(
-                        error.to_string(),
-                        "the certificates to trust could not be loaded",
-                        fix,
-                    ),
+                    Failure::new(error.to_string(), "the certificates to trust could not be loaded", fix),
                 );
                 return;
             }
         };
         let recorder = Arc::new(ChainRecorder::new(verifier));
         let config = transport::client_config(recorder.clone(), provider);
-        match transport::tls_handshake(tcp, config, &endpoint, peer, Deadline::after(timeout)).await
-        {
+        match transport::tls_handshake(tcp, config, &endpoint, peer, Deadline::after(timeout)).await {
             Ok(stream) => {
                 let chain = transport::peer_certificates(&stream);
-                let protocol = stream
-                    .get_ref()
-                    .1
-                    .protocol_version()
-                    .map(protocol_name)
-                    .unwrap_or("TLS");
-                w.pass(
-                    TLS,
-                    &target,
-                    started,
-                    describe_session(protocol, &chain, trust, component),
-                );
+                let protocol = stream.get_ref().1.protocol_version().map(protocol_name).unwrap_or("TLS");
+                w.pass(TLS, &target, started, describe_session(protocol, &chain, trust, component));
                 let started = Instant::now();
-                (
-                    started,
-                    transport::exchange(
-                        stream,
-                        None,
-                        request,
-                        &endpoint,
-                        peer,
-                        Deadline::after(timeout),
-                    )
-                    .await,
-                )
+                (started, transport::exchange(stream, None, request, &endpoint, peer, Deadline::after(timeout)).await)
             }
             Err(error) => {
-                w.fail(
-                    TLS,
-                    &target,
-                    started,
-                    diagnose_tls(&error, &recorder.chain(), &endpoint, component),
-                );
+                w.fail(TLS, &target, started, diagnose_tls(&error, &recorder.chain(), &endpoint, component));
                 return;
             }
         }
     } else {
         let started = Instant::now();
         let (stream, first) = Sniffed::new(tcp);
-        (
-            started,
-            transport::exchange(
-                stream,
-                Some(&first),
-                request,
-                &endpoint,
-                peer,
-                Deadline::after(timeout),
-            )
-            .await,
-        )
+        (started, transport::exchange(stream, Some(&first), request, &endpoint, peer, Deadline::after(timeout)).await)
     };
 
     let (started, result) = result;
@@ -648,11 +497,8 @@ async fn walk(
     };
     match judged {
         Ok(detail) => {
-            let detail = if endpoint.tls {
-                detail
-            } else {
-                format!("{detail}; warning: plain http, nothing is encrypted")
-            };
+            let detail =
+                if endpoint.tls { detail } else { format!("{detail}; warning: plain http, nothing is encrypted") };
             w.pass(probe.step(), &http_target, started, detail);
         }
         Err(failure) => w.fail(probe.step(), &http_target, started, failure),
@@ -664,11 +510,7 @@ async fn walk(
 
 fn diagnose_connect(error: &TransportError, timeout: Duration) -> Failure {
     let TransportError::Connect { addr, failure, .. } = error else {
-        return Failure::new(
-            error_chain(error),
-            "no connection could be made",
-            "check the host and port",
-        );
+        return Failure::new(error_chain(error), "no connection could be made", "check the host and port");
     };
     let private = is_private(addr.ip());
     let behind_nat = if private {
@@ -700,24 +542,15 @@ fn diagnose_connect(error: &TransportError, timeout: Duration) -> Failure {
     }
 }
 
-fn diagnose_tls(
-    error: &TransportError,
-    chain: &[Vec<u8>],
-    endpoint: &Endpoint,
-    component: &str,
-) -> Failure {
+fn diagnose_tls(error: &TransportError, chain: &[Vec<u8>], endpoint: &Endpoint, component: &str) -> Failure {
     let leaf = chain.first().and_then(|der| CertSummary::of(der));
-    let detail = leaf
-        .as_ref()
-        .map_or_else(|| error.to_string(), CertSummary::describe);
+    let detail = leaf.as_ref().map_or_else(|| error.to_string(), CertSummary::describe);
     let TransportError::TlsHandshake { failure, .. } = error else {
         return Failure::new(detail, error.to_string(), "see the server's logs");
     };
     let presented_pin = leaf.as_ref().map(|l| l.pin.clone()).unwrap_or_default();
-    let ingress_fake = leaf.as_ref().is_some_and(|l| {
-        l.subject
-            .contains("Kubernetes Ingress Controller Fake Certificate")
-    });
+    let ingress_fake =
+        leaf.as_ref().is_some_and(|l| l.subject.contains("Kubernetes Ingress Controller Fake Certificate"));
     match failure {
         _ if ingress_fake => Failure::new(
             detail,
@@ -779,11 +612,7 @@ fn diagnose_tls(
 }
 
 fn diagnose_http(error: &TransportError, timeout: Duration, component: &str) -> Failure {
-    let flag = if component == "auth" {
-        "--auth-url"
-    } else {
-        "--api-server"
-    };
+    let flag = if component == "auth" { "--auth-url" } else { "--api-server" };
     match error {
         TransportError::TlsOnPlainPort { .. } => Failure::new(
             error.to_string(),
@@ -809,10 +638,8 @@ fn diagnose_http(error: &TransportError, timeout: Duration, component: &str) -> 
 }
 
 fn judge_ids(status: u16, headers: &http::HeaderMap, body: &[u8]) -> Result<String, Failure> {
-    let content_type = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("no content type");
+    let content_type =
+        headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("no content type");
     let summary = format!("{status}, {content_type}, {} bytes", body.len());
     match status {
         200 => {}
@@ -839,8 +666,7 @@ fn judge_ids(status: u16, headers: &http::HeaderMap, body: &[u8]) -> Result<Stri
             "check that the URL reaches liqo-auth and not an Ingress default backend or another web server",
         )
     };
-    let json: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| not_liqo("is not JSON"))?;
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|_| not_liqo("is not JSON"))?;
     let cluster_id = json.get("clusterId").and_then(|v| v.as_str()).unwrap_or("");
     if cluster_id.is_empty() {
         return Err(Failure::new(
@@ -849,10 +675,7 @@ fn judge_ids(status: u16, headers: &http::HeaderMap, body: &[u8]) -> Result<Stri
             "the provider has no cluster identity configured; set its cluster ID and restart liqo-auth",
         ));
     }
-    let name = json
-        .get("clusterName")
-        .and_then(|v| v.as_str())
-        .filter(|n| !n.is_empty());
+    let name = json.get("clusterName").and_then(|v| v.as_str()).filter(|n| !n.is_empty());
     Ok(match name {
         Some(name) => format!("200, clusterId {cluster_id}, clusterName {name}"),
         None => format!("200, clusterId {cluster_id}"),
@@ -927,14 +750,9 @@ impl CertSummary {
     }
 
     fn describe(&self) -> String {
-        let sans = if self.sans.is_empty() {
-            "no SANs".to_owned()
-        } else {
-            format!("SANs {}", self.sans.join(", "))
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let sans = if self.sans.is_empty() { "no SANs".to_owned() } else { format!("SANs {}", self.sans.join(", ")) };
+        let now =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let days = (self.not_after_unix - now) / 86_400;
         let expiry = if self.not_after_unix < now {
             format!("EXPIRED on {}", self.not_after)
@@ -943,14 +761,7 @@ impl CertSummary {
         } else {
             format!("expires {} (in {days} days)", self.not_after)
         };
-        format!(
-            "subject {}; {sans}; {expiry}",
-            if self.subject.is_empty() {
-                "(empty)"
-            } else {
-                &self.subject
-            }
-        )
+        format!("subject {}; {sans}; {expiry}", if self.subject.is_empty() { "(empty)" } else { &self.subject })
     }
 }
 
@@ -958,26 +769,15 @@ fn general_name(name: &GeneralName<'_>) -> String {
     match name {
         GeneralName::DNSName(dns) => format!("DNS:{dns}"),
         GeneralName::IPAddress(bytes) => match bytes.len() {
-            4 => format!(
-                "IP:{}",
-                IpAddr::from(<[u8; 4]>::try_from(*bytes).unwrap_or_default())
-            ),
-            16 => format!(
-                "IP:{}",
-                IpAddr::from(<[u8; 16]>::try_from(*bytes).unwrap_or_default())
-            ),
+            4 => format!("IP:{}", IpAddr::from(<[u8; 4]>::try_from(*bytes).unwrap_or_default())),
+            16 => format!("IP:{}", IpAddr::from(<[u8; 16]>::try_from(*bytes).unwrap_or_default())),
             _ => "IP:(invalid)".to_owned(),
         },
         other => other.to_string(),
     }
 }
 
-fn describe_session(
-    protocol: &str,
-    chain: &[Vec<u8>],
-    trust: &ServerTrust,
-    component: &str,
-) -> String {
+fn describe_session(protocol: &str, chain: &[Vec<u8>], trust: &ServerTrust, component: &str) -> String {
     let leaf = chain.first().and_then(|der| CertSummary::of(der));
     let mut parts = vec![protocol.to_owned()];
     if let Some(leaf) = &leaf {
@@ -986,16 +786,11 @@ fn describe_session(
     parts.push(match trust {
         ServerTrust::Pin(pins) => {
             let matched = chain.iter().position(|der| {
-                pki::spki_pin(der)
-                    .ok()
-                    .and_then(|p| pki::parse_pin(&p))
-                    .is_some_and(|p| pins.contains(&p))
+                pki::spki_pin(der).ok().and_then(|p| pki::parse_pin(&p)).is_some_and(|p| pins.contains(&p))
             });
             match matched {
                 Some(0) => "pin matches the server certificate".to_owned(),
-                Some(i) => format!(
-                    "pin matches chain certificate {i}, which signed the server certificate"
-                ),
+                Some(i) => format!("pin matches chain certificate {i}, which signed the server certificate"),
                 None => "pin matched".to_owned(),
             }
         }
@@ -1004,9 +799,7 @@ fn describe_session(
         ServerTrust::InsecureSkipVerify if component == "auth" => {
             "NOT verified (--insecure-skip-tls-verify)".to_owned()
         }
-        ServerTrust::InsecureSkipVerify => {
-            "not verified here (its CA arrives with the identity)".to_owned()
-        }
+        ServerTrust::InsecureSkipVerify => "not verified here (its CA arrives with the identity)".to_owned(),
     });
     if leaf.as_ref().is_some_and(|l| l.sans.is_empty()) {
         parts.push("warning: no SANs, clients that verify host names will reject it".to_owned());
@@ -1033,16 +826,13 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_ca_hash(text: &str) -> Result<[u8; 32], String> {
-    pki::parse_pin(text.trim())
-        .ok_or_else(|| format!("{text:?} is not a pin; expected sha256:<64 hex digits>"))
+    pki::parse_pin(text.trim()).ok_or_else(|| format!("{text:?} is not a pin; expected sha256:<64 hex digits>"))
 }
 
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_link_local()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+            v4.is_private() || v4.is_link_local() || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
         }
         IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
     }
@@ -1077,20 +867,11 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(5);
 
     fn options(auth_url: String, trust: ServerTrust) -> CheckOptions {
-        CheckOptions {
-            auth_url,
-            api_server: None,
-            trust,
-            timeout: TIMEOUT,
-        }
+        CheckOptions { auth_url, api_server: None, trust, timeout: TIMEOUT }
     }
 
     fn step<'a>(report: &'a CheckReport, name: &str) -> &'a CheckStep {
-        report
-            .steps
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no step {name} in {report:#?}"))
+        report.steps.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no step {name} in {report:#?}"))
     }
 
     fn statuses(report: &CheckReport) -> Vec<StepStatus> {
@@ -1108,53 +889,20 @@ mod tests {
         assert!(report.passed(), "{}", report.render_table());
         assert_eq!(report.steps.len(), 8);
         let tls = step(&report, "auth: TLS handshake");
-        assert!(
-            tls.detail.contains("TLS 1.3") && tls.detail.contains("IP:127.0.0.1"),
-            "{}",
-            tls.detail
-        );
-        assert!(
-            tls.detail.contains("pin matches the server certificate"),
-            "{}",
-            tls.detail
-        );
-        assert_eq!(
-            step(&report, "auth: GET /ids").detail,
-            "200, clusterId provider-1, clusterName milan"
-        );
-        assert!(step(&report, "api-server: GET /version")
-            .detail
-            .starts_with("401: reachable"));
+        assert!(tls.detail.contains("TLS 1.3") && tls.detail.contains("IP:127.0.0.1"), "{}", tls.detail);
+        assert!(tls.detail.contains("pin matches the server certificate"), "{}", tls.detail);
+        assert_eq!(step(&report, "auth: GET /ids").detail, "200, clusterId provider-1, clusterName milan");
+        assert!(step(&report, "api-server: GET /version").detail.starts_with("401: reachable"));
     }
 
     #[tokio::test]
     async fn check_reports_connection_refused_against_a_closed_port_with_cause_and_fix() {
-        let report = run_check(options(
-            format!("https://{}", closed_port()),
-            ServerTrust::InsecureSkipVerify,
-        ))
-        .await;
+        let report = run_check(options(format!("https://{}", closed_port()), ServerTrust::InsecureSkipVerify)).await;
         assert!(!report.passed());
-        assert_eq!(
-            statuses(&report),
-            [
-                StepStatus::Pass,
-                StepStatus::Fail,
-                StepStatus::Skip,
-                StepStatus::Skip
-            ]
-        );
+        assert_eq!(statuses(&report), [StepStatus::Pass, StepStatus::Fail, StepStatus::Skip, StepStatus::Skip]);
         let tcp = step(&report, "auth: TCP connect");
-        assert!(
-            tcp.cause
-                .as_deref()
-                .is_some_and(|c| c.contains("connection refused")),
-            "{tcp:?}"
-        );
-        assert!(
-            tcp.fix.as_deref().is_some_and(|f| f.contains("port")),
-            "{tcp:?}"
-        );
+        assert!(tcp.cause.as_deref().is_some_and(|c| c.contains("connection refused")), "{tcp:?}");
+        assert!(tcp.fix.as_deref().is_some_and(|f| f.contains("port")), "{tcp:?}");
         assert!(!tcp.ok);
     }
 
@@ -1163,23 +911,12 @@ mod tests {
         let cert = TestCa::new("ca").server_cert(&["127.0.0.1"]);
         let presented = pki::spki_pin(&cert.chain[0]).expect("pin");
         let server = TestServer::tls(cert).await;
-        let report = run_check(options(
-            server.https_url(),
-            ServerTrust::Pin(vec![[1u8; 32]]),
-        ))
-        .await;
+        let report = run_check(options(server.https_url(), ServerTrust::Pin(vec![[1u8; 32]]))).await;
         let tls = step(&report, "auth: TLS handshake");
         assert_eq!(tls.status, StepStatus::Fail);
         let cause = tls.cause.as_deref().unwrap_or_default();
-        assert!(
-            cause.contains("--ca-hash") && cause.contains(&presented),
-            "{cause}"
-        );
-        assert!(
-            tls.detail.contains("subject CN=liqo-auth test server"),
-            "{}",
-            tls.detail
-        );
+        assert!(cause.contains("--ca-hash") && cause.contains(&presented), "{cause}");
+        assert!(tls.detail.contains("subject CN=liqo-auth test server"), "{}", tls.detail);
         assert_eq!(step(&report, "auth: GET /ids").status, StepStatus::Skip);
     }
 
@@ -1189,31 +926,17 @@ mod tests {
         let report = run_check(options(server.https_url(), ServerTrust::InsecureSkipVerify)).await;
         let tls = step(&report, "auth: TLS handshake");
         assert_eq!(tls.status, StepStatus::Fail);
-        assert!(
-            tls.cause
-                .as_deref()
-                .is_some_and(|c| c.contains("plain HTTP")),
-            "{tls:?}"
-        );
-        assert!(
-            tls.fix.as_deref().is_some_and(|f| f.contains("http://")),
-            "{tls:?}"
-        );
+        assert!(tls.cause.as_deref().is_some_and(|c| c.contains("plain HTTP")), "{tls:?}");
+        assert!(tls.fix.as_deref().is_some_and(|f| f.contains("http://")), "{tls:?}");
     }
 
     #[tokio::test]
     async fn check_recognises_tls_answered_on_a_plain_http_url() {
         let server = TestServer::tls(TestCa::new("ca").server_cert(&["127.0.0.1"])).await;
         let report = run_check(options(server.http_url(), ServerTrust::SystemRoots)).await;
-        assert_eq!(
-            statuses(&report),
-            [StepStatus::Pass, StepStatus::Pass, StepStatus::Fail]
-        );
+        assert_eq!(statuses(&report), [StepStatus::Pass, StepStatus::Pass, StepStatus::Fail]);
         let ids = step(&report, "auth: GET /ids");
-        assert!(
-            ids.fix.as_deref().is_some_and(|f| f.contains("https://")),
-            "{ids:?}"
-        );
+        assert!(ids.fix.as_deref().is_some_and(|f| f.contains("https://")), "{ids:?}");
     }
 
     #[tokio::test]
@@ -1221,59 +944,34 @@ mod tests {
         let server = TestServer::plain().await;
         let report = run_check(options(server.http_url(), ServerTrust::SystemRoots)).await;
         assert!(report.passed(), "{}", report.render_table());
-        assert!(step(&report, "auth: GET /ids")
-            .detail
-            .contains("warning: plain http"));
+        assert!(step(&report, "auth: GET /ids").detail.contains("warning: plain http"));
     }
 
     #[tokio::test]
     async fn check_reports_a_certificate_without_sans() {
         let ca = TestCa::new("ca");
         let server = TestServer::tls(ca.server_cert(&[])).await;
-        let report = run_check(options(
-            server.https_url(),
-            ServerTrust::CaPem(ca.pem().into_bytes()),
-        ))
-        .await;
+        let report = run_check(options(server.https_url(), ServerTrust::CaPem(ca.pem().into_bytes()))).await;
         let tls = step(&report, "auth: TLS handshake");
-        assert!(
-            tls.cause.as_deref().is_some_and(|c| c.contains("no SANs")),
-            "{tls:?}"
-        );
+        assert!(tls.cause.as_deref().is_some_and(|c| c.contains("no SANs")), "{tls:?}");
     }
 
     #[tokio::test]
     async fn check_reports_an_expired_certificate_with_its_date() {
         let ca = TestCa::new("ca");
         let server = TestServer::tls(ca.expired_server_cert(&["127.0.0.1"])).await;
-        let report = run_check(options(
-            server.https_url(),
-            ServerTrust::CaPem(ca.pem().into_bytes()),
-        ))
-        .await;
+        let report = run_check(options(server.https_url(), ServerTrust::CaPem(ca.pem().into_bytes()))).await;
         let tls = step(&report, "auth: TLS handshake");
-        assert!(
-            tls.cause
-                .as_deref()
-                .is_some_and(|c| c.contains("expired on 2021-01-01")),
-            "{tls:?}"
-        );
+        assert!(tls.cause.as_deref().is_some_and(|c| c.contains("expired on 2021-01-01")), "{tls:?}");
     }
 
     #[tokio::test]
     async fn check_reports_a_service_that_is_not_liqo_auth() {
         let server = TestServer::plain().await;
-        let report = run_check(options(
-            format!("{}/elsewhere", server.http_url()),
-            ServerTrust::SystemRoots,
-        ))
-        .await;
+        let report = run_check(options(format!("{}/elsewhere", server.http_url()), ServerTrust::SystemRoots)).await;
         let ids = step(&report, "auth: GET /ids");
         assert_eq!(ids.status, StepStatus::Fail);
-        assert!(
-            ids.cause.as_deref().is_some_and(|c| c.contains("404")),
-            "{ids:?}"
-        );
+        assert!(ids.cause.as_deref().is_some_and(|c| c.contains("404")), "{ids:?}");
     }
 
     #[tokio::test]
@@ -1281,48 +979,27 @@ mod tests {
         let report = run_check(options("ftp://host".to_owned(), ServerTrust::SystemRoots)).await;
         assert_eq!(report.steps[0].name, "auth: URL");
         assert_eq!(report.steps[0].status, StepStatus::Fail);
-        assert!(report.steps[1..]
-            .iter()
-            .all(|s| s.status == StepStatus::Skip));
+        assert!(report.steps[1..].iter().all(|s| s.status == StepStatus::Skip));
     }
 
     fn sample_report() -> CheckReport {
-        let step =
-            |name: &str, status, detail: &str, cause: Option<&str>, fix: Option<&str>| CheckStep {
-                name: name.to_owned(),
-                target: "auth.example.org:8443".to_owned(),
-                status,
-                ok: status == StepStatus::Pass,
-                duration_ms: 12,
-                detail: detail.to_owned(),
-                cause: cause.map(str::to_owned),
-                fix: fix.map(str::to_owned),
-            };
+        let step = |name: &str, status, detail: &str, cause: Option<&str>, fix: Option<&str>| CheckStep {
+            name: name.to_owned(),
+            target: "auth.example.org:8443".to_owned(),
+            status,
+            ok: status == StepStatus::Pass,
+            duration_ms: 12,
+            detail: detail.to_owned(),
+            cause: cause.map(str::to_owned),
+            fix: fix.map(str::to_owned),
+        };
         CheckReport {
             auth_url: "https://auth.example.org:8443".to_owned(),
             api_server: None,
             steps: vec![
-                step(
-                    "auth: DNS resolution",
-                    StepStatus::Pass,
-                    "resolves to 192.0.2.1",
-                    None,
-                    None,
-                ),
-                step(
-                    "auth: TCP connect",
-                    StepStatus::Fail,
-                    "refused",
-                    Some("nothing listens"),
-                    Some("check the port"),
-                ),
-                step(
-                    "auth: TLS handshake",
-                    StepStatus::Skip,
-                    "skipped: an earlier step failed",
-                    None,
-                    None,
-                ),
+                step("auth: DNS resolution", StepStatus::Pass, "resolves to 192.0.2.1", None, None),
+                step("auth: TCP connect", StepStatus::Fail, "refused", Some("nothing listens"), Some("check the port")),
+                step("auth: TLS handshake", StepStatus::Skip, "skipped: an earlier step failed", None, None),
             ],
         }
     }
@@ -1338,10 +1015,7 @@ mod tests {
         assert!(lines[2].starts_with("FAIL"));
         assert_eq!(lines[3], "        cause: nothing listens");
         assert_eq!(lines[4], "        fix:   check the port");
-        assert!(
-            lines[5].starts_with("skip") && lines[5].contains(" -  "),
-            "{table}"
-        );
+        assert!(lines[5].starts_with("skip") && lines[5].contains(" -  "), "{table}");
         assert_eq!(lines[6], "check failed: 1 failed, 1 skipped, 1 ok");
     }
 
@@ -1386,10 +1060,7 @@ mod tests {
         assert_eq!(cli.check.timeout, Duration::from_millis(500));
         assert_eq!(cli.check.output, OutputFormat::Json);
         let options = cli.check.into_options().expect("options");
-        assert_eq!(
-            options.trust,
-            ServerTrust::Pin(vec![[0xab; 32], [0xab; 32]])
-        );
+        assert_eq!(options.trust, ServerTrust::Pin(vec![[0xab; 32], [0xab; 32]]));
     }
 
     #[test]
@@ -1404,46 +1075,19 @@ mod tests {
             "--insecure-skip-tls-verify"
         ])
         .is_err());
-        assert!(Cli::try_parse_from([
-            "check",
-            "--auth-url",
-            "https://a",
-            "--ca-hash",
-            "sha256:zz"
-        ])
-        .is_err());
-        assert!(
-            Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "5"]).is_err()
-        );
-        assert!(
-            Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "0"]).is_err()
-        );
+        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--ca-hash", "sha256:zz"]).is_err());
+        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "5"]).is_err());
+        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "0"]).is_err());
     }
 
     #[test]
     fn insecure_flag_takes_a_bare_or_explicit_value() {
-        let bare = Cli::try_parse_from([
-            "check",
-            "--auth-url",
-            "https://a",
-            "--insecure-skip-tls-verify",
-        ])
-        .expect("parses");
-        assert_eq!(
-            bare.check.into_options().expect("options").trust,
-            ServerTrust::InsecureSkipVerify
-        );
-        let off = Cli::try_parse_from([
-            "check",
-            "--auth-url",
-            "https://a",
-            "--insecure-skip-tls-verify=false",
-        ])
-        .expect("parses");
-        assert_eq!(
-            off.check.into_options().expect("options").trust,
-            ServerTrust::SystemRoots
-        );
+        let bare =
+            Cli::try_parse_from(["check", "--auth-url", "https://a", "--insecure-skip-tls-verify"]).expect("parses");
+        assert_eq!(bare.check.into_options().expect("options").trust, ServerTrust::InsecureSkipVerify);
+        let off = Cli::try_parse_from(["check", "--auth-url", "https://a", "--insecure-skip-tls-verify=false"])
+            .expect("parses");
+        assert_eq!(off.check.into_options().expect("options").trust, ServerTrust::SystemRoots);
     }
 
     #[test]
@@ -1452,9 +1096,6 @@ mod tests {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["check", "--auth-url", "https://a"]).expect("parses");
         assert_eq!(cli.check.timeout, Duration::from_secs(5));
-        assert_eq!(
-            cli.check.into_options().expect("options").trust,
-            ServerTrust::SystemRoots
-        );
+        assert_eq!(cli.check.into_options().expect("options").trust, ServerTrust::SystemRoots);
     }
 }

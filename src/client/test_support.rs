@@ -37,11 +37,7 @@ impl TestCa {
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).expect("self-sign CA");
-        Self {
-            der: cert.der().clone(),
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
+        Self { der: cert.der().clone(), pem: cert.pem(), issuer: Issuer::new(params, key) }
     }
 
     pub(crate) fn der(&self) -> &CertificateDer<'static> {
@@ -63,22 +59,13 @@ impl TestCa {
         })
     }
 
-    pub(crate) fn issue(
-        &self,
-        sans: &[&str],
-        adjust: impl FnOnce(&mut CertificateParams),
-    ) -> ServerCert {
+    pub(crate) fn issue(&self, sans: &[&str], adjust: impl FnOnce(&mut CertificateParams)) -> ServerCert {
         let key = KeyPair::generate().expect("generate server key");
         let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .expect("server params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "liqo-auth test server");
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("server params");
+        params.distinguished_name.push(DnType::CommonName, "liqo-auth test server");
         adjust(&mut params);
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("sign server cert");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign server cert");
         ServerCert {
             chain: vec![cert.der().clone(), self.der.clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -94,14 +81,13 @@ pub(crate) struct TestServer {
 impl TestServer {
     /// HTTPS with the given certificate, serving [`liqo_like`] routes.
     pub(crate) async fn tls(cert: ServerCert) -> Self {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(cert.chain, cert.key)
-        .expect("server certificate");
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_no_client_auth()
+                .with_single_cert(cert.chain, cert.key)
+                .expect("server certificate");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -182,45 +168,22 @@ async fn serve<IO>(io: TokioIo<IO>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service_fn(liqo_like))
-        .await;
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service_fn(liqo_like)).await;
 }
 
 /// `/ids` like liqo-auth, `/version` like an API server refusing anonymous users, `/echo`
 /// returning `content-type:body`, `/huge` a 2 MiB body, 404 otherwise.
 async fn liqo_like(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
-    let content_type = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let content_type =
+        request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let (status, body) = match path.as_str() {
-        "/ids" => (
-            StatusCode::OK,
-            Bytes::from_static(br#"{"clusterId":"provider-1","clusterName":"milan"}"#),
-        ),
-        "/version" => (
-            StatusCode::UNAUTHORIZED,
-            Bytes::from_static(br#"{"kind":"Status","code":401}"#),
-        ),
-        "/echo" => (
-            StatusCode::OK,
-            Bytes::from([content_type.as_bytes(), b":", &body].concat()),
-        ),
+        "/ids" => (StatusCode::OK, Bytes::from_static(br#"{"clusterId":"provider-1","clusterName":"milan"}"#)),
+        "/version" => (StatusCode::UNAUTHORIZED, Bytes::from_static(br#"{"kind":"Status","code":401}"#)),
+        "/echo" => (StatusCode::OK, Bytes::from([content_type.as_bytes(), b":", &body].concat())),
         "/huge" => (StatusCode::OK, Bytes::from(vec![b'x'; 2 * 1024 * 1024])),
-        _ => (
-            StatusCode::NOT_FOUND,
-            Bytes::from_static(b"404 page not found\n"),
-        ),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"404 page not found\n")),
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;

@@ -30,10 +30,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
-    SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -276,9 +273,7 @@ impl ServerTrust {
                 let mut roots = RootCertStore::empty();
                 for cert in CertificateDer::pem_slice_iter(pem) {
                     let cert = cert.map_err(|_| load(TrustProblem::InvalidPem))?;
-                    roots
-                        .add(cert)
-                        .map_err(|_| load(TrustProblem::InvalidCaCertificate))?;
+                    roots.add(cert).map_err(|_| load(TrustProblem::InvalidCaCertificate))?;
                 }
                 if roots.is_empty() {
                     return Err(load(TrustProblem::NoCertificateInPem));
@@ -286,13 +281,8 @@ impl ServerTrust {
                 webpki_verifier(roots, provider)
             }
             ServerTrust::Pin(pins) if pins.is_empty() => Err(load(TrustProblem::NoPins)),
-            ServerTrust::Pin(pins) => Ok(Arc::new(PinVerifier {
-                pins: pins.clone(),
-                provider: provider.clone(),
-            })),
-            ServerTrust::InsecureSkipVerify => Ok(Arc::new(AnyCertificate {
-                provider: provider.clone(),
-            })),
+            ServerTrust::Pin(pins) => Ok(Arc::new(PinVerifier { pins: pins.clone(), provider: provider.clone() })),
+            ServerTrust::InsecureSkipVerify => Ok(Arc::new(AnyCertificate { provider: provider.clone() })),
         }
     }
 }
@@ -300,11 +290,7 @@ impl ServerTrust {
 impl AuthClient {
     /// Prepares a client for `base_url`. Nothing is contacted yet; the trust anchors are loaded
     /// now so that a bad `--ca-file` fails before any network traffic.
-    pub fn new(
-        base_url: &str,
-        trust: ServerTrust,
-        per_request_timeout: Duration,
-    ) -> Result<Self, TransportError> {
+    pub fn new(base_url: &str, trust: ServerTrust, per_request_timeout: Duration) -> Result<Self, TransportError> {
         let endpoint = Endpoint::parse(base_url)?;
         let tls = if endpoint.tls {
             let provider = ring_provider();
@@ -312,11 +298,7 @@ impl AuthClient {
         } else {
             None
         };
-        Ok(Self {
-            endpoint,
-            tls,
-            timeout: per_request_timeout,
-        })
+        Ok(Self { endpoint, tls, timeout: per_request_timeout })
     }
 
     /// True when the base URL is plain `http://`: the caller should warn.
@@ -335,14 +317,8 @@ impl AuthClient {
     }
 
     /// `POST {base}{path}` with `body` and the given `Content-Type`.
-    pub async fn post(
-        &self,
-        path: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> Result<Response, TransportError> {
-        self.send(Method::POST, path, Some((body, content_type)))
-            .await
+    pub async fn post(&self, path: &str, body: Vec<u8>, content_type: &str) -> Result<Response, TransportError> {
+        self.send(Method::POST, path, Some((body, content_type))).await
     }
 
     async fn send(
@@ -357,35 +333,16 @@ impl AuthClient {
         let (tcp, peer) = connect(&addrs, deadline).await?;
         match &self.tls {
             Some(config) => {
-                let stream =
-                    tls_handshake(tcp, config.clone(), &self.endpoint, peer, deadline).await?;
+                let stream = tls_handshake(tcp, config.clone(), &self.endpoint, peer, deadline).await?;
                 let peer_certificates = peer_certificates(&stream);
-                let (status, headers, body) =
-                    exchange(stream, None, request, &self.endpoint, peer, deadline).await?;
-                Ok(Response {
-                    status,
-                    headers,
-                    body,
-                    peer_certificates,
-                })
+                let (status, headers, body) = exchange(stream, None, request, &self.endpoint, peer, deadline).await?;
+                Ok(Response { status, headers, body, peer_certificates })
             }
             None => {
                 let (stream, first) = Sniffed::new(tcp);
-                let (status, headers, body) = exchange(
-                    stream,
-                    Some(&first),
-                    request,
-                    &self.endpoint,
-                    peer,
-                    deadline,
-                )
-                .await?;
-                Ok(Response {
-                    status,
-                    headers,
-                    body,
-                    peer_certificates: Vec::new(),
-                })
+                let (status, headers, body) =
+                    exchange(stream, Some(&first), request, &self.endpoint, peer, deadline).await?;
+                Ok(Response { status, headers, body, peer_certificates: Vec::new() })
             }
         }
     }
@@ -430,9 +387,7 @@ impl fmt::Display for TrustProblem {
             TrustProblem::NoCertificateInPem => "the CA file contains no PEM CERTIFICATE block",
             TrustProblem::InvalidPem => "the CA file is not valid PEM",
             TrustProblem::InvalidCaCertificate => "a certificate in the CA file cannot be parsed",
-            TrustProblem::NoSystemRoots => {
-                "no system root certificates found; pass a CA file or a pin"
-            }
+            TrustProblem::NoSystemRoots => "no system root certificates found; pass a CA file or a pin",
             TrustProblem::NoPins => "no pin given",
         })
     }
@@ -443,9 +398,7 @@ impl ConnectFailure {
         match error.kind() {
             io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
             io::ErrorKind::TimedOut => ConnectFailure::TimedOut,
-            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-                ConnectFailure::Unreachable
-            }
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => ConnectFailure::Unreachable,
             _ => ConnectFailure::Other,
         }
     }
@@ -455,7 +408,9 @@ impl fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ConnectFailure::Refused => "connection refused (nothing is listening on that port)",
-            ConnectFailure::TimedOut => "timed out (packets dropped by a firewall, or the address is not reachable from here)",
+            ConnectFailure::TimedOut => {
+                "timed out (packets dropped by a firewall, or the address is not reachable from here)"
+            }
             ConnectFailure::Unreachable => "no route to the network or host",
             ConnectFailure::Other => "connection failed",
         })
@@ -470,7 +425,9 @@ impl fmt::Display for TlsFailure {
                 "no certificate in the presented chain matches the pinned hash (the server presented {})",
                 presented.join(", ")
             ),
-            TlsFailure::UnknownIssuer => f.write_str("the certificate is not signed by a trusted certificate authority"),
+            TlsFailure::UnknownIssuer => {
+                f.write_str("the certificate is not signed by a trusted certificate authority")
+            }
             TlsFailure::Expired => f.write_str("the certificate has expired"),
             TlsFailure::NotYetValid => f.write_str("the certificate is not valid yet (check the clocks)"),
             TlsFailure::NameMismatch => f.write_str("the certificate is not valid for this host name"),
@@ -509,45 +466,24 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn parse(url: &str) -> Result<Self, TransportError> {
-        let fail = |problem| TransportError::ParseUrl {
-            url: url.to_owned(),
-            problem,
-        };
-        let uri: Uri = url
-            .trim()
-            .parse()
-            .map_err(|_| fail(UrlProblem::Malformed))?;
+        let fail = |problem| TransportError::ParseUrl { url: url.to_owned(), problem };
+        let uri: Uri = url.trim().parse().map_err(|_| fail(UrlProblem::Malformed))?;
         let tls = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
             Some("https") => true,
             Some("http") => false,
             _ => return Err(fail(UrlProblem::UnsupportedScheme)),
         };
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| fail(UrlProblem::MissingHost))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| fail(UrlProblem::MissingHost))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         ServerName::try_from(host.as_str()).map_err(|_| fail(UrlProblem::InvalidHost))?;
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let base_path = uri.path().trim_end_matches('/').to_owned();
-        Ok(Self {
-            tls,
-            host,
-            port,
-            base_path,
-        })
+        Ok(Self { tls, host, port, base_path })
     }
 
     /// `host[:port]` as it goes into the `Host` header (port omitted when it is the default).
     pub(crate) fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         if self.port == if self.tls { 443 } else { 80 } {
             host
         } else {
@@ -556,8 +492,7 @@ impl Endpoint {
     }
 
     pub(crate) fn server_name(&self) -> ServerName<'static> {
-        ServerName::try_from(self.host.clone())
-            .expect("host was validated as a server name in Endpoint::parse")
+        ServerName::try_from(self.host.clone()).expect("host was validated as a server name in Endpoint::parse")
     }
 
     pub(crate) fn request(
@@ -566,10 +501,7 @@ impl Endpoint {
         path: &str,
         body: Option<(Vec<u8>, &str)>,
     ) -> Result<Request<Full<Bytes>>, TransportError> {
-        let invalid = || TransportError::ParseUrl {
-            url: format!("{self}{path}"),
-            problem: UrlProblem::InvalidPath,
-        };
+        let invalid = || TransportError::ParseUrl { url: format!("{self}{path}"), problem: UrlProblem::InvalidPath };
         if !path.starts_with('/') {
             return Err(invalid());
         }
@@ -581,10 +513,7 @@ impl Endpoint {
             .header(USER_AGENT, concat!("liqo-auth/", env!("CARGO_PKG_VERSION")));
         let body = match body {
             Some((bytes, content_type)) => {
-                builder = builder.header(
-                    CONTENT_TYPE,
-                    HeaderValue::from_str(content_type).map_err(|_| invalid())?,
-                );
+                builder = builder.header(CONTENT_TYPE, HeaderValue::from_str(content_type).map_err(|_| invalid())?);
                 Full::new(Bytes::from(bytes))
             }
             None => Full::new(Bytes::new()),
@@ -609,19 +538,13 @@ pub(crate) struct Deadline {
 
 impl Deadline {
     pub(crate) fn after(budget: Duration) -> Self {
-        Self {
-            at: Instant::now() + budget,
-            budget,
-        }
+        Self { at: Instant::now() + budget, budget }
     }
 
     async fn run<F: Future>(self, phase: Phase, future: F) -> Result<F::Output, TransportError> {
         tokio::time::timeout_at(self.at, future)
             .await
-            .map_err(|_| TransportError::Timeout {
-                phase,
-                after: self.budget,
-            })
+            .map_err(|_| TransportError::Timeout { phase, after: self.budget })
     }
 }
 
@@ -630,10 +553,7 @@ pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
 }
 
 /// A client config around `verifier`: ring, TLS 1.2 and 1.3, ALPN `http/1.1`, no client auth.
-pub(crate) fn client_config(
-    verifier: Arc<dyn ServerCertVerifier>,
-    provider: Arc<CryptoProvider>,
-) -> Arc<ClientConfig> {
+pub(crate) fn client_config(verifier: Arc<dyn ServerCertVerifier>, provider: Arc<CryptoProvider>) -> Arc<ClientConfig> {
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("the ring provider supports TLS 1.2 and 1.3")
@@ -644,25 +564,15 @@ pub(crate) fn client_config(
     Arc::new(config)
 }
 
-pub(crate) async fn resolve(
-    host: &str,
-    port: u16,
-    deadline: Deadline,
-) -> Result<Vec<SocketAddr>, TransportError> {
+pub(crate) async fn resolve(host: &str, port: u16, deadline: Deadline) -> Result<Vec<SocketAddr>, TransportError> {
     let addrs: Vec<SocketAddr> = deadline
         .run(Phase::Resolve, tokio::net::lookup_host((host, port)))
         .await?
-        .map_err(|source| TransportError::Resolve {
-            host: host.to_owned(),
-            source,
-        })?
+        .map_err(|source| TransportError::Resolve { host: host.to_owned(), source })?
         .collect();
     if addrs.is_empty() {
         let source = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
-        return Err(TransportError::Resolve {
-            host: host.to_owned(),
-            source,
-        });
+        return Err(TransportError::Resolve { host: host.to_owned(), source });
     }
     Ok(addrs)
 }
@@ -681,19 +591,10 @@ pub(crate) async fn connect(
                 return Ok((stream, addr));
             }
             Ok(Err(source)) => {
-                last_error = Some(TransportError::Connect {
-                    addr,
-                    failure: ConnectFailure::of(&source),
-                    source: Some(source),
-                });
+                last_error =
+                    Some(TransportError::Connect { addr, failure: ConnectFailure::of(&source), source: Some(source) });
             }
-            Err(_) => {
-                return Err(TransportError::Connect {
-                    addr,
-                    failure: ConnectFailure::TimedOut,
-                    source: None,
-                })
-            }
+            Err(_) => return Err(TransportError::Connect { addr, failure: ConnectFailure::TimedOut, source: None }),
         }
     }
     Err(last_error.unwrap_or_else(|| TransportError::Resolve {
@@ -711,25 +612,17 @@ pub(crate) async fn tls_handshake(
 ) -> Result<TlsStream<Sniffed<TcpStream>>, TransportError> {
     let (stream, first) = Sniffed::new(tcp);
     let connecting = TlsConnector::from(config).connect(endpoint.server_name(), stream);
-    deadline
-        .run(Phase::TlsHandshake, connecting)
-        .await?
-        .map_err(|source| TransportError::TlsHandshake {
-            server_name: endpoint.host.clone(),
-            addr,
-            failure: classify_tls_error(&source, &first.snapshot()),
-            source,
-        })
+    deadline.run(Phase::TlsHandshake, connecting).await?.map_err(|source| TransportError::TlsHandshake {
+        server_name: endpoint.host.clone(),
+        addr,
+        failure: classify_tls_error(&source, &first.snapshot()),
+        source,
+    })
 }
 
 /// DER certificates presented on an established TLS connection, leaf first.
 pub(crate) fn peer_certificates<S>(stream: &TlsStream<S>) -> Vec<Vec<u8>> {
-    stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
-        .unwrap_or_default()
+    stream.get_ref().1.peer_certificates().map(|certs| certs.iter().map(|c| c.to_vec()).collect()).unwrap_or_default()
 }
 
 /// One HTTP/1.1 request on `io`. `plain_first` holds the first bytes the server sent when `io`
@@ -747,54 +640,31 @@ where
 {
     let authority = endpoint.authority();
     let http_error = |source: hyper::Error| {
-        if plain_first
-            .is_some_and(|first| tls_answer_to_plain_request(&first.snapshot(), source.is_parse()))
-        {
+        if plain_first.is_some_and(|first| tls_answer_to_plain_request(&first.snapshot(), source.is_parse())) {
             TransportError::TlsOnPlainPort { addr }
         } else {
-            TransportError::Http {
-                authority: authority.clone(),
-                source: Box::new(source),
-            }
+            TransportError::Http { authority: authority.clone(), source: Box::new(source) }
         }
     };
     let (mut sender, connection) = deadline
-        .run(
-            Phase::Request,
-            hyper::client::conn::http1::handshake(TokioIo::new(io)),
-        )
+        .run(Phase::Request, hyper::client::conn::http1::handshake(TokioIo::new(io)))
         .await?
         .map_err(http_error)?;
     let _driver = AbortOnDrop(tokio::spawn(connection));
-    let response = deadline
-        .run(Phase::Request, sender.send_request(request))
-        .await?
-        .map_err(http_error)?;
+    let response = deadline.run(Phase::Request, sender.send_request(request)).await?.map_err(http_error)?;
     let (parts, body) = response.into_parts();
     let body = deadline
-        .run(
-            Phase::ResponseBody,
-            Limited::new(body, MAX_BODY_BYTES).collect(),
-        )
+        .run(Phase::ResponseBody, Limited::new(body, MAX_BODY_BYTES).collect())
         .await?
         .map_err(|source| {
             if source.is::<LengthLimitError>() {
-                TransportError::BodyTooLarge {
-                    authority: authority.clone(),
-                    limit: MAX_BODY_BYTES,
-                }
+                TransportError::BodyTooLarge { authority: authority.clone(), limit: MAX_BODY_BYTES }
             } else {
-                TransportError::Http {
-                    authority: authority.clone(),
-                    source,
-                }
+                TransportError::Http { authority: authority.clone(), source }
             }
         })?
         .to_bytes();
-    if plain_first.is_some()
-        && parts.status == http::StatusCode::BAD_REQUEST
-        && is_https_port_complaint(&body)
-    {
+    if plain_first.is_some() && parts.status == http::StatusCode::BAD_REQUEST && is_https_port_complaint(&body) {
         return Err(TransportError::TlsOnPlainPort { addr });
     }
     Ok((parts.status.as_u16(), parts.headers, body))
@@ -816,22 +686,13 @@ const SNIFF_LEN: usize = 16;
 impl<S> Sniffed<S> {
     pub(crate) fn new(inner: S) -> (Self, FirstBytes) {
         let first = FirstBytes::default();
-        (
-            Self {
-                inner,
-                first: first.clone(),
-            },
-            first,
-        )
+        (Self { inner, first: first.clone() }, first)
     }
 }
 
 impl FirstBytes {
     pub(crate) fn snapshot(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn record(&self, bytes: &[u8]) {
@@ -842,11 +703,7 @@ impl FirstBytes {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
@@ -857,11 +714,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -896,18 +749,12 @@ pub(crate) struct ChainRecorder {
 
 impl ChainRecorder {
     pub(crate) fn new(inner: Arc<dyn ServerCertVerifier>) -> Self {
-        Self {
-            inner,
-            chain: Mutex::new(Vec::new()),
-        }
+        Self { inner, chain: Mutex::new(Vec::new()) }
     }
 
     /// The presented chain, leaf first; empty if the handshake never got that far.
     pub(crate) fn chain(&self) -> Vec<Vec<u8>> {
-        self.chain
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.chain.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -920,13 +767,9 @@ impl ServerCertVerifier for ChainRecorder {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.to_vec())
-            .collect();
+        let chain = std::iter::once(end_entity).chain(intermediates).map(|c| c.to_vec()).collect();
         *self.chain.lock().unwrap_or_else(PoisonError::into_inner) = chain;
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -961,9 +804,7 @@ fn webpki_verifier(
 ) -> Result<Arc<dyn ServerCertVerifier>, TransportError> {
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|_| TransportError::LoadTrust {
-            problem: TrustProblem::InvalidCaCertificate,
-        })?;
+        .map_err(|_| TransportError::LoadTrust { problem: TrustProblem::InvalidCaCertificate })?;
     Ok(verifier)
 }
 
@@ -983,11 +824,8 @@ struct PinMismatch {
 
 impl PinVerifier {
     fn matches(&self, cert: &CertificateDer<'_>) -> Result<(bool, String), rustls::Error> {
-        let pin = pki::spki_pin(cert)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        let raw = pki::parse_pin(&pin).ok_or(rustls::Error::InvalidCertificate(
-            CertificateError::BadEncoding,
-        ))?;
+        let pin = pki::spki_pin(cert).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let raw = pki::parse_pin(&pin).ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         Ok((self.pins.contains(&raw), pin))
     }
 }
@@ -1014,12 +852,8 @@ impl ServerCertVerifier for PinVerifier {
                 // only counts if the leaf really chains up to it.
                 let mut roots = RootCertStore::empty();
                 roots.add(cert.clone().into_owned())?;
-                let others: Vec<CertificateDer<'_>> = intermediates
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != index)
-                    .map(|(_, c)| c.clone())
-                    .collect();
+                let others: Vec<CertificateDer<'_>> =
+                    intermediates.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, c)| c.clone()).collect();
                 let parsed = ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_cert_signed_by_trust_anchor(
                     &parsed,
@@ -1032,9 +866,7 @@ impl ServerCertVerifier for PinVerifier {
             }
             presented.push(pin);
         }
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(PinMismatch { presented })),
-        )))
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(PinMismatch { presented })))))
     }
 
     fn verify_tls12_signature(
@@ -1043,12 +875,7 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -1057,18 +884,11 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -1096,12 +916,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -1110,58 +925,38 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
 fn classify_tls_error(error: &io::Error, first: &[u8]) -> TlsFailure {
-    let rustls_error = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    let rustls_error = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
     if first.starts_with(b"HTTP/") {
         return TlsFailure::NotTls;
     }
     match rustls_error {
         Some(rustls::Error::InvalidCertificate(cert_error)) => match cert_error {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                TlsFailure::Expired
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                TlsFailure::NotYetValid
-            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => TlsFailure::Expired,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => TlsFailure::NotYetValid,
             CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 TlsFailure::NameMismatch
             }
-            CertificateError::Other(OtherError(inner)) => match inner.downcast_ref::<PinMismatch>()
-            {
-                Some(mismatch) => TlsFailure::PinMismatch {
-                    presented: mismatch.presented.clone(),
-                },
+            CertificateError::Other(OtherError(inner)) => match inner.downcast_ref::<PinMismatch>() {
+                Some(mismatch) => TlsFailure::PinMismatch { presented: mismatch.presented.clone() },
                 None => TlsFailure::Other(cert_error.to_string()),
             },
             other => TlsFailure::Other(other.to_string()),
         },
-        Some(rustls::Error::AlertReceived(alert)) => {
-            TlsFailure::AlertReceived(format!("{alert:?}"))
-        }
+        Some(rustls::Error::AlertReceived(alert)) => TlsFailure::AlertReceived(format!("{alert:?}")),
         Some(other) => TlsFailure::Other(other.to_string()),
         None if matches!(
             error.kind(),
-            io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
         ) =>
         {
             TlsFailure::PeerClosed
@@ -1183,13 +978,9 @@ fn tls_answer_to_plain_request(first: &[u8], parse_error: bool) -> bool {
 /// Servers that detect an HTTP request on their TLS port answer 400 with a recognisable body:
 /// Go's `net/http` (the reference server) and nginx (a common Ingress).
 fn is_https_port_complaint(body: &[u8]) -> bool {
-    const MARKERS: [&[u8]; 2] = [
-        b"Client sent an HTTP request to an HTTPS server",
-        b"The plain HTTP request was sent to HTTPS port",
-    ];
-    MARKERS
-        .iter()
-        .any(|marker| body.windows(marker.len()).any(|w| w == *marker))
+    const MARKERS: [&[u8]; 2] =
+        [b"Client sent an HTTP request to an HTTPS server", b"The plain HTTP request was sent to HTTPS port"];
+    MARKERS.iter().any(|marker| body.windows(marker.len()).any(|w| w == *marker))
 }
 
 /// Stops the hyper connection task when the exchange is over or abandoned.
@@ -1224,8 +1015,7 @@ mod tests {
         let cert = TestCa::new("pin-ca").server_cert(&["127.0.0.1"]);
         let pin = pin_of(&cert.chain[0]);
         let server = TestServer::tls(cert).await;
-        let client = AuthClient::new(&server.https_url(), ServerTrust::Pin(vec![pin]), TIMEOUT)
-            .expect("client");
+        let client = AuthClient::new(&server.https_url(), ServerTrust::Pin(vec![pin]), TIMEOUT).expect("client");
         let response = client.get("/ids").await.expect("pinned request succeeds");
         assert_eq!(response.status, 200);
         assert_eq!(response.peer_certificates.len(), 2);
@@ -1236,16 +1026,9 @@ mod tests {
         let ca = TestCa::new("pin-ca");
         let cert = ca.server_cert(&["localhost"]);
         let server = TestServer::tls(cert).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::Pin(vec![pin_of(ca.der())]),
-            TIMEOUT,
-        )
-        .expect("client");
-        assert_eq!(
-            client.get("/ids").await.expect("request succeeds").status,
-            200
-        );
+        let client =
+            AuthClient::new(&server.https_url(), ServerTrust::Pin(vec![pin_of(ca.der())]), TIMEOUT).expect("client");
+        assert_eq!(client.get("/ids").await.expect("request succeeds").status, 200);
     }
 
     #[tokio::test]
@@ -1255,16 +1038,9 @@ mod tests {
         let mut cert = attacker.server_cert(&["127.0.0.1"]);
         cert.chain[1] = real_ca.der().clone();
         let server = TestServer::tls(cert).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::Pin(vec![pin_of(real_ca.der())]),
-            TIMEOUT,
-        )
-        .expect("client");
-        assert_eq!(
-            tls_failure(client.get("/ids").await),
-            TlsFailure::UnknownIssuer
-        );
+        let client = AuthClient::new(&server.https_url(), ServerTrust::Pin(vec![pin_of(real_ca.der())]), TIMEOUT)
+            .expect("client");
+        assert_eq!(tls_failure(client.get("/ids").await), TlsFailure::UnknownIssuer);
     }
 
     #[tokio::test]
@@ -1272,12 +1048,7 @@ mod tests {
         let cert = TestCa::new("pin-ca").server_cert(&["127.0.0.1"]);
         let leaf_pin = pki::spki_pin(&cert.chain[0]).expect("pin");
         let server = TestServer::tls(cert).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::Pin(vec![[7u8; 32]]),
-            TIMEOUT,
-        )
-        .expect("client");
+        let client = AuthClient::new(&server.https_url(), ServerTrust::Pin(vec![[7u8; 32]]), TIMEOUT).expect("client");
         match tls_failure(client.get("/ids").await) {
             TlsFailure::PinMismatch { presented } => assert_eq!(presented.first(), Some(&leaf_pin)),
             other => panic!("expected PinMismatch, got {other:?}"),
@@ -1288,12 +1059,8 @@ mod tests {
     async fn ca_pem_trust_accepts_a_certificate_from_that_ca() {
         let ca = TestCa::new("trusted-ca");
         let server = TestServer::tls(ca.server_cert(&["127.0.0.1"])).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::CaPem(ca.pem().into_bytes()),
-            TIMEOUT,
-        )
-        .expect("client");
+        let client =
+            AuthClient::new(&server.https_url(), ServerTrust::CaPem(ca.pem().into_bytes()), TIMEOUT).expect("client");
         let response = client.get("/ids").await.expect("request succeeds");
         assert_eq!(response.status, 200);
         assert!(response.body.starts_with(b"{\"clusterId\""));
@@ -1303,136 +1070,77 @@ mod tests {
     async fn ca_pem_trust_refuses_a_certificate_from_another_ca() {
         let trusted = TestCa::new("trusted-ca");
         let server = TestServer::tls(TestCa::new("other-ca").server_cert(&["127.0.0.1"])).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::CaPem(trusted.pem().into_bytes()),
-            TIMEOUT,
-        )
-        .expect("client");
-        assert_eq!(
-            tls_failure(client.get("/ids").await),
-            TlsFailure::UnknownIssuer
-        );
+        let client = AuthClient::new(&server.https_url(), ServerTrust::CaPem(trusted.pem().into_bytes()), TIMEOUT)
+            .expect("client");
+        assert_eq!(tls_failure(client.get("/ids").await), TlsFailure::UnknownIssuer);
     }
 
     #[tokio::test]
     async fn ca_pem_trust_refuses_a_certificate_for_another_host_name() {
         let ca = TestCa::new("trusted-ca");
         let server = TestServer::tls(ca.server_cert(&["auth.example.org"])).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::CaPem(ca.pem().into_bytes()),
-            TIMEOUT,
-        )
-        .expect("client");
-        assert_eq!(
-            tls_failure(client.get("/ids").await),
-            TlsFailure::NameMismatch
-        );
+        let client =
+            AuthClient::new(&server.https_url(), ServerTrust::CaPem(ca.pem().into_bytes()), TIMEOUT).expect("client");
+        assert_eq!(tls_failure(client.get("/ids").await), TlsFailure::NameMismatch);
     }
 
     #[tokio::test]
     async fn expired_server_certificate_is_refused_as_expired() {
         let ca = TestCa::new("trusted-ca");
         let server = TestServer::tls(ca.expired_server_cert(&["127.0.0.1"])).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::CaPem(ca.pem().into_bytes()),
-            TIMEOUT,
-        )
-        .expect("client");
+        let client =
+            AuthClient::new(&server.https_url(), ServerTrust::CaPem(ca.pem().into_bytes()), TIMEOUT).expect("client");
         assert_eq!(tls_failure(client.get("/ids").await), TlsFailure::Expired);
     }
 
     #[tokio::test]
     async fn insecure_skip_verify_accepts_any_certificate() {
-        let server =
-            TestServer::tls(TestCa::new("whatever").expired_server_cert(&["elsewhere"])).await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::InsecureSkipVerify,
-            TIMEOUT,
-        )
-        .expect("client");
-        assert_eq!(
-            client.get("/ids").await.expect("request succeeds").status,
-            200
-        );
+        let server = TestServer::tls(TestCa::new("whatever").expired_server_cert(&["elsewhere"])).await;
+        let client = AuthClient::new(&server.https_url(), ServerTrust::InsecureSkipVerify, TIMEOUT).expect("client");
+        assert_eq!(client.get("/ids").await.expect("request succeeds").status, 200);
     }
 
     #[tokio::test]
     async fn plain_http_server_on_an_https_url_gives_not_tls() {
         let server = TestServer::plain().await;
-        let client = AuthClient::new(
-            &server.https_url(),
-            ServerTrust::InsecureSkipVerify,
-            TIMEOUT,
-        )
-        .expect("client");
+        let client = AuthClient::new(&server.https_url(), ServerTrust::InsecureSkipVerify, TIMEOUT).expect("client");
         assert_eq!(tls_failure(client.get("/ids").await), TlsFailure::NotTls);
     }
 
     #[tokio::test]
     async fn tls_server_on_an_http_url_gives_tls_on_plain_port() {
         let server = TestServer::tls(TestCa::new("ca").server_cert(&["127.0.0.1"])).await;
-        let client =
-            AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
+        let client = AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
         let result = client.get("/ids").await;
-        assert!(
-            matches!(result, Err(TransportError::TlsOnPlainPort { .. })),
-            "got {result:?}"
-        );
+        assert!(matches!(result, Err(TransportError::TlsOnPlainPort { .. })), "got {result:?}");
     }
 
     #[tokio::test]
     async fn go_style_https_port_complaint_on_an_http_url_gives_tls_on_plain_port() {
-        let server = TestServer::raw(
-            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
-        )
-        .await;
-        let client =
-            AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
+        let server =
+            TestServer::raw(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n").await;
+        let client = AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
         let result = client.get("/ids").await;
-        assert!(
-            matches!(result, Err(TransportError::TlsOnPlainPort { .. })),
-            "got {result:?}"
-        );
+        assert!(matches!(result, Err(TransportError::TlsOnPlainPort { .. })), "got {result:?}");
     }
 
     #[tokio::test]
     async fn plain_http_url_works_and_posts_the_body() {
         let server = TestServer::plain().await;
-        let client =
-            AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
+        let client = AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
         assert!(client.is_plain_http());
-        let response = client
-            .post("/echo", b"hello".to_vec(), "text/plain")
-            .await
-            .expect("request succeeds");
-        assert_eq!(
-            (response.status, &response.body[..]),
-            (200, &b"text/plain:hello"[..])
-        );
+        let response = client.post("/echo", b"hello".to_vec(), "text/plain").await.expect("request succeeds");
+        assert_eq!((response.status, &response.body[..]), (200, &b"text/plain:hello"[..]));
         assert!(response.peer_certificates.is_empty());
     }
 
     #[tokio::test]
     async fn closed_port_is_reported_as_connection_refused() {
-        let client = AuthClient::new(
-            &format!("https://{}", closed_port()),
-            ServerTrust::InsecureSkipVerify,
-            TIMEOUT,
-        )
-        .expect("client");
+        let client = AuthClient::new(&format!("https://{}", closed_port()), ServerTrust::InsecureSkipVerify, TIMEOUT)
+            .expect("client");
         let result = client.get("/ids").await;
         assert!(
-            matches!(
-                result,
-                Err(TransportError::Connect {
-                    failure: ConnectFailure::Refused,
-                    ..
-                })
-            ),
+            matches!(result, Err(TransportError::Connect { failure: ConnectFailure::Refused, .. })),
             "got {result:?}"
         );
     }
@@ -1440,49 +1148,26 @@ mod tests {
     #[tokio::test]
     async fn oversized_body_is_refused() {
         let server = TestServer::plain().await;
-        let client =
-            AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
+        let client = AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, TIMEOUT).expect("client");
         let result = client.get("/huge").await;
-        assert!(
-            matches!(result, Err(TransportError::BodyTooLarge { .. })),
-            "got {result:?}"
-        );
+        assert!(matches!(result, Err(TransportError::BodyTooLarge { .. })), "got {result:?}");
     }
 
     #[tokio::test]
     async fn silent_server_times_out_with_the_phase_named() {
         let server = TestServer::silent().await;
-        let client = AuthClient::new(
-            &server.http_url(),
-            ServerTrust::SystemRoots,
-            Duration::from_millis(200),
-        )
-        .expect("client");
+        let client =
+            AuthClient::new(&server.http_url(), ServerTrust::SystemRoots, Duration::from_millis(200)).expect("client");
         let result = client.get("/ids").await;
-        assert!(
-            matches!(
-                result,
-                Err(TransportError::Timeout {
-                    phase: Phase::Request,
-                    ..
-                })
-            ),
-            "got {result:?}"
-        );
+        assert!(matches!(result, Err(TransportError::Timeout { phase: Phase::Request, .. })), "got {result:?}");
     }
 
     #[test]
     fn parses_urls_with_defaults_ipv6_and_prefixes() {
         let e = Endpoint::parse("https://auth.example.org").expect("parses");
-        assert_eq!(
-            (e.tls, e.host.as_str(), e.port, e.base_path.as_str()),
-            (true, "auth.example.org", 443, "")
-        );
+        assert_eq!((e.tls, e.host.as_str(), e.port, e.base_path.as_str()), (true, "auth.example.org", 443, ""));
         let e = Endpoint::parse("http://[::1]:5000/prefix/").expect("parses");
-        assert_eq!(
-            (e.tls, e.host.as_str(), e.port, e.base_path.as_str()),
-            (false, "::1", 5000, "/prefix")
-        );
+        assert_eq!((e.tls, e.host.as_str(), e.port, e.base_path.as_str()), (false, "::1", 5000, "/prefix"));
         assert_eq!(e.authority(), "[::1]:5000");
         assert_eq!(e.to_string(), "http://[::1]:5000/prefix");
     }
@@ -1505,18 +1190,9 @@ mod tests {
 
     #[test]
     fn ca_file_without_certificates_is_a_trust_error() {
-        let result = AuthClient::new(
-            "https://127.0.0.1",
-            ServerTrust::CaPem(b"nothing here".to_vec()),
-            TIMEOUT,
-        );
+        let result = AuthClient::new("https://127.0.0.1", ServerTrust::CaPem(b"nothing here".to_vec()), TIMEOUT);
         assert!(
-            matches!(
-                result,
-                Err(TransportError::LoadTrust {
-                    problem: TrustProblem::NoCertificateInPem
-                })
-            ),
+            matches!(result, Err(TransportError::LoadTrust { problem: TrustProblem::NoCertificateInPem })),
             "got {result:?}"
         );
     }
@@ -1530,9 +1206,6 @@ mod tests {
             peer_certificates: Vec::new(),
         };
         let printed = format!("{response:?}");
-        assert!(
-            !printed.contains("secret-token") && printed.contains("<28 bytes>"),
-            "{printed}"
-        );
+        assert!(!printed.contains("secret-token") && printed.contains("<28 bytes>"), "{printed}");
     }
 }

@@ -50,10 +50,7 @@ pub async fn issue_certificate(
                     namespace: issued.namespace.to_string(),
                     certificate: b64.encode(issued.certificate_pem.as_bytes()),
                     api_server_url: issued.api_server.url,
-                    api_server_ca: issued
-                        .api_server
-                        .ca_pem
-                        .map(|pem| b64.encode(pem.as_bytes())),
+                    api_server_ca: issued.api_server.ca_pem.map(|pem| b64.encode(pem.as_bytes())),
                     aws: AwsIdentity::default(),
                 }),
             ))
@@ -66,9 +63,7 @@ pub async fn issue_certificate(
                 e if !e.is_transient()
                     && !matches!(
                         e,
-                        IssueError::Sign { .. }
-                            | IssueError::Store { .. }
-                            | IssueError::BadCertificate { .. }
+                        IssueError::Sign { .. } | IssueError::Store { .. } | IssueError::BadCertificate { .. }
                     ) =>
                 {
                     tracing::info!(cluster.claimed_id = %claimed, "refused identity request: {e}")

@@ -33,11 +33,7 @@ pub enum ApiError {
     /// A dependency is down; retrying later may work.
     Unavailable { detail: String },
     /// Anything else.
-    Internal {
-        code: &'static str,
-        message: &'static str,
-        detail: String,
-    },
+    Internal { code: &'static str, message: &'static str, detail: String },
 }
 
 /// Detail of a 5xx, attached to the response for the logging layer.
@@ -76,22 +72,12 @@ impl ApiError {
             Self::Unavailable { .. } => ("unavailable", "temporarily unavailable; retry later".to_owned()),
             Self::Internal { code, message, .. } => (*code, (*message).to_owned()),
         };
-        ErrorBody {
-            code: code.to_owned(),
-            message,
-        }
+        ErrorBody { code: code.to_owned(), message }
     }
 
     /// Builds the JSON error body for a status the router produced itself (405).
     pub fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
-        (
-            status,
-            Json(ErrorBody {
-                code: code.to_owned(),
-                message: message.to_owned(),
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { code: code.to_owned(), message: message.to_owned() })).into_response()
     }
 }
 
@@ -101,22 +87,14 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(self.body())).into_response();
         match &self {
             Self::Unavailable { detail } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-                response
-                    .extensions_mut()
-                    .insert(ServerErrorDetail(detail.clone()));
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                response.extensions_mut().insert(ServerErrorDetail(detail.clone()));
             }
             Self::Internal { detail, .. } => {
-                response
-                    .extensions_mut()
-                    .insert(ServerErrorDetail(detail.clone()));
+                response.extensions_mut().insert(ServerErrorDetail(detail.clone()));
             }
             Self::TooManyRequests { retry_after_secs } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }
@@ -129,40 +107,23 @@ impl From<IssueError> for ApiError {
         let transient = error.is_transient();
         match error {
             IssueError::Unauthenticated(_) => Self::Unauthorized,
-            IssueError::InvalidCluster(e) => Self::InvalidRequest {
-                code: "invalid_cluster",
-                message: e.to_string(),
-            },
-            IssueError::InvalidCsr(e) => Self::InvalidRequest {
-                code: "invalid_csr",
-                message: e.to_string(),
-            },
+            IssueError::InvalidCluster(e) => Self::InvalidRequest { code: "invalid_cluster", message: e.to_string() },
+            IssueError::InvalidCsr(e) => Self::InvalidRequest { code: "invalid_csr", message: e.to_string() },
             IssueError::CommonNameMismatch => Self::InvalidRequest {
                 code: "csr_subject_mismatch",
-                message: "the certificate signing request common name must equal cluster.clusterID"
-                    .into(),
+                message: "the certificate signing request common name must equal cluster.clusterID".into(),
             },
-            IssueError::IdentityExists { cluster, namespace } => {
-                Self::IdentityExists { cluster, namespace }
-            }
-            other if transient => Self::Unavailable {
-                detail: error_chain(&other),
-            },
+            IssueError::IdentityExists { cluster, namespace } => Self::IdentityExists { cluster, namespace },
+            other if transient => Self::Unavailable { detail: error_chain(&other) },
             other @ IssueError::Sign {
-                source:
-                    crate::signer::SignerError::Denied { .. }
-                    | crate::signer::SignerError::Failed { .. },
+                source: crate::signer::SignerError::Denied { .. } | crate::signer::SignerError::Failed { .. },
                 ..
             } => Self::Internal {
                 code: "signer_refused",
                 message: "the cluster's certificate signer refused the request",
                 detail: error_chain(&other),
             },
-            other => Self::Internal {
-                code: "internal",
-                message: "internal error",
-                detail: error_chain(&other),
-            },
+            other => Self::Internal { code: "internal", message: "internal error", detail: error_chain(&other) },
         }
     }
 }

@@ -26,16 +26,10 @@ where
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {
-                ApiError::InvalidJson {
-                    detail: "the body could not be read".into(),
-                }
+                ApiError::InvalidJson { detail: "the body could not be read".into() }
             }
         })?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::InvalidJson {
-                detail: describe(&e),
-            })
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::InvalidJson { detail: describe(&e) })
     }
 }
 
@@ -44,9 +38,7 @@ where
 fn describe(error: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match error.classify() {
-        Category::Eof if error.line() == 1 && error.column() == 0 => {
-            return "the body is empty".into()
-        }
+        Category::Eof if error.line() == 1 && error.column() == 0 => return "the body is empty".into(),
         Category::Eof => "unexpected end of input",
         Category::Syntax => "syntax error",
         Category::Data => "a field has the wrong type",

@@ -9,27 +9,13 @@ use crate::http::{ApiError, AppState};
 
 /// Liveness: answering is the whole check.
 pub async fn healthz() -> Json<HealthResponse> {
-    Json(HealthResponse {
-        status: "ok".into(),
-    })
+    Json(HealthResponse { status: "ok".into() })
 }
 
 /// Readiness: the backend answers and holds a usable token.
-pub async fn readyz(
-    State(state): State<AppState>,
-) -> Result<(StatusCode, Json<HealthResponse>), ApiError> {
-    state
-        .issuer
-        .store()
-        .ready()
-        .await
-        .map_err(|e| ApiError::Unavailable {
-            detail: format!("readiness check: {}", crate::http::error::error_chain(&e)),
-        })?;
-    Ok((
-        StatusCode::OK,
-        Json(HealthResponse {
-            status: "ready".into(),
-        }),
-    ))
+pub async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<HealthResponse>), ApiError> {
+    state.issuer.store().ready().await.map_err(|e| ApiError::Unavailable {
+        detail: format!("readiness check: {}", crate::http::error::error_chain(&e)),
+    })?;
+    Ok((StatusCode::OK, Json(HealthResponse { status: "ready".into() })))
 }

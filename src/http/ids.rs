@@ -8,8 +8,5 @@ use crate::http::AppState;
 
 /// Answers with the body serialised at start-up.
 pub async fn ids(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        axum::body::Bytes::from_owner(state.ids_body.clone()),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], axum::body::Bytes::from_owner(state.ids_body.clone()))
 }

@@ -43,18 +43,9 @@ pub struct AppState {
 impl AppState {
     /// Builds the state for `cluster` with `issuer`.
     pub fn new(cluster: ClusterIdentity, issuer: Issuer) -> Self {
-        let ids = wire::IdsResponse {
-            cluster_id: cluster.id.to_string(),
-            cluster_name: cluster.name.to_string(),
-        };
-        let ids_body: Arc<[u8]> = serde_json::to_vec(&ids)
-            .expect("plain struct serialises")
-            .into();
-        Self {
-            issuer,
-            ids_body,
-            cluster,
-        }
+        let ids = wire::IdsResponse { cluster_id: cluster.id.to_string(), cluster_name: cluster.name.to_string() };
+        let ids_body: Arc<[u8]> = serde_json::to_vec(&ids).expect("plain struct serialises").into();
+        Self { issuer, ids_body, cluster }
     }
 }
 
@@ -65,10 +56,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let issue = post(certificate::issue_certificate).layer::<_, std::convert::Infallible>(
         tower::ServiceBuilder::new()
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                REQUEST_TIMEOUT,
-            ))
+            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
             .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
     );
     Router::new()
@@ -81,26 +69,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-const ROUTES: [(&str, &str); 4] = [
-    ("/ids", "GET"),
-    ("/identity/certificate", "POST"),
-    ("/healthz", "GET"),
-    ("/readyz", "GET"),
-];
+const ROUTES: [(&str, &str); 4] =
+    [("/ids", "GET"), ("/identity/certificate", "POST"), ("/healthz", "GET"), ("/readyz", "GET")];
 
 /// 404, or a redirect when the path differs from a route only by case or trailing slash.
 async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
     let path = uri.path();
     let canonical = path.trim_end_matches('/').to_ascii_lowercase();
-    if let Some((route, _)) = ROUTES
-        .iter()
-        .find(|(route, _)| route.to_ascii_lowercase() == canonical && *route != path)
+    if let Some((route, _)) = ROUTES.iter().find(|(route, _)| route.to_ascii_lowercase() == canonical && *route != path)
     {
-        let status = if method == Method::GET {
-            StatusCode::MOVED_PERMANENTLY
-        } else {
-            StatusCode::TEMPORARY_REDIRECT
-        };
+        let status = if method == Method::GET { StatusCode::MOVED_PERMANENTLY } else { StatusCode::TEMPORARY_REDIRECT };
         let location = match uri.query() {
             Some(query) => format!("{route}?{query}"),
             None => (*route).to_owned(),
@@ -119,10 +97,7 @@ async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
 async fn observe(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let mut response = next.run(request).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         let allow = response.headers().get(header::ALLOW).cloned();
@@ -138,10 +113,7 @@ async fn observe(request: Request<Body>, next: Next) -> Response {
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let route = route.as_deref().unwrap_or("unmatched");
-    if let Some(detail) = response
-        .extensions_mut()
-        .remove::<error::ServerErrorDetail>()
-    {
+    if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
         tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
     } else if route == "/ids" || route == "/healthz" || route == "/readyz" {
         // Probes and discovery are frequent and carry nothing to audit.

@@ -13,31 +13,16 @@ use serde::{Deserialize, Serialize};
 pub struct IdsResponse {
     #[serde(rename = "clusterId")]
     pub cluster_id: String,
-    #[serde(
-        rename = "clusterName",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "clusterName", default, skip_serializing_if = "String::is_empty")]
     pub cluster_name: String,
 }
 
 /// The consumer's identity inside a certificate request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterRef {
-    #[serde(
-        rename = "clusterID",
-        default,
-        alias = "clusterId",
-        alias = "ClusterID",
-        alias = "clusterid"
-    )]
+    #[serde(rename = "clusterID", default, alias = "clusterId", alias = "ClusterID", alias = "clusterid")]
     pub cluster_id: String,
-    #[serde(
-        rename = "clusterName",
-        default,
-        alias = "ClusterName",
-        alias = "clustername"
-    )]
+    #[serde(rename = "clusterName", default, alias = "ClusterName", alias = "clustername")]
     pub cluster_name: String,
 }
 
@@ -46,11 +31,7 @@ pub struct ClusterRef {
 pub struct CertificateRequest {
     #[serde(default, alias = "Cluster")]
     pub cluster: Option<ClusterRef>,
-    #[serde(
-        rename = "destinationClusterToken",
-        default,
-        alias = "DestinationClusterToken"
-    )]
+    #[serde(rename = "destinationClusterToken", default, alias = "DestinationClusterToken")]
     pub destination_cluster_token: Option<String>,
     #[serde(
         rename = "originClusterToken",
@@ -59,11 +40,7 @@ pub struct CertificateRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub origin_cluster_token: Option<String>,
-    #[serde(
-        rename = "certificateSigningRequest",
-        default,
-        alias = "CertificateSigningRequest"
-    )]
+    #[serde(rename = "certificateSigningRequest", default, alias = "CertificateSigningRequest")]
     pub certificate_signing_request: String,
     /// Liqo v0.3 sent a top-level `clusterID` instead of `cluster`; recognised only to refuse it
     /// clearly instead of issuing for an empty identity (spec 11, U3).
@@ -73,10 +50,7 @@ pub struct CertificateRequest {
 
 impl fmt::Debug for CertificateRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertificateRequest")
-            .field("cluster", &self.cluster)
-            .field("tokens", &"<redacted>")
-            .finish()
+        f.debug_struct("CertificateRequest").field("cluster", &self.cluster).field("tokens", &"<redacted>").finish()
     }
 }
 
@@ -90,11 +64,7 @@ pub struct CertificateResponse {
     #[serde(rename = "apiServerUrl")]
     pub api_server_url: String,
     /// base64 of the PEM CA bundle; absent with `--advertise-api-server-trusted-ca`.
-    #[serde(
-        rename = "apiServerCA",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "apiServerCA", default, skip_serializing_if = "Option::is_none")]
     pub api_server_ca: Option<String>,
     /// Always present with empty fields: the reference consumer expects the object.
     #[serde(default)]

@@ -93,35 +93,20 @@ mod tests {
     fn accepts_the_shared_token_and_refuses_others() {
         let token = SharedToken::generate();
         let auth = Authenticator::new(true, Arc::new(Fixed(Some(token.clone()))));
-        assert_eq!(
-            auth.authenticate(&BearerToken::new(token.expose().into())),
-            Ok(TokenKind::Shared)
-        );
-        assert_eq!(
-            auth.authenticate(&BearerToken::new("nope".into())),
-            Err(AuthError::Mismatch)
-        );
-        assert_eq!(
-            auth.authenticate(&BearerToken::default()),
-            Err(AuthError::Missing)
-        );
+        assert_eq!(auth.authenticate(&BearerToken::new(token.expose().into())), Ok(TokenKind::Shared));
+        assert_eq!(auth.authenticate(&BearerToken::new("nope".into())), Err(AuthError::Mismatch));
+        assert_eq!(auth.authenticate(&BearerToken::default()), Err(AuthError::Missing));
     }
 
     #[test]
     fn without_a_usable_stored_token_nobody_authenticates() {
         let auth = Authenticator::new(true, Arc::new(Fixed(SharedToken::from_stored(""))));
-        assert_eq!(
-            auth.authenticate(&BearerToken::default()),
-            Err(AuthError::NoUsableToken)
-        );
+        assert_eq!(auth.authenticate(&BearerToken::default()), Err(AuthError::NoUsableToken));
     }
 
     #[test]
     fn disabled_authentication_accepts_everyone() {
         let auth = Authenticator::new(false, Arc::new(Fixed(None)));
-        assert_eq!(
-            auth.authenticate(&BearerToken::default()),
-            Ok(TokenKind::Disabled)
-        );
+        assert_eq!(auth.authenticate(&BearerToken::default()), Ok(TokenKind::Disabled));
     }
 }

@@ -93,10 +93,7 @@ pub struct ClusterIdentity {
 impl ClusterIdentity {
     /// Validates a consumer's identity, including that its tenant namespace name fits.
     pub fn parse_remote(id: &str, name: &str) -> Result<Self, ClusterValueError> {
-        let identity = Self {
-            id: ClusterId::parse(id)?,
-            name: ClusterName::parse(name)?,
-        };
+        let identity = Self { id: ClusterId::parse(id)?, name: ClusterName::parse(name)? };
         if tenant_namespace_len(&identity.name) > 63 {
             return Err(ClusterValueError::TenantNameTooLong);
         }
@@ -117,11 +114,7 @@ impl TenantNamespace {
     /// Computes the name exactly as Liqo does, so both directions of a peering share it.
     pub fn for_cluster(id: &ClusterId, name: &ClusterName) -> Self {
         let digest = Sha256::digest(id.as_str().as_bytes());
-        Self(format!(
-            "liqo-tenant-{}-{}",
-            name.as_str(),
-            hex::encode(&digest[..3])
-        ))
+        Self(format!("liqo-tenant-{}-{}", name.as_str(), hex::encode(&digest[..3])))
     }
 
     /// Wraps a namespace name read back from storage.
@@ -154,10 +147,7 @@ mod tests {
         let id = ClusterId::parse("cluster1").unwrap();
         let name = ClusterName::parse("milan").unwrap();
         let digest = Sha256::digest(b"cluster1");
-        let expected = format!(
-            "liqo-tenant-milan-{:02x}{:02x}{:02x}",
-            digest[0], digest[1], digest[2]
-        );
+        let expected = format!("liqo-tenant-milan-{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2]);
         assert_eq!(TenantNamespace::for_cluster(&id, &name).as_str(), expected);
     }
 
@@ -168,16 +158,7 @@ mod tests {
 
     #[test]
     fn rejects_values_that_are_not_dns1123_labels() {
-        for bad in [
-            "",
-            "Upper",
-            "-lead",
-            "trail-",
-            "under_score",
-            "dot.ted",
-            "sp ace",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "Upper", "-lead", "trail-", "under_score", "dot.ted", "sp ace", &"a".repeat(64)] {
             assert!(ClusterId::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -185,10 +166,7 @@ mod tests {
     #[test]
     fn rejects_names_whose_tenant_namespace_would_exceed_63_characters() {
         let long = "a".repeat(45);
-        assert_eq!(
-            ClusterIdentity::parse_remote("id", &long),
-            Err(ClusterValueError::TenantNameTooLong)
-        );
+        assert_eq!(ClusterIdentity::parse_remote("id", &long), Err(ClusterValueError::TenantNameTooLong));
         let fits = "a".repeat(44);
         let identity = ClusterIdentity::parse_remote("id", &fits).unwrap();
         assert_eq!(identity.tenant_namespace().as_str().len(), 63);

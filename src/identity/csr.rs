@@ -10,8 +10,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519, OID_X509_COMMON_NAME, OID_X509_ORGANIZATION_NAME,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
+    OID_X509_COMMON_NAME, OID_X509_ORGANIZATION_NAME,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -29,9 +29,7 @@ pub enum CsrError {
     Base64,
     #[error("certificateSigningRequest is too large")]
     TooLarge,
-    #[error(
-        "certificateSigningRequest must hold exactly one PEM block of type CERTIFICATE REQUEST"
-    )]
+    #[error("certificateSigningRequest must hold exactly one PEM block of type CERTIFICATE REQUEST")]
     Pem,
     #[error("certificateSigningRequest is not a valid PKCS#10 request")]
     Der,
@@ -45,9 +43,7 @@ pub enum CsrError {
     Organization,
     #[error("certificate signing request subject may only contain CN and O")]
     SubjectAttribute,
-    #[error(
-        "certificate signing request must not request extensions or subject alternative names"
-    )]
+    #[error("certificate signing request must not request extensions or subject alternative names")]
     Extensions,
 }
 
@@ -77,13 +73,8 @@ impl ParsedCsr {
         if encoded.len() > MAX_CSR_PEM_BYTES * 2 {
             return Err(CsrError::TooLarge);
         }
-        let compact: String = encoded
-            .chars()
-            .filter(|c| *c != '\r' && *c != '\n')
-            .collect();
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(compact)
-            .map_err(|_| CsrError::Base64)?;
+        let compact: String = encoded.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        let pem = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|_| CsrError::Base64)?;
         Self::from_pem(&pem)
     }
 
@@ -94,10 +85,7 @@ impl ParsedCsr {
         }
         let mut blocks = x509_parser::pem::Pem::iter_from_buffer(pem);
         let block = match blocks.next() {
-            Some(Ok(block))
-                if block.label == "CERTIFICATE REQUEST"
-                    || block.label == "NEW CERTIFICATE REQUEST" =>
-            {
+            Some(Ok(block)) if block.label == "CERTIFICATE REQUEST" || block.label == "NEW CERTIFICATE REQUEST" => {
                 block
             }
             _ => return Err(CsrError::Pem),
@@ -122,10 +110,7 @@ impl ParsedCsr {
         let mut organization = None;
         for rdn in info.subject.iter() {
             for attr in rdn.iter() {
-                let value = attr
-                    .as_str()
-                    .map_err(|_| CsrError::SubjectAttribute)?
-                    .to_owned();
+                let value = attr.as_str().map_err(|_| CsrError::SubjectAttribute)?.to_owned();
                 if attr.attr_type() == &OID_X509_COMMON_NAME {
                     if common_name.replace(value).is_some() {
                         return Err(CsrError::CommonName);
@@ -139,22 +124,14 @@ impl ParsedCsr {
                 }
             }
         }
-        let common_name = common_name
-            .filter(|cn| !cn.is_empty())
-            .ok_or(CsrError::CommonName)?;
+        let common_name = common_name.filter(|cn| !cn.is_empty()).ok_or(CsrError::CommonName)?;
         // Any attribute (extensionRequest above all: SANs, basicConstraints, EKUs) is refused:
         // what the certificate may do is decided here, never by the requester.
         if !info.attributes().is_empty() {
             return Err(CsrError::Extensions);
         }
         let spki_der = info.subject_pki.raw.to_vec();
-        Ok(Self {
-            der,
-            spki_der,
-            common_name,
-            organization,
-            key_kind,
-        })
+        Ok(Self { der, spki_der, common_name, organization, key_kind })
     }
 
     /// DER encoding of the request.
@@ -234,11 +211,7 @@ fn key_kind(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyKin
         return Ok(KeyKind::Ed25519);
     }
     if alg == &OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
+        let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
         return match curve {
             Some(oid) if oid == OID_EC_P256 => Ok(KeyKind::EcdsaP256),
             Some(oid) if oid == OID_NIST_EC_P384 => Ok(KeyKind::EcdsaP384),
@@ -268,9 +241,7 @@ mod tests {
             params.distinguished_name.push(DnType::CommonName, cn);
         }
         if let Some(org) = org {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, org);
+            params.distinguished_name.push(DnType::OrganizationName, org);
         }
         params.subject_alt_names = sans;
         params.serialize_request(key).unwrap().pem().unwrap()
@@ -278,15 +249,9 @@ mod tests {
 
     #[test]
     fn accepts_p256_ed25519_and_p384_keys() {
-        for alg in [
-            &rcgen::PKCS_ECDSA_P256_SHA256,
-            &rcgen::PKCS_ED25519,
-            &rcgen::PKCS_ECDSA_P384_SHA384,
-        ] {
+        for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ED25519, &rcgen::PKCS_ECDSA_P384_SHA384] {
             let key = KeyPair::generate_for(alg).unwrap();
-            let csr =
-                ParsedCsr::from_pem(csr_pem(&key, Some("c1"), Some("liqo.io"), vec![]).as_bytes())
-                    .unwrap();
+            let csr = ParsedCsr::from_pem(csr_pem(&key, Some("c1"), Some("liqo.io"), vec![]).as_bytes()).unwrap();
             assert_eq!(csr.common_name(), "c1");
             assert_eq!(csr.organization(), Some("liqo.io"));
             assert_eq!(csr.spki_der(), key.subject_public_key_info());
@@ -297,35 +262,21 @@ mod tests {
     fn refuses_system_masters_organisation() {
         let key = KeyPair::generate().unwrap();
         let pem = csr_pem(&key, Some("c1"), Some("system:masters"), vec![]);
-        assert_eq!(
-            ParsedCsr::from_pem(pem.as_bytes()).unwrap_err(),
-            CsrError::Organization
-        );
+        assert_eq!(ParsedCsr::from_pem(pem.as_bytes()).unwrap_err(), CsrError::Organization);
     }
 
     #[test]
     fn refuses_requested_subject_alternative_names() {
         let key = KeyPair::generate().unwrap();
-        let pem = csr_pem(
-            &key,
-            Some("c1"),
-            None,
-            vec![SanType::DnsName("evil".try_into().unwrap())],
-        );
-        assert_eq!(
-            ParsedCsr::from_pem(pem.as_bytes()).unwrap_err(),
-            CsrError::Extensions
-        );
+        let pem = csr_pem(&key, Some("c1"), None, vec![SanType::DnsName("evil".try_into().unwrap())]);
+        assert_eq!(ParsedCsr::from_pem(pem.as_bytes()).unwrap_err(), CsrError::Extensions);
     }
 
     #[test]
     fn refuses_a_missing_common_name() {
         let key = KeyPair::generate().unwrap();
         let pem = csr_pem(&key, None, Some("liqo.io"), vec![]);
-        assert_eq!(
-            ParsedCsr::from_pem(pem.as_bytes()).unwrap_err(),
-            CsrError::CommonName
-        );
+        assert_eq!(ParsedCsr::from_pem(pem.as_bytes()).unwrap_err(), CsrError::CommonName);
     }
 
     #[test]
@@ -343,15 +294,9 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let pem = csr_pem(&key, Some("c1"), None, vec![]);
         let twice = format!("{pem}{pem}");
-        assert_eq!(
-            ParsedCsr::from_pem(twice.as_bytes()).unwrap_err(),
-            CsrError::Pem
-        );
+        assert_eq!(ParsedCsr::from_pem(twice.as_bytes()).unwrap_err(), CsrError::Pem);
         let relabelled = pem.replace("CERTIFICATE REQUEST", "CERTIFICATE");
-        assert_eq!(
-            ParsedCsr::from_pem(relabelled.as_bytes()).unwrap_err(),
-            CsrError::Pem
-        );
+        assert_eq!(ParsedCsr::from_pem(relabelled.as_bytes()).unwrap_err(), CsrError::Pem);
         assert_eq!(ParsedCsr::from_pem(b"garbage").unwrap_err(), CsrError::Pem);
     }
 
@@ -363,10 +308,7 @@ mod tests {
         let mut encoded = base64::engine::general_purpose::STANDARD.encode(pem);
         encoded.insert_str(10, "\r\n");
         assert!(ParsedCsr::from_base64_pem(&encoded).is_ok());
-        assert_eq!(
-            ParsedCsr::from_base64_pem("%%%").unwrap_err(),
-            CsrError::Base64
-        );
+        assert_eq!(ParsedCsr::from_base64_pem("%%%").unwrap_err(), CsrError::Base64);
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::identity::{
-    AuthError, Authenticator, BearerToken, ClusterIdentity, ClusterValueError, CsrError, ParsedCsr,
-    TenantNamespace, TokenKind,
+    AuthError, Authenticator, BearerToken, ClusterIdentity, ClusterValueError, CsrError, ParsedCsr, TenantNamespace,
+    TokenKind,
 };
 use crate::pki::CertificateSummary;
 use crate::signer::{SignRequest, Signer, SignerError};
@@ -136,13 +136,7 @@ impl Issuer {
         store: Arc<dyn CredentialStore>,
         policy: IssuePolicy,
     ) -> Self {
-        Self {
-            auth,
-            signer,
-            store,
-            policy,
-            locks: Arc::default(),
-        }
+        Self { auth, signer, store, policy, locks: Arc::default() }
     }
 
     /// The signer kind, for logs and metrics.
@@ -157,62 +151,30 @@ impl Issuer {
 
     /// Runs one issuance.
     pub async fn issue(&self, request: IssueRequest) -> Result<Issued, IssueError> {
-        let token_kind = self
-            .auth
-            .authenticate(&request.token)
-            .map_err(IssueError::Unauthenticated)?;
-        let cluster = ClusterIdentity::parse_remote(
-            &request.unverified_cluster_id,
-            &request.unverified_cluster_name,
-        )
-        .map_err(IssueError::InvalidCluster)?;
-        let csr =
-            ParsedCsr::from_base64_pem(&request.csr_base64).map_err(IssueError::InvalidCsr)?;
+        let token_kind = self.auth.authenticate(&request.token).map_err(IssueError::Unauthenticated)?;
+        let cluster = ClusterIdentity::parse_remote(&request.unverified_cluster_id, &request.unverified_cluster_name)
+            .map_err(IssueError::InvalidCluster)?;
+        let csr = ParsedCsr::from_base64_pem(&request.csr_base64).map_err(IssueError::InvalidCsr)?;
         if csr.common_name() != cluster.id.as_str() {
             return Err(IssueError::CommonNameMismatch);
         }
-        let store_err = |source| IssueError::Store {
-            cluster: cluster.id.to_string(),
-            source,
-        };
+        let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
 
         // One issuance per cluster at a time in this process; across replicas the backends
         // rely on create-if-absent semantics (AlreadyExists is resolved below).
         let _guard = self.locks.lock(cluster.id.as_str()).await;
-        let namespace = self
-            .store
-            .ensure_tenant_namespace(&cluster)
-            .await
-            .map_err(store_err)?;
+        let namespace = self.store.ensure_tenant_namespace(&cluster).await.map_err(store_err)?;
         let (certificate_pem, outcome) = self.certificate_for(&cluster, &namespace, &csr).await?;
-        let certificate =
-            CertificateSummary::from_pem(certificate_pem.as_bytes()).ok_or_else(|| {
-                IssueError::BadCertificate {
-                    cluster: cluster.id.to_string(),
-                }
-            })?;
+        let certificate = CertificateSummary::from_pem(certificate_pem.as_bytes())
+            .ok_or_else(|| IssueError::BadCertificate { cluster: cluster.id.to_string() })?;
         // Binding runs on repeats too, so a request that failed after storing is completed by
         // its retry instead of being stuck (spec 11, R4).
-        self.store
-            .grant_peering_permissions(&namespace, &cluster.id)
-            .await
-            .map_err(store_err)?;
+        self.store.grant_peering_permissions(&namespace, &cluster.id).await.map_err(store_err)?;
         let api_server = self.store.api_server().await.map_err(store_err)?;
         if let Some(origin) = request.origin_token.as_ref().filter(|t| !t.is_empty()) {
-            self.store
-                .save_origin_token(&cluster.id, origin)
-                .await
-                .map_err(store_err)?;
+            self.store.save_origin_token(&cluster.id, origin).await.map_err(store_err)?;
         }
-        Ok(Issued {
-            cluster,
-            namespace,
-            certificate_pem,
-            certificate,
-            api_server,
-            outcome,
-            token_kind,
-        })
+        Ok(Issued { cluster, namespace, certificate_pem, certificate, api_server, outcome, token_kind })
     }
 
     async fn certificate_for(
@@ -221,43 +183,29 @@ impl Issuer {
         namespace: &TenantNamespace,
         csr: &ParsedCsr,
     ) -> Result<(String, Outcome), IssueError> {
-        let store_err = |source| IssueError::Store {
-            cluster: cluster.id.to_string(),
-            source,
-        };
-        let stored = self
-            .store
-            .stored_identity(namespace, &cluster.id)
-            .await
-            .map_err(store_err)?;
+        let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
+        let stored = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
         match stored {
             Some(stored) => match self.decide(&stored, csr) {
                 Decision::Return => Ok((stored.certificate_pem, Outcome::Repeated)),
                 Decision::Conflict => Err(self.conflict(cluster, namespace)),
                 Decision::Replace => {
                     let fresh = self.sign(cluster, csr).await?;
-                    self.store
-                        .replace_identity(namespace, &cluster.id, &fresh, &stored)
-                        .await
-                        .map_err(store_err)?;
+                    self.store.replace_identity(namespace, &cluster.id, &fresh, &stored).await.map_err(store_err)?;
+                    self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
                     Ok((fresh.certificate_pem, Outcome::Issued))
                 }
             },
             None => {
                 let fresh = self.sign(cluster, csr).await?;
-                match self
-                    .store
-                    .create_identity(namespace, &cluster.id, &fresh)
-                    .await
-                {
-                    Ok(()) => Ok((fresh.certificate_pem, Outcome::Issued)),
+                match self.store.create_identity(namespace, &cluster.id, &fresh).await {
+                    Ok(()) => {
+                        self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
+                        Ok((fresh.certificate_pem, Outcome::Issued))
+                    }
                     // Another replica stored first: answer as if we had come second.
                     Err(StoreError::AlreadyExists { .. }) => {
-                        let winner = self
-                            .store
-                            .stored_identity(namespace, &cluster.id)
-                            .await
-                            .map_err(store_err)?;
+                        let winner = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
                         match winner {
                             Some(winner) if self.decide(&winner, csr) == Decision::Return => {
                                 Ok((winner.certificate_pem, Outcome::Repeated))
@@ -278,51 +226,29 @@ impl Issuer {
         let Some(summary) = CertificateSummary::from_pem(stored.certificate_pem.as_bytes()) else {
             return Decision::Replace;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         if summary.not_after <= now {
             return Decision::Replace;
         }
-        if summary.spki_der == csr.spki_der()
-            && summary.common_name.as_deref() == Some(csr.common_name())
-        {
+        if summary.spki_der == csr.spki_der() && summary.common_name.as_deref() == Some(csr.common_name()) {
             Decision::Return
         } else {
             Decision::Conflict
         }
     }
 
-    async fn sign(
-        &self,
-        cluster: &ClusterIdentity,
-        csr: &ParsedCsr,
-    ) -> Result<StoredIdentity, IssueError> {
-        let request = SignRequest {
-            cluster,
-            csr,
-            ttl: self.policy.certificate_ttl,
-        };
+    async fn sign(&self, cluster: &ClusterIdentity, csr: &ParsedCsr) -> Result<StoredIdentity, IssueError> {
+        let request = SignRequest { cluster, csr, ttl: self.policy.certificate_ttl };
         let signed = self
             .signer
             .sign(request)
             .await
-            .map_err(|source| IssueError::Sign {
-                cluster: cluster.id.to_string(),
-                source,
-            })?;
-        Ok(StoredIdentity {
-            csr_pem: csr.to_pem(),
-            certificate_pem: signed.pem,
-        })
+            .map_err(|source| IssueError::Sign { cluster: cluster.id.to_string(), source })?;
+        Ok(StoredIdentity { csr_pem: csr.to_pem(), certificate_pem: signed.pem })
     }
 
     fn conflict(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace) -> IssueError {
-        IssueError::IdentityExists {
-            cluster: cluster.id.to_string(),
-            namespace: namespace.to_string(),
-        }
+        IssueError::IdentityExists { cluster: cluster.id.to_string(), namespace: namespace.to_string() }
     }
 }
 
@@ -340,10 +266,7 @@ struct ClusterLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 impl ClusterLocks {
     async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
         let lock = {
-            let mut map = self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             map.retain(|_, lock| Arc::strong_count(lock) > 1);
             map.entry(key.to_owned()).or_default().clone()
         };

@@ -12,8 +12,7 @@ mod token;
 
 pub use auth::{AuthError, Authenticator, TokenKind};
 pub use cluster::{
-    validate_dns1123_label, ClusterId, ClusterIdentity, ClusterName, ClusterValueError,
-    TenantNamespace,
+    validate_dns1123_label, ClusterId, ClusterIdentity, ClusterName, ClusterValueError, TenantNamespace,
 };
 pub use csr::{pem_encode, CsrError, KeyKind, ParsedCsr, LIQO_ORGANIZATION};
 pub use issuer::{IssueError, IssuePolicy, IssueRequest, Issued, Issuer, Outcome};

@@ -48,9 +48,7 @@ impl SharedToken {
     /// Generates a fresh token from the operating system's CSPRNG.
     pub fn generate() -> Self {
         let mut bytes = [0u8; SHARED_TOKEN_BYTES];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes)
-            .expect("the operating system RNG is available");
+        rand::rngs::OsRng.try_fill_bytes(&mut bytes).expect("the operating system RNG is available");
         Self(hex::encode(bytes))
     }
 
@@ -88,10 +86,7 @@ mod tests {
     fn generated_tokens_are_128_lower_case_hex_characters() {
         let token = SharedToken::generate();
         assert_eq!(token.expose().len(), 128);
-        assert!(token
-            .expose()
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(token.expose().bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_ne!(token, SharedToken::generate());
     }
 

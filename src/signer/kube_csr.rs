@@ -45,41 +45,31 @@ impl KubeCsrSigner {
         Api::all(self.client.clone())
     }
 
-    async fn approve(
-        &self,
-        mut csr: CertificateSigningRequest,
-    ) -> Result<CertificateSigningRequest, KubeFailure> {
+    async fn approve(&self, mut csr: CertificateSigningRequest) -> Result<CertificateSigningRequest, KubeFailure> {
         let name = csr.metadata.name.clone().unwrap_or_default();
         for _ in 0..3 {
             if is_approved(&csr) || certificate_of(&csr).is_some() || refusal_of(&csr).is_some() {
                 return Ok(csr);
             }
             let status = csr.status.get_or_insert_with(Default::default);
-            status.conditions.get_or_insert_with(Vec::new).push(
-                CertificateSigningRequestCondition {
-                    type_: "Approved".into(),
-                    status: "True".into(),
-                    reason: Some(APPROVAL_REASON.into()),
-                    message: Some(APPROVAL_MESSAGE.into()),
-                    last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-                    last_transition_time: None,
-                },
-            );
+            status.conditions.get_or_insert_with(Vec::new).push(CertificateSigningRequestCondition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                reason: Some(APPROVAL_REASON.into()),
+                message: Some(APPROVAL_MESSAGE.into()),
+                last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                last_transition_time: None,
+            });
             match call(
                 &format!("approving CertificateSigningRequest {name}"),
-                self.api()
-                    .replace_subresource("approval", &name, &PostParams::default(), &csr),
+                self.api().replace_subresource("approval", &name, &PostParams::default(), &csr),
             )
             .await
             {
                 Ok(approved) => return Ok(approved),
                 // Modified meanwhile (the signer or another replica): read it again.
                 Err(KubeFailure::Conflict { .. }) => {
-                    csr = call(
-                        &format!("reading CertificateSigningRequest {name}"),
-                        self.api().get(&name),
-                    )
-                    .await?
+                    csr = call(&format!("reading CertificateSigningRequest {name}"), self.api().get(&name)).await?
                 }
                 Err(failure) => return Err(failure),
             }
@@ -100,14 +90,8 @@ impl KubeCsrSigner {
             if let Some(refusal) = refusal_of(&current) {
                 return Err(self.refused(name, refusal).await);
             }
-            let version = current
-                .metadata
-                .resource_version
-                .clone()
-                .unwrap_or_else(|| "0".into());
-            let params = WatchParams::default()
-                .fields(&format!("metadata.name={name}"))
-                .timeout(290);
+            let version = current.metadata.resource_version.clone().unwrap_or_else(|| "0".into());
+            let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
             let mut events = match self.api().watch(&params, &version).await {
                 Ok(events) => events.boxed(),
                 Err(error) => {
@@ -129,8 +113,7 @@ impl KubeCsrSigner {
                     Ok(WatchEvent::Deleted(_)) => {
                         return Err(SignerError::Failed {
                             name: name.into(),
-                            reason: "the CertificateSigningRequest was deleted while waiting"
-                                .into(),
+                            reason: "the CertificateSigningRequest was deleted while waiting".into(),
                         })
                     }
                     Ok(WatchEvent::Bookmark(_)) => {}
@@ -140,12 +123,9 @@ impl KubeCsrSigner {
             }
             current = match next {
                 Some(csr) => csr,
-                None => call(
-                    &format!("reading CertificateSigningRequest {name}"),
-                    self.api().get(name),
-                )
-                .await
-                .map_err(signer_error)?,
+                None => call(&format!("reading CertificateSigningRequest {name}"), self.api().get(name))
+                    .await
+                    .map_err(signer_error)?,
             };
         }
     }
@@ -161,14 +141,8 @@ impl KubeCsrSigner {
             tracing::warn!(csr.name = name, error = %failure, "could not delete a refused CertificateSigningRequest");
         }
         match refusal {
-            Refusal::Denied(reason) => SignerError::Denied {
-                name: name.into(),
-                reason,
-            },
-            Refusal::Failed(reason) => SignerError::Failed {
-                name: name.into(),
-                reason,
-            },
+            Refusal::Denied(reason) => SignerError::Denied { name: name.into(), reason },
+            Refusal::Failed(reason) => SignerError::Failed { name: name.into(), reason },
         }
     }
 }
@@ -193,16 +167,8 @@ impl Signer for KubeCsrSigner {
             spec: CertificateSigningRequestSpec {
                 request: ByteString(request.csr.to_pem().into_bytes()),
                 signer_name: KUBE_APISERVER_CLIENT_SIGNER.into(),
-                usages: Some(vec![
-                    "digital signature".into(),
-                    "key encipherment".into(),
-                    "client auth".into(),
-                ]),
-                expiration_seconds: Some(
-                    i32::try_from(request.ttl.as_secs())
-                        .unwrap_or(i32::MAX)
-                        .max(600),
-                ),
+                usages: Some(vec!["digital signature".into(), "key encipherment".into(), "client auth".into()]),
+                expiration_seconds: Some(i32::try_from(request.ttl.as_secs()).unwrap_or(i32::MAX).max(600)),
                 ..CertificateSigningRequestSpec::default()
             },
             status: None,
@@ -215,26 +181,18 @@ impl Signer for KubeCsrSigner {
         {
             Ok(created) => created,
             // A previous attempt (or another replica) created it: continue from where it is.
-            Err(failure) if failure.is_already_exists() => call(
-                &format!("reading CertificateSigningRequest {name}"),
-                self.api().get(&name),
-            )
-            .await
-            .map_err(signer_error)?,
+            Err(failure) if failure.is_already_exists() => {
+                call(&format!("reading CertificateSigningRequest {name}"), self.api().get(&name))
+                    .await
+                    .map_err(signer_error)?
+            }
             Err(failure) => return Err(signer_error(failure)),
         };
         let approved = self.approve(current).await.map_err(signer_error)?;
-        let pem = match tokio::time::timeout(self.timeout, self.await_certificate(&name, approved))
-            .await
-        {
+        let pem = match tokio::time::timeout(self.timeout, self.await_certificate(&name, approved)).await {
             Ok(result) => result?,
             // The approved object stays: the next identical request picks its certificate up.
-            Err(_) => {
-                return Err(SignerError::NotIssued {
-                    name,
-                    waited: self.timeout,
-                })
-            }
+            Err(_) => return Err(SignerError::NotIssued { name, waited: self.timeout }),
         };
         Ok(SignedCertificate { pem })
     }
@@ -277,11 +235,7 @@ fn is_approved(csr: &CertificateSigningRequest) -> bool {
 
 fn refusal_of(csr: &CertificateSigningRequest) -> Option<Refusal> {
     conditions(csr).find_map(|c| {
-        let reason = [c.reason.clone(), c.message.clone()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(": ");
+        let reason = [c.reason.clone(), c.message.clone()].into_iter().flatten().collect::<Vec<_>>().join(": ");
         match c.type_.as_str() {
             "Denied" if c.status == "True" => Some(Refusal::Denied(reason)),
             "Failed" if c.status == "True" => Some(Refusal::Failed(reason)),
@@ -290,12 +244,8 @@ fn refusal_of(csr: &CertificateSigningRequest) -> Option<Refusal> {
     })
 }
 
-fn conditions(
-    csr: &CertificateSigningRequest,
-) -> impl Iterator<Item = &CertificateSigningRequestCondition> {
-    csr.status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
+fn conditions(csr: &CertificateSigningRequest) -> impl Iterator<Item = &CertificateSigningRequestCondition> {
+    csr.status.iter().flat_map(|s| s.conditions.iter().flatten())
 }
 
 fn certificate_of(csr: &CertificateSigningRequest) -> Option<String> {
@@ -306,12 +256,10 @@ fn certificate_of(csr: &CertificateSigningRequest) -> Option<String> {
 
 fn signer_error(failure: KubeFailure) -> SignerError {
     match failure {
-        KubeFailure::Unavailable { operation, source } => {
-            SignerError::Unavailable { operation, source }
+        KubeFailure::Unavailable { operation, source } => SignerError::Unavailable { operation, source },
+        KubeFailure::Conflict { operation } => {
+            SignerError::Unavailable { operation, source: "the object was modified concurrently".into() }
         }
-        other => SignerError::Api {
-            operation: other.to_string(),
-            source: Box::new(other),
-        },
+        other => SignerError::Api { operation: other.to_string(), source: Box::new(other) },
     }
 }

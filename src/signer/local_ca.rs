@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rand::TryRngCore;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SerialNumber, SubjectPublicKeyInfo,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData as _, SerialNumber, SubjectPublicKeyInfo,
 };
 use time::OffsetDateTime;
 
@@ -56,53 +56,32 @@ impl LocalCa {
         let key = KeyPair::generate().map_err(|source| LocalCaError::Generate { source })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "liqo-auth");
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::OrganizationName, "liqo-auth");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
         let now = OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + CA_VALIDITY;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|source| LocalCaError::Generate { source })?;
+        let cert = params.self_signed(&key).map_err(|source| LocalCaError::Generate { source })?;
         let cert_pem = cert.pem();
         let key_pem = key.serialize_pem();
-        Ok(Self {
-            issuer: Issuer::new(params, key),
-            cert_pem,
-            key_pem,
-        })
+        Ok(Self { issuer: Issuer::new(params, key), cert_pem, key_pem })
     }
 
     /// Loads a CA from PEM certificate and key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, LocalCaError> {
         let key = KeyPair::from_pem(key_pem).map_err(|source| LocalCaError::Key { source })?;
-        let spki = crate::pki::first_certificate_spki(cert_pem.as_bytes()).ok_or(
-            LocalCaError::Certificate {
-                source: rcgen::Error::CouldNotParseCertificate,
-            },
-        )?;
+        let spki = crate::pki::first_certificate_spki(cert_pem.as_bytes())
+            .ok_or(LocalCaError::Certificate { source: rcgen::Error::CouldNotParseCertificate })?;
         if spki != key.subject_public_key_info() {
             return Err(LocalCaError::KeyMismatch);
         }
         let key_pem_owned = key.serialize_pem();
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
-            .map_err(|source| LocalCaError::Certificate { source })?;
-        Ok(Self {
-            issuer,
-            cert_pem: cert_pem.to_owned(),
-            key_pem: key_pem_owned,
-        })
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|source| LocalCaError::Certificate { source })?;
+        Ok(Self { issuer, cert_pem: cert_pem.to_owned(), key_pem: key_pem_owned })
     }
 
     /// The CA certificate (PEM).
@@ -120,13 +99,9 @@ impl LocalCa {
         let build = |source| SignerError::Build { source };
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, request.csr.common_name());
+        params.distinguished_name.push(DnType::CommonName, request.csr.common_name());
         if let Some(org) = request.csr.organization() {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, org);
+            params.distinguished_name.push(DnType::OrganizationName, org);
         }
         params.serial_number = Some(random_serial());
         let now = OffsetDateTime::now_utc();
@@ -134,10 +109,7 @@ impl LocalCa {
         params.not_after = now + request.ttl;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = match request.csr.key_kind() {
-            KeyKind::Rsa { .. } => vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ],
+            KeyKind::Rsa { .. } => vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment],
             _ => vec![KeyUsagePurpose::DigitalSignature],
         };
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -150,9 +122,7 @@ impl LocalCa {
 
 impl fmt::Debug for LocalCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalCa")
-            .field("key", &"<redacted>")
-            .finish()
+        f.debug_struct("LocalCa").field("key", &"<redacted>").finish()
     }
 }
 
@@ -163,18 +133,14 @@ impl Signer for LocalCa {
     }
 
     async fn sign(&self, request: SignRequest<'_>) -> Result<SignedCertificate, SignerError> {
-        Ok(SignedCertificate {
-            pem: self.issue(request)?,
-        })
+        Ok(SignedCertificate { pem: self.issue(request)? })
     }
 }
 
 /// A positive 128-bit serial from the OS CSPRNG (RFC 5280 allows up to 20 octets).
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .expect("the operating system RNG is available");
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).expect("the operating system RNG is available");
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
     SerialNumber::from_slice(&bytes)
@@ -189,18 +155,8 @@ mod tests {
     fn request_for(key: &KeyPair, cn: &str) -> ParsedCsr {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, cn);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "liqo.io");
-        ParsedCsr::from_pem(
-            params
-                .serialize_request(key)
-                .unwrap()
-                .pem()
-                .unwrap()
-                .as_bytes(),
-        )
-        .unwrap()
+        params.distinguished_name.push(DnType::OrganizationName, "liqo.io");
+        ParsedCsr::from_pem(params.serialize_request(key).unwrap().pem().unwrap().as_bytes()).unwrap()
     }
 
     #[test]
@@ -210,36 +166,18 @@ mod tests {
         let csr = request_for(&key, "c1");
         let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
         let ttl = Duration::from_secs(3600);
-        let pem = ca
-            .issue(SignRequest {
-                cluster: &cluster,
-                csr: &csr,
-                ttl,
-            })
-            .unwrap();
+        let pem = ca.issue(SignRequest { cluster: &cluster, csr: &csr, ttl }).unwrap();
         let der = crate::pki::first_certificate_der(pem.as_bytes()).unwrap();
         let (_, cert) = X509Certificate::from_der(&der).unwrap();
-        assert_eq!(
-            cert.subject()
-                .iter_common_name()
-                .next()
-                .unwrap()
-                .as_str()
-                .unwrap(),
-            "c1"
-        );
-        assert_eq!(
-            cert.public_key().raw,
-            key.subject_public_key_info().as_slice()
-        );
+        assert_eq!(cert.subject().iter_common_name().next().unwrap().as_str().unwrap(), "c1");
+        assert_eq!(cert.public_key().raw, key.subject_public_key_info().as_slice());
         let ca_der = crate::pki::first_certificate_der(ca.cert_pem().as_bytes()).unwrap();
         let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
         cert.verify_signature(Some(ca_cert.public_key())).unwrap();
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
         assert!(!cert.is_ca());
-        let lifetime =
-            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime, 3600 + 300);
     }
 
@@ -249,9 +187,6 @@ mod tests {
         let again = LocalCa::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
         assert_eq!(again.cert_pem(), ca.cert_pem());
         let other = LocalCa::generate("other").unwrap();
-        assert!(matches!(
-            LocalCa::from_pem(ca.cert_pem(), other.key_pem()),
-            Err(LocalCaError::KeyMismatch)
-        ));
+        assert!(matches!(LocalCa::from_pem(ca.cert_pem(), other.key_pem()), Err(LocalCaError::KeyMismatch)));
     }
 }

@@ -17,8 +17,8 @@ use kube::{Api, Client};
 
 use crate::identity::{pem_encode, BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
 use crate::kubernetes::{
-    call, call_opt, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS,
-    LABEL_TENANT_NAMESPACE, REMOTE_CERTIFICATE_SECRET, TOKEN_KEY,
+    call, call_opt, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS, LABEL_TENANT_NAMESPACE,
+    REMOTE_CERTIFICATE_SECRET, TOKEN_KEY,
 };
 use crate::store::kube_token::KubeTokenCache;
 use crate::store::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity};
@@ -43,25 +43,15 @@ pub struct ApiServerSource {
 
 impl ApiServerSource {
     /// Derives the source from a client configuration.
-    pub fn from_config(
-        config: &kube::Config,
-        advertised_url: Option<String>,
-        trusted_ca: bool,
-    ) -> Self {
-        let client_ca_pem = config.root_cert.as_ref().map(|certs| {
-            certs
-                .iter()
-                .map(|der| pem_encode("CERTIFICATE", der))
-                .collect::<String>()
-        });
+    pub fn from_config(config: &kube::Config, advertised_url: Option<String>, trusted_ca: bool) -> Self {
+        let client_ca_pem = config
+            .root_cert
+            .as_ref()
+            .map(|certs| certs.iter().map(|der| pem_encode("CERTIFICATE", der)).collect::<String>());
         let ca_file = Some(PathBuf::from(SERVICE_ACCOUNT_CA)).filter(|p| p.exists());
         Self {
             advertised_url,
-            client_url: config
-                .cluster_url
-                .to_string()
-                .trim_end_matches('/')
-                .to_owned(),
+            client_url: config.cluster_url.to_string().trim_end_matches('/').to_owned(),
             trusted_ca,
             client_ca_pem,
             ca_file,
@@ -80,18 +70,8 @@ pub struct KubeStore {
 
 impl KubeStore {
     /// A store over `client`, keeping tokens in `namespace`.
-    pub fn new(
-        client: Client,
-        namespace: String,
-        tokens: KubeTokenCache,
-        api_server: ApiServerSource,
-    ) -> Self {
-        Self {
-            client,
-            namespace,
-            tokens,
-            api_server: Arc::new(api_server),
-        }
+    pub fn new(client: Client, namespace: String, tokens: KubeTokenCache, api_server: ApiServerSource) -> Self {
+        Self { client, namespace, tokens, api_server: Arc::new(api_server) }
     }
 
     /// The token cache (also the `TokenStore`).
@@ -102,60 +82,36 @@ impl KubeStore {
     /// Every peer with a tenant namespace, and its stored certificate if any.
     pub async fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let list = call(
-            "listing tenant namespaces",
-            namespaces.list(&ListParams::default().labels(LABEL_TENANT_NAMESPACE)),
-        )
-        .await?;
+        let list =
+            call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(LABEL_TENANT_NAMESPACE)))
+                .await?;
         let mut peers = Vec::new();
         for ns in list.items {
             let Some(name) = ns.metadata.name.clone() else {
                 continue;
             };
-            let Some(cluster_id) = ns
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_CLUSTER_ID))
-                .cloned()
-            else {
+            let Some(cluster_id) = ns.metadata.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER_ID)).cloned() else {
                 continue;
             };
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &name);
-            let identity = call_opt(
-                "reading the stored certificate",
-                secrets.get(REMOTE_CERTIFICATE_SECRET),
-            )
-            .await?
-            .and_then(|s| identity_of(&s));
-            peers.push(PeerRecord {
-                cluster_id,
-                cluster_name: None,
-                namespace: name,
-                identity,
-            });
+            let identity = call_opt("reading the stored certificate", secrets.get(REMOTE_CERTIFICATE_SECRET))
+                .await?
+                .and_then(|s| identity_of(&s));
+            peers.push(PeerRecord { cluster_id, cluster_name: None, namespace: name, identity });
         }
         peers.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
         Ok(peers)
     }
 
-    async fn grant(
-        &self,
-        namespace: &TenantNamespace,
-        user: &ClusterId,
-    ) -> Result<(), KubeFailure> {
+    async fn grant(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), KubeFailure> {
         let roles: Api<ClusterRole> = Api::all(self.client.clone());
         let selector = format!("{LABEL_PEERING_PERMISSIONS}=basic");
-        let roles = call(
-            "listing the basic peering ClusterRoles",
-            roles.list(&ListParams::default().labels(&selector)),
-        )
-        .await?;
+        let roles =
+            call("listing the basic peering ClusterRoles", roles.list(&ListParams::default().labels(&selector)))
+                .await?;
         let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), namespace.as_str());
         for role in roles.items {
-            let (Some(role_name), Some(uid)) =
-                (role.metadata.name.clone(), role.metadata.uid.clone())
-            else {
+            let (Some(role_name), Some(uid)) = (role.metadata.name.clone(), role.metadata.uid.clone()) else {
                 continue;
             };
             let binding = RoleBinding {
@@ -205,11 +161,7 @@ impl KubeStore {
             "node-role.kubernetes.io/master",
             "node-role.kubernetes.io/controlplane",
         ] {
-            let list = call(
-                "listing control-plane nodes",
-                nodes.list(&ListParams::default().labels(label)),
-            )
-            .await?;
+            let list = call("listing control-plane nodes", nodes.list(&ListParams::default().labels(label))).await?;
             if let Some(address) = list.items.iter().find_map(preferred_address) {
                 return Ok(Some(format!("https://{}:6443", bracket_ipv6(&address))));
             }
@@ -222,55 +174,32 @@ impl KubeStore {
         if source.trusted_ca {
             return Ok(None);
         }
-        if let Some(pem) = source
-            .ca_file
-            .as_ref()
-            .and_then(|path| std::fs::read_to_string(path).ok())
-        {
+        if let Some(pem) = source.ca_file.as_ref().and_then(|path| std::fs::read_to_string(path).ok()) {
             return Ok(Some(pem));
         }
         if let Some(pem) = &source.client_ca_pem {
             return Ok(Some(pem.clone()));
         }
         let configmaps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        let root = call_opt(
-            "reading ConfigMap kube-root-ca.crt",
-            configmaps.get("kube-root-ca.crt"),
-        )
-        .await?;
-        Ok(root
-            .and_then(|cm| cm.data)
-            .and_then(|mut data| data.remove("ca.crt")))
+        let root = call_opt("reading ConfigMap kube-root-ca.crt", configmaps.get("kube-root-ca.crt")).await?;
+        Ok(root.and_then(|cm| cm.data).and_then(|mut data| data.remove("ca.crt")))
     }
 }
 
 #[async_trait::async_trait]
 impl CredentialStore for KubeStore {
-    async fn ensure_tenant_namespace(
-        &self,
-        cluster: &ClusterIdentity,
-    ) -> Result<TenantNamespace, StoreError> {
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let selector = format!("{LABEL_CLUSTER_ID}={},{LABEL_TENANT_NAMESPACE}", cluster.id);
-        let found = call(
-            "listing tenant namespaces",
-            namespaces.list(&ListParams::default().labels(&selector)),
-        )
-        .await?;
+        let found =
+            call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector))).await?;
         match found.items.as_slice() {
-            [one] => {
-                return Ok(TenantNamespace::from_stored(
-                    one.metadata.name.clone().unwrap_or_default(),
-                ))
-            }
+            [one] => return Ok(TenantNamespace::from_stored(one.metadata.name.clone().unwrap_or_default())),
             [] => {}
             many => {
                 return Err(StoreError::Corrupt {
                     what: format!("tenant namespaces of cluster {}", cluster.id),
-                    reason: format!(
-                        "{} namespaces carry its labels; delete all but one",
-                        many.len()
-                    ),
+                    reason: format!("{} namespaces carry its labels; delete all but one", many.len()),
                 })
             }
         }
@@ -286,12 +215,7 @@ impl CredentialStore for KubeStore {
             },
             ..Namespace::default()
         };
-        match call(
-            &format!("creating namespace {name}"),
-            namespaces.create(&PostParams::default(), &namespace),
-        )
-        .await
-        {
+        match call(&format!("creating namespace {name}"), namespaces.create(&PostParams::default(), &namespace)).await {
             Ok(_) => {
                 tracing::info!(namespace = %name, cluster.id = %cluster.id, "created tenant namespace {name}");
                 Ok(name)
@@ -308,11 +232,7 @@ impl CredentialStore for KubeStore {
         _: &ClusterId,
     ) -> Result<Option<StoredIdentity>, StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace.as_str());
-        let secret = call_opt(
-            "reading Secret liqo-remote-certificate",
-            secrets.get(REMOTE_CERTIFICATE_SECRET),
-        )
-        .await?;
+        let secret = call_opt("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
         Ok(secret.as_ref().and_then(identity_of))
     }
 
@@ -324,20 +244,12 @@ impl CredentialStore for KubeStore {
     ) -> Result<(), StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace.as_str());
         let secret = identity_secret(cluster, identity, None);
-        match call(
-            "creating Secret liqo-remote-certificate",
-            secrets.create(&PostParams::default(), &secret),
-        )
-        .await
-        {
+        match call("creating Secret liqo-remote-certificate", secrets.create(&PostParams::default(), &secret)).await {
             Ok(_) => Ok(()),
             Err(failure) if failure.is_already_exists() => {
                 // A Secret left without usable keys (spec 3.3, last row) must not block issuance.
-                let existing = call(
-                    "reading Secret liqo-remote-certificate",
-                    secrets.get(REMOTE_CERTIFICATE_SECRET),
-                )
-                .await?;
+                let existing =
+                    call("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
                 if identity_of(&existing).is_some() {
                     return Err(StoreError::AlreadyExists {
                         what: format!("Secret {REMOTE_CERTIFICATE_SECRET} in {namespace}"),
@@ -363,55 +275,54 @@ impl CredentialStore for KubeStore {
         previous: &StoredIdentity,
     ) -> Result<(), StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace.as_str());
-        let existing = call(
-            "reading Secret liqo-remote-certificate",
-            secrets.get(REMOTE_CERTIFICATE_SECRET),
-        )
-        .await?;
+        let existing = call("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
         if identity_of(&existing).as_ref() != Some(previous) {
-            return Err(StoreError::AlreadyExists {
-                what: format!("a newer identity of cluster {cluster}"),
-            });
+            return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
         }
         // resourceVersion is kept from the read: a concurrent change gets 409 Conflict.
         let replacement = identity_secret(cluster, identity, Some(existing));
-        call(
+        match call(
             "replacing Secret liqo-remote-certificate",
-            secrets.replace(
-                REMOTE_CERTIFICATE_SECRET,
-                &PostParams::default(),
-                &replacement,
-            ),
+            secrets.replace(REMOTE_CERTIFICATE_SECRET, &PostParams::default(), &replacement),
         )
-        .await?;
-        Ok(())
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(KubeFailure::Conflict { .. }) => {
+                Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") })
+            }
+            Err(failure) => Err(failure.into()),
+        }
     }
 
-    async fn grant_peering_permissions(
-        &self,
-        namespace: &TenantNamespace,
-        user: &ClusterId,
-    ) -> Result<(), StoreError> {
+    async fn grant_peering_permissions(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), StoreError> {
         Ok(self.grant(namespace, user).await?)
     }
 
-    async fn save_origin_token(
-        &self,
-        cluster: &ClusterId,
-        token: &BearerToken,
-    ) -> Result<(), StoreError> {
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = format!("remote-token-{cluster}");
+        // Create first: the common case (a first peering) then costs one request.
+        let created = call(
+            &format!("creating Secret {name}"),
+            secrets.create(&PostParams::default(), &origin_token_secret(&name, cluster, token, None)),
+        )
+        .await;
+        match created {
+            Ok(_) => return Ok(()),
+            Err(failure) if failure.is_already_exists() => {}
+            Err(failure) => return Err(failure.into()),
+        }
         for _ in 0..3 {
             let existing = call_opt(&format!("reading Secret {name}"), secrets.get(&name)).await?;
+            if existing.as_ref().is_some_and(|s| holds_origin_token(s, cluster, token)) {
+                return Ok(());
+            }
             let result = match existing {
                 None => {
                     call(
                         &format!("creating Secret {name}"),
-                        secrets.create(
-                            &PostParams::default(),
-                            &origin_token_secret(&name, cluster, token, None),
-                        ),
+                        secrets.create(&PostParams::default(), &origin_token_secret(&name, cluster, token, None)),
                     )
                     .await
                 }
@@ -443,15 +354,9 @@ impl CredentialStore for KubeStore {
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
         let url = match &self.api_server.advertised_url {
             Some(url) => url.clone(),
-            None => self
-                .control_plane_url()
-                .await?
-                .unwrap_or_else(|| self.api_server.client_url.clone()),
+            None => self.control_plane_url().await?.unwrap_or_else(|| self.api_server.client_url.clone()),
         };
-        Ok(ApiServerInfo {
-            url,
-            ca_pem: self.api_server_ca().await?,
-        })
+        Ok(ApiServerInfo { url, ca_pem: self.api_server_ca().await? })
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -461,11 +366,7 @@ impl CredentialStore for KubeStore {
                 source: "the first list has not completed".into(),
             });
         }
-        call(
-            "asking the API server for its version",
-            self.client.apiserver_version(),
-        )
-        .await?;
+        call("asking the API server for its version", self.client.apiserver_version()).await?;
         Ok(())
     }
 }
@@ -474,89 +375,56 @@ impl CredentialStore for KubeStore {
 /// missing (such a Secret is treated as absent, as in the reference).
 fn identity_of(secret: &Secret) -> Option<StoredIdentity> {
     let data = secret.data.as_ref()?;
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            .filter(|s| !s.is_empty())
-    };
-    Some(StoredIdentity {
-        csr_pem: text("csr")?,
-        certificate_pem: text("certificate")?,
-    })
+    let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|s| !s.is_empty());
+    Some(StoredIdentity { csr_pem: text("csr")?, certificate_pem: text("certificate")? })
 }
 
-fn identity_secret(
-    cluster: &ClusterId,
-    identity: &StoredIdentity,
-    existing: Option<Secret>,
-) -> Secret {
+fn identity_secret(cluster: &ClusterId, identity: &StoredIdentity, existing: Option<Secret>) -> Secret {
     let mut secret = existing.unwrap_or_else(|| Secret {
-        metadata: ObjectMeta {
-            name: Some(REMOTE_CERTIFICATE_SECRET.into()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(REMOTE_CERTIFICATE_SECRET.into()), ..ObjectMeta::default() },
         ..Secret::default()
     });
-    secret
-        .metadata
-        .labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert(LABEL_CLUSTER_ID.into(), cluster.to_string());
+    secret.metadata.labels.get_or_insert_with(BTreeMap::new).insert(LABEL_CLUSTER_ID.into(), cluster.to_string());
     secret.string_data = None;
     secret.data = Some(BTreeMap::from([
-        (
-            "csr".to_owned(),
-            ByteString(identity.csr_pem.as_bytes().to_vec()),
-        ),
-        (
-            "certificate".to_owned(),
-            ByteString(identity.certificate_pem.as_bytes().to_vec()),
-        ),
+        ("csr".to_owned(), ByteString(identity.csr_pem.as_bytes().to_vec())),
+        ("certificate".to_owned(), ByteString(identity.certificate_pem.as_bytes().to_vec())),
     ]));
     secret
 }
 
 /// `remote-token-<id>` (spec 3.8). Labels are (re)set on an existing Secret even when it had
 /// none: the reference panics there (R15).
-fn origin_token_secret(
-    name: &str,
-    cluster: &ClusterId,
-    token: &BearerToken,
-    existing: Option<Secret>,
-) -> Secret {
+fn origin_token_secret(name: &str, cluster: &ClusterId, token: &BearerToken, existing: Option<Secret>) -> Secret {
     let mut secret = existing.unwrap_or_else(|| Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
         ..Secret::default()
     });
     let labels = secret.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(LABEL_CLUSTER_ID.into(), cluster.to_string());
     labels.insert(LABEL_AUTH_TOKEN.into(), String::new());
     secret.string_data = None;
-    secret.data.get_or_insert_with(BTreeMap::new).insert(
-        TOKEN_KEY.into(),
-        ByteString(token.expose().as_bytes().to_vec()),
-    );
     secret
+        .data
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TOKEN_KEY.into(), ByteString(token.expose().as_bytes().to_vec()));
+    secret
+}
+
+/// True when the Secret already carries exactly this token and the labels.
+fn holds_origin_token(secret: &Secret, cluster: &ClusterId, token: &BearerToken) -> bool {
+    let labels = secret.metadata.labels.as_ref();
+    let labelled = labels.is_some_and(|l| {
+        l.get(LABEL_CLUSTER_ID).map(String::as_str) == Some(cluster.as_str()) && l.contains_key(LABEL_AUTH_TOKEN)
+    });
+    let value = secret.data.as_ref().and_then(|d| d.get(TOKEN_KEY)).map(|b| b.0.as_slice());
+    labelled && value == Some(token.expose().as_bytes())
 }
 
 fn preferred_address(node: &Node) -> Option<String> {
     let addresses = node.status.as_ref()?.addresses.as_ref()?;
-    [
-        "ExternalDNS",
-        "ExternalIP",
-        "InternalDNS",
-        "InternalIP",
-        "Hostname",
-    ]
-    .iter()
-    .find_map(|kind| {
-        addresses
-            .iter()
-            .find(|a| a.type_ == *kind && !a.address.is_empty())
-            .map(|a| a.address.clone())
+    ["ExternalDNS", "ExternalIP", "InternalDNS", "InternalIP", "Hostname"].iter().find_map(|kind| {
+        addresses.iter().find(|a| a.type_ == *kind && !a.address.is_empty()).map(|a| a.address.clone())
     })
 }
 
@@ -582,10 +450,7 @@ mod tests {
     fn a_secret_without_both_keys_holds_no_identity() {
         let mut secret = identity_secret(
             &ClusterId::parse("c1").unwrap(),
-            &StoredIdentity {
-                csr_pem: "a".into(),
-                certificate_pem: "b".into(),
-            },
+            &StoredIdentity { csr_pem: "a".into(), certificate_pem: "b".into() },
             None,
         );
         assert!(identity_of(&secret).is_some());
@@ -596,11 +461,7 @@ mod tests {
     #[test]
     fn origin_token_secret_gets_labels_even_when_it_had_none() {
         let existing = Secret {
-            metadata: ObjectMeta {
-                name: Some("remote-token-c1".into()),
-                labels: None,
-                ..ObjectMeta::default()
-            },
+            metadata: ObjectMeta { name: Some("remote-token-c1".into()), labels: None, ..ObjectMeta::default() },
             ..Secret::default()
         };
         let secret = origin_token_secret(

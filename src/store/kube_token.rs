@@ -91,16 +91,10 @@ impl KubeTokenCache {
         let fresh = SharedToken::generate();
         let result = match secret {
             None => {
-                tracing::info!(
-                    secret.name = TOKEN_SECRET,
-                    "the token Secret is missing; creating it with a new token"
-                );
-                call(
-                    "creating the token Secret",
-                    api.create(&PostParams::default(), &token_secret(&fresh, None)),
-                )
-                .await
-                .map(|_| ())
+                tracing::info!(secret.name = TOKEN_SECRET, "the token Secret is missing; creating it with a new token");
+                call("creating the token Secret", api.create(&PostParams::default(), &token_secret(&fresh, None)))
+                    .await
+                    .map(|_| ())
             }
             Some(existing) => {
                 tracing::warn!(
@@ -109,11 +103,7 @@ impl KubeTokenCache {
                 );
                 call(
                     "repairing the token Secret",
-                    api.replace(
-                        TOKEN_SECRET,
-                        &PostParams::default(),
-                        &token_secret(&fresh, Some(existing)),
-                    ),
+                    api.replace(TOKEN_SECRET, &PostParams::default(), &token_secret(&fresh, Some(existing))),
                 )
                 .await
                 .map(|_| ())
@@ -136,11 +126,7 @@ impl KubeTokenCache {
 
 impl TokenStore for KubeTokenCache {
     fn shared_token(&self) -> Option<SharedToken> {
-        self.inner
-            .token
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.token.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -154,16 +140,10 @@ pub fn token_of(secret: &Secret) -> Option<SharedToken> {
 /// object's metadata (resourceVersion included) when repairing.
 fn token_secret(token: &SharedToken, existing: Option<Secret>) -> Secret {
     let mut secret = existing.unwrap_or_else(|| Secret {
-        metadata: ObjectMeta {
-            name: Some(TOKEN_SECRET.into()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(TOKEN_SECRET.into()), ..ObjectMeta::default() },
         ..Secret::default()
     });
     secret.string_data = None;
-    secret.data = Some(BTreeMap::from([(
-        TOKEN_KEY.to_owned(),
-        ByteString(token.expose().as_bytes().to_vec()),
-    )]));
+    secret.data = Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.expose().as_bytes().to_vec()))]));
     secret
 }

@@ -20,13 +20,9 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{
-    BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace,
-};
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace};
 use crate::signer::LocalCa;
-use crate::store::{
-    ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity, TokenStore,
-};
+use crate::store::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity, TokenStore};
 
 /// The data-dir backend.
 pub struct LocalStore {
@@ -61,11 +57,7 @@ struct IdentityFile {
 
 impl LocalStore {
     /// Opens (creating when needed) the data dir and its shared token.
-    pub fn open(
-        dir: &Path,
-        api_server_url: String,
-        advertise_ca: bool,
-    ) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, api_server_url: String, advertise_ca: bool) -> Result<Self, StoreError> {
         ensure_private_dir(dir)?;
         let token = load_or_create_token(dir)?;
         Ok(Self {
@@ -89,16 +81,12 @@ impl LocalStore {
         let ca = if cert_path.exists() {
             let cert = read_string(&cert_path)?;
             let key = read_string(&key_path)?;
-            LocalCa::from_pem(&cert, &key).map_err(|e| StoreError::Corrupt {
-                what: cert_path.display().to_string(),
-                reason: e.to_string(),
-            })?
+            LocalCa::from_pem(&cert, &key)
+                .map_err(|e| StoreError::Corrupt { what: cert_path.display().to_string(), reason: e.to_string() })?
         } else {
-            let ca = LocalCa::generate(&format!("liqo-auth CA {}", cluster.name)).map_err(|e| {
-                StoreError::Backend {
-                    operation: "generating the local CA".into(),
-                    source: Box::new(e),
-                }
+            let ca = LocalCa::generate(&format!("liqo-auth CA {}", cluster.name)).map_err(|e| StoreError::Backend {
+                operation: "generating the local CA".into(),
+                source: Box::new(e),
             })?;
             write_private_file(&key_path, ca.key_pem().as_bytes())?;
             write_private_file(&cert_path, ca.cert_pem().as_bytes())?;
@@ -125,13 +113,7 @@ impl LocalStore {
         let name = match (name_flag, &stored) {
             (Some(name), _) => name.to_owned(),
             (None, Some(file)) if file.cluster_id == id => file.cluster_name.clone(),
-            _ => format!(
-                "cluster-{}",
-                &id.chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .take(8)
-                    .collect::<String>()
-            ),
+            _ => format!("cluster-{}", &id.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>()),
         };
         let corrupt = |e: crate::identity::ClusterValueError| StoreError::Corrupt {
             what: "cluster identity".into(),
@@ -141,17 +123,8 @@ impl LocalStore {
             id: ClusterId::parse(&id).map_err(corrupt)?,
             name: ClusterName::parse(&name).map_err(corrupt)?,
         };
-        if stored
-            .as_ref()
-            .is_none_or(|f| f.cluster_id != id || f.cluster_name != name)
-        {
-            write_json(
-                &path,
-                &ClusterFile {
-                    cluster_id: id,
-                    cluster_name: name,
-                },
-            )?;
+        if stored.as_ref().is_none_or(|f| f.cluster_id != id || f.cluster_name != name) {
+            write_json(&path, &ClusterFile { cluster_id: id, cluster_name: name })?;
         }
         Ok(identity)
     }
@@ -162,12 +135,7 @@ impl LocalStore {
         let entries = match fs::read_dir(&peers_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(StoreError::io(
-                    format!("listing {}", peers_dir.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(StoreError::io(format!("listing {}", peers_dir.display()), e)),
         };
         let mut peers = Vec::new();
         for entry in entries {
@@ -175,13 +143,8 @@ impl LocalStore {
             let Some(tenant) = read_json::<TenantFile>(&entry.path().join("tenant.json"))? else {
                 continue;
             };
-            let identity =
-                read_json::<IdentityFile>(&entry.path().join("identity.json"))?.map(|f| {
-                    StoredIdentity {
-                        csr_pem: f.csr,
-                        certificate_pem: f.certificate,
-                    }
-                });
+            let identity = read_json::<IdentityFile>(&entry.path().join("identity.json"))?
+                .map(|f| StoredIdentity { csr_pem: f.csr, certificate_pem: f.certificate });
             peers.push(PeerRecord {
                 cluster_id: tenant.cluster_id,
                 cluster_name: Some(tenant.cluster_name),
@@ -201,10 +164,7 @@ impl LocalStore {
 
 #[async_trait::async_trait]
 impl CredentialStore for LocalStore {
-    async fn ensure_tenant_namespace(
-        &self,
-        cluster: &ClusterIdentity,
-    ) -> Result<TenantNamespace, StoreError> {
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
         let dir = self.peer_dir(&cluster.id);
         let path = dir.join("tenant.json");
         // Keyed by cluster ID only: a later request with another name reuses the first namespace,
@@ -231,14 +191,8 @@ impl CredentialStore for LocalStore {
         _: &TenantNamespace,
         cluster: &ClusterId,
     ) -> Result<Option<StoredIdentity>, StoreError> {
-        Ok(
-            read_json::<IdentityFile>(&self.peer_dir(cluster).join("identity.json"))?.map(|f| {
-                StoredIdentity {
-                    csr_pem: f.csr,
-                    certificate_pem: f.certificate,
-                }
-            }),
-        )
+        Ok(read_json::<IdentityFile>(&self.peer_dir(cluster).join("identity.json"))?
+            .map(|f| StoredIdentity { csr_pem: f.csr, certificate_pem: f.certificate }))
     }
 
     async fn create_identity(
@@ -249,16 +203,11 @@ impl CredentialStore for LocalStore {
     ) -> Result<(), StoreError> {
         let path = self.peer_dir(cluster).join("identity.json");
         if path.exists() {
-            return Err(StoreError::AlreadyExists {
-                what: path.display().to_string(),
-            });
+            return Err(StoreError::AlreadyExists { what: path.display().to_string() });
         }
         write_json(
             &path,
-            &IdentityFile {
-                csr: identity.csr_pem.clone(),
-                certificate: identity.certificate_pem.clone(),
-            },
+            &IdentityFile { csr: identity.csr_pem.clone(), certificate: identity.certificate_pem.clone() },
         )
     }
 
@@ -270,62 +219,35 @@ impl CredentialStore for LocalStore {
         previous: &StoredIdentity,
     ) -> Result<(), StoreError> {
         if self.stored_identity(ns, cluster).await?.as_ref() != Some(previous) {
-            return Err(StoreError::AlreadyExists {
-                what: format!("a newer identity of cluster {cluster}"),
-            });
+            return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
         }
         let path = self.peer_dir(cluster).join("identity.json");
         write_json(
             &path,
-            &IdentityFile {
-                csr: identity.csr_pem.clone(),
-                certificate: identity.certificate_pem.clone(),
-            },
+            &IdentityFile { csr: identity.csr_pem.clone(), certificate: identity.certificate_pem.clone() },
         )
     }
 
-    async fn grant_peering_permissions(
-        &self,
-        _: &TenantNamespace,
-        _: &ClusterId,
-    ) -> Result<(), StoreError> {
+    async fn grant_peering_permissions(&self, _: &TenantNamespace, _: &ClusterId) -> Result<(), StoreError> {
         // Without a cluster there is no RBAC to bind: the certificate is the whole grant.
         Ok(())
     }
 
-    async fn save_origin_token(
-        &self,
-        cluster: &ClusterId,
-        token: &BearerToken,
-    ) -> Result<(), StoreError> {
-        write_private_file(
-            &self.peer_dir(cluster).join("origin-token"),
-            token.expose().as_bytes(),
-        )
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
+        write_private_file(&self.peer_dir(cluster).join("origin-token"), token.expose().as_bytes())
     }
 
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
-        let ca_pem = if self.advertise_ca {
-            self.ca_pem
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        } else {
-            None
-        };
-        Ok(ApiServerInfo {
-            url: self.api_server_url.clone(),
-            ca_pem,
-        })
+        let ca_pem =
+            if self.advertise_ca { self.ca_pem.read().unwrap_or_else(|p| p.into_inner()).clone() } else { None };
+        Ok(ApiServerInfo { url: self.api_server_url.clone(), ca_pem })
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        fs::metadata(&self.dir)
-            .map(|_| ())
-            .map_err(|e| StoreError::Unavailable {
-                operation: format!("reading {}", self.dir.display()),
-                source: Box::new(e),
-            })
+        fs::metadata(&self.dir).map(|_| ()).map_err(|e| StoreError::Unavailable {
+            operation: format!("reading {}", self.dir.display()),
+            source: Box::new(e),
+        })
     }
 }
 
@@ -337,10 +259,8 @@ impl TokenStore for LocalStore {
 
 /// Creates `dir` (and parents) with mode 0700, tightening an existing one.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
-    fs::create_dir_all(dir)
-        .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-    let meta =
-        fs::metadata(dir).map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?;
+    fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+    let meta = fs::metadata(dir).map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?;
     if meta.permissions().mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| StoreError::io(format!("restricting {} to 0700", dir.display()), e))?;
@@ -355,11 +275,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -380,10 +296,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sto
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                what: path.display().to_string(),
-                reason: e.to_string(),
-            }),
+            .map_err(|e| StoreError::Corrupt { what: path.display().to_string(), reason: e.to_string() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
     }
@@ -425,11 +338,7 @@ mod tests {
         let second = open(tmp.path()).shared_token().unwrap();
         assert_eq!(first, second);
         assert_eq!(first.expose().len(), 128);
-        let mode = fs::metadata(tmp.path().join("token"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = fs::metadata(tmp.path().join("token")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dir_mode = fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
@@ -441,15 +350,9 @@ mod tests {
         let store = open(tmp.path());
         let generated = store.cluster_identity(None, None).unwrap();
         assert!(uuid::Uuid::parse_str(generated.id.as_str()).is_ok());
-        assert_eq!(
-            open(tmp.path()).cluster_identity(None, None).unwrap(),
-            generated
-        );
+        assert_eq!(open(tmp.path()).cluster_identity(None, None).unwrap(), generated);
         let flagged = store.cluster_identity(Some("my-id"), Some("rome")).unwrap();
-        assert_eq!(
-            (flagged.id.as_str(), flagged.name.as_str()),
-            ("my-id", "rome")
-        );
+        assert_eq!((flagged.id.as_str(), flagged.name.as_str()), ("my-id", "rome"));
     }
 
     #[test]
@@ -480,22 +383,13 @@ mod tests {
         let store = open(tmp.path());
         let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
-        let identity = StoredIdentity {
-            csr_pem: "csr".into(),
-            certificate_pem: "cert".into(),
-        };
-        store
-            .create_identity(&ns, &cluster.id, &identity)
-            .await
-            .unwrap();
+        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into() };
+        store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         assert!(matches!(
             store.create_identity(&ns, &cluster.id, &identity).await,
             Err(StoreError::AlreadyExists { .. })
         ));
-        assert_eq!(
-            store.stored_identity(&ns, &cluster.id).await.unwrap(),
-            Some(identity)
-        );
+        assert_eq!(store.stored_identity(&ns, &cluster.id).await.unwrap(), Some(identity));
         assert_eq!(store.peers().unwrap().len(), 1);
     }
 }

@@ -24,13 +24,7 @@ struct State {
 impl MemoryStore {
     /// A store with the given shared token and API server answer.
     pub fn new(token: Option<SharedToken>, api_server: ApiServerInfo) -> Self {
-        Self {
-            state: Mutex::new(State {
-                token,
-                ..State::default()
-            }),
-            api_server,
-        }
+        Self { state: Mutex::new(State { token, ..State::default() }), api_server }
     }
 
     /// Origin token stored for a cluster (test inspection).
@@ -49,18 +43,13 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 #[async_trait::async_trait]
 impl CredentialStore for MemoryStore {
-    async fn ensure_tenant_namespace(
-        &self,
-        cluster: &ClusterIdentity,
-    ) -> Result<TenantNamespace, StoreError> {
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
         let mut state = self.lock();
         let name = state
             .namespaces
@@ -86,13 +75,9 @@ impl CredentialStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         if state.identities.contains_key(cluster.as_str()) {
-            return Err(StoreError::AlreadyExists {
-                what: format!("identity of cluster {cluster}"),
-            });
+            return Err(StoreError::AlreadyExists { what: format!("identity of cluster {cluster}") });
         }
-        state
-            .identities
-            .insert(cluster.to_string(), identity.clone());
+        state.identities.insert(cluster.to_string(), identity.clone());
         Ok(())
     }
 
@@ -105,21 +90,13 @@ impl CredentialStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         if state.identities.get(cluster.as_str()) != Some(previous) {
-            return Err(StoreError::AlreadyExists {
-                what: format!("a newer identity of cluster {cluster}"),
-            });
+            return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
         }
-        state
-            .identities
-            .insert(cluster.to_string(), identity.clone());
+        state.identities.insert(cluster.to_string(), identity.clone());
         Ok(())
     }
 
-    async fn grant_peering_permissions(
-        &self,
-        namespace: &TenantNamespace,
-        user: &ClusterId,
-    ) -> Result<(), StoreError> {
+    async fn grant_peering_permissions(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), StoreError> {
         let grant = (namespace.to_string(), user.to_string());
         let mut state = self.lock();
         if !state.grants.contains(&grant) {
@@ -128,14 +105,8 @@ impl CredentialStore for MemoryStore {
         Ok(())
     }
 
-    async fn save_origin_token(
-        &self,
-        cluster: &ClusterId,
-        token: &BearerToken,
-    ) -> Result<(), StoreError> {
-        self.lock()
-            .origin_tokens
-            .insert(cluster.to_string(), token.expose().to_owned());
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
+        self.lock().origin_tokens.insert(cluster.to_string(), token.expose().to_owned());
         Ok(())
     }
 

@@ -52,10 +52,7 @@ pub struct PeerRecord {
 #[async_trait::async_trait]
 pub trait CredentialStore: Send + Sync {
     /// Finds or creates the tenant namespace for `cluster` and returns its name.
-    async fn ensure_tenant_namespace(
-        &self,
-        cluster: &ClusterIdentity,
-    ) -> Result<TenantNamespace, StoreError>;
+    async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError>;
 
     /// The identity stored for `cluster` in `namespace`, if any.
     async fn stored_identity(
@@ -83,18 +80,10 @@ pub trait CredentialStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Binds the peering permissions in `namespace` to the Kubernetes user `user`.
-    async fn grant_peering_permissions(
-        &self,
-        namespace: &TenantNamespace,
-        user: &ClusterId,
-    ) -> Result<(), StoreError>;
+    async fn grant_peering_permissions(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), StoreError>;
 
     /// Stores the consumer's own token (`originClusterToken`) so this cluster can peer back.
-    async fn save_origin_token(
-        &self,
-        cluster: &ClusterId,
-        token: &BearerToken,
-    ) -> Result<(), StoreError>;
+    async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError>;
 
     /// Where peers reach this cluster's API server, read at request time.
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError>;
@@ -141,9 +130,6 @@ impl StoreError {
 
     /// Wraps an I/O error of the local backend.
     pub fn io(operation: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Backend {
-            operation: operation.into(),
-            source: Box::new(source),
-        }
+        Self::Backend { operation: operation.into(), source: Box::new(source) }
     }
 }

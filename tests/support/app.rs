@@ -32,20 +32,9 @@ impl TestApp {
     pub fn new() -> Self {
         let token = SharedToken::generate();
         let ca = Arc::new(LocalCa::generate("test ca").expect("ca"));
-        let api = ApiServerInfo {
-            url: API_SERVER_URL.into(),
-            ca_pem: Some(ca.cert_pem().to_owned()),
-        };
+        let api = ApiServerInfo { url: API_SERVER_URL.into(), ca_pem: Some(ca.cert_pem().to_owned()) };
         let memory = Arc::new(MemoryStore::new(Some(token.clone()), api));
-        Self {
-            memory,
-            ca,
-            token,
-            authentication: true,
-            store: None,
-            tokens: None,
-            signer: None,
-        }
+        Self { memory, ca, token, authentication: true, store: None, tokens: None, signer: None }
     }
 
     pub fn without_authentication(mut self) -> Self {
@@ -73,32 +62,19 @@ impl TestApp {
         let store = self.store.clone().unwrap_or_else(|| self.memory.clone());
         let signer = self.signer.clone().unwrap_or_else(|| self.ca.clone());
         let auth = Authenticator::new(self.authentication, tokens);
-        let policy = IssuePolicy {
-            certificate_ttl: Duration::from_secs(24 * 3600),
-        };
+        let policy = IssuePolicy { certificate_ttl: Duration::from_secs(24 * 3600) };
         let issuer = Issuer::new(auth, signer, store, policy);
-        let cluster =
-            ClusterIdentity::parse_remote(PROVIDER_ID, PROVIDER_NAME).expect("provider identity");
+        let cluster = ClusterIdentity::parse_remote(PROVIDER_ID, PROVIDER_NAME).expect("provider identity");
         router(AppState::new(cluster, issuer))
     }
 
     /// Sends one request through a fresh router.
     pub async fn send(&self, request: Request<Body>) -> Answer {
-        let response = self
-            .router()
-            .oneshot(request)
-            .await
-            .expect("router is infallible");
+        let response = self.router().oneshot(request).await.expect("router is infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        Answer { status, headers, body }
     }
 
     /// POSTs a certificate request with the shared token.
@@ -123,8 +99,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
     }
 
     pub fn text(&self) -> String {
@@ -157,10 +132,7 @@ pub fn certificate_body(
 
 /// A POST with the reference client's `text/plain` content type.
 pub fn post_json(path: &str, body: String) -> Request<Body> {
-    Request::post(path)
-        .header("content-type", "text/plain")
-        .body(Body::from(body))
-        .expect("request")
+    Request::post(path).header("content-type", "text/plain").body(Body::from(body)).expect("request")
 }
 
 pub fn get(path: &str) -> Request<Body> {

@@ -35,9 +35,8 @@ use base64::Engine as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer,
-    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -123,10 +122,7 @@ pub struct ClientIdentity {
 
 impl std::fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIdentity")
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"<redacted>")
-            .finish()
+        f.debug_struct("ClientIdentity").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
     }
 }
 
@@ -157,8 +153,7 @@ impl FakeApiServer {
 
     /// A `kube::Config` presenting `identity` as client certificate (or none), trusting the CA.
     pub fn kube_config_with_identity(&self, identity: Option<&ClientIdentity>) -> kube::Config {
-        let mut config =
-            kube::Config::new(self.url().parse().expect("the base URL is a valid URI"));
+        let mut config = kube::Config::new(self.url().parse().expect("the base URL is a valid URI"));
         if self.inner.tls {
             config.root_cert = Some(vec![self.inner.ca.der().to_vec()]);
         }
@@ -174,8 +169,7 @@ impl FakeApiServer {
 
     /// A `kube::Client` built from [`Self::kube_config`].
     pub fn client(&self) -> kube::Client {
-        kube::Client::try_from(self.kube_config())
-            .expect("kube client builds from the fake's config")
+        kube::Client::try_from(self.kube_config()).expect("kube client builds from the fake's config")
     }
 
     /// PEM of the test CA that issues the server certificate and signs approved CSRs.
@@ -184,11 +178,7 @@ impl FakeApiServer {
     }
 
     /// Issues a client certificate from the test CA directly (no CSR object involved).
-    pub fn issue_client_identity(
-        &self,
-        common_name: &str,
-        organizations: &[&str],
-    ) -> ClientIdentity {
+    pub fn issue_client_identity(&self, common_name: &str, organizations: &[&str]) -> ClientIdentity {
         issue_client_identity(&self.inner.ca, common_name, organizations)
     }
 
@@ -197,8 +187,7 @@ impl FakeApiServer {
     /// collection, e.g. `/api/v1/namespaces/default/secrets`; for namespaced kinds given
     /// without a namespace, the object's `metadata.namespace` is used. Panics on API errors.
     pub fn insert_json(&self, collection_path: &str, object: Value) -> Value {
-        let target = parse_path(collection_path)
-            .unwrap_or_else(|| panic!("no resource at {collection_path}"));
+        let target = parse_path(collection_path).unwrap_or_else(|| panic!("no resource at {collection_path}"));
         let Target::Collection { kind, namespace } = target else {
             panic!("{collection_path} is not a collection path");
         };
@@ -217,8 +206,7 @@ impl FakeApiServer {
     {
         let path = K::url_path(&(), object.meta().namespace.as_deref());
         let value = serde_json::to_value(object).expect("typed objects serialise");
-        serde_json::from_value(self.insert_json(&path, value))
-            .expect("stored object deserialises back")
+        serde_json::from_value(self.insert_json(&path, value)).expect("stored object deserialises back")
     }
 
     /// The stored object, as a GET would return it. `kind` is the kind or plural resource
@@ -226,22 +214,14 @@ impl FakeApiServer {
     pub fn get_json(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let kind = Kind::from_name(kind);
         let state = self.lock();
-        state
-            .objects
-            .get(&ObjectKey::new(kind, namespace, name))
-            .map(|o| with_type_meta(kind, o.clone()))
+        state.objects.get(&ObjectKey::new(kind, namespace, name)).map(|o| with_type_meta(kind, o.clone()))
     }
 
     /// All stored objects of a kind, across namespaces, in `namespace/name` order.
     pub fn list_json(&self, kind: &str) -> Vec<Value> {
         let kind = Kind::from_name(kind);
         let state = self.lock();
-        state
-            .objects
-            .iter()
-            .filter(|(key, _)| key.kind == kind)
-            .map(|(_, o)| with_type_meta(kind, o.clone()))
-            .collect()
+        state.objects.iter().filter(|(key, _)| key.kind == kind).map(|(_, o)| with_type_meta(kind, o.clone())).collect()
     }
 
     /// The current global resourceVersion.
@@ -261,21 +241,8 @@ impl FakeApiServer {
 
     /// The next request whose method matches (any when `None`) and whose path and query
     /// contain `path_contains` is answered with a `Status` of that code and reason.
-    pub fn fail_next(
-        &self,
-        method: Option<Method>,
-        path_contains: &str,
-        status: u16,
-        reason: &str,
-    ) {
-        self.push_fault(
-            method,
-            path_contains,
-            FaultAction::Fail {
-                status,
-                reason: reason.to_owned(),
-            },
-        );
+    pub fn fail_next(&self, method: Option<Method>, path_contains: &str, status: u16, reason: &str) {
+        self.push_fault(method, path_contains, FaultAction::Fail { status, reason: reason.to_owned() });
     }
 
     /// The next matching request is held for `delay` before being served normally.
@@ -324,11 +291,7 @@ impl FakeApiServer {
 
     /// Common names of the client certificates that authenticated, in request order.
     pub fn authenticated_users(&self) -> Vec<String> {
-        self.lock()
-            .requests
-            .iter()
-            .filter_map(|r| r.user.clone())
-            .collect()
+        self.lock().requests.iter().filter_map(|r| r.user.clone()).collect()
     }
 }
 
@@ -358,10 +321,7 @@ impl User {
     fn admin() -> Self {
         Self {
             name: "system:admin".to_owned(),
-            groups: vec![
-                "system:masters".to_owned(),
-                "system:authenticated".to_owned(),
-            ],
+            groups: vec!["system:masters".to_owned(), "system:authenticated".to_owned()],
             authenticated_by_cert: false,
         }
     }
@@ -376,16 +336,11 @@ struct ConnInfo {
 
 impl FakeApiServer {
     async fn start_with(tls: Option<bool>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding 127.0.0.1:0");
-        let addr: SocketAddr = listener
-            .local_addr()
-            .expect("bound listener has an address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
+        let addr: SocketAddr = listener.local_addr().expect("bound listener has an address");
         let ca = new_test_ca();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let admin =
-            tls.map(|_| issue_client_identity(&ca, "fake-apiserver-admin", &["system:masters"]));
+        let admin = tls.map(|_| issue_client_identity(&ca, "fake-apiserver-admin", &["system:masters"]));
         let acceptor = tls.map(|require| tls_acceptor(&ca, require));
         let (events, _) = broadcast::channel(4096);
         let server = Self {
@@ -407,34 +362,20 @@ impl FakeApiServer {
     fn router(&self) -> Router {
         Router::new()
             .fallback(handle_request)
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                record_and_inject_faults,
-            ))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), record_and_inject_faults))
             .with_state(self.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn push_fault(&self, method: Option<Method>, path_contains: &str, action: FaultAction) {
-        self.lock().faults.push(Fault {
-            method,
-            path_contains: path_contains.to_owned(),
-            action,
-        });
+        self.lock().faults.push(Fault { method, path_contains: path_contains.to_owned(), action });
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    router: Router,
-) {
+async fn accept_loop(listener: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>, router: Router) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -467,15 +408,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = Arc::new(Notify::new());
-    let info = ConnInfo {
-        user,
-        kill: kill.clone(),
-    };
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(info.clone());
-            router.clone().oneshot(req.map(Body::new))
-        });
+    let info = ConnInfo { user, kill: kill.clone() };
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        router.clone().oneshot(req.map(Body::new))
+    });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(TokioIo::new(io), service);
     // Dropping the connection future closes the socket without an answer (`drop_next`).
@@ -498,41 +435,20 @@ enum FaultAction {
 }
 
 /// Records the request, applies at most one fault, then enforces authentication in TLS mode.
-async fn record_and_inject_faults(
-    AxState(server): AxState<FakeApiServer>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let conn = req
-        .extensions()
-        .get::<ConnInfo>()
-        .cloned()
-        .expect("every connection inserts ConnInfo");
+async fn record_and_inject_faults(AxState(server): AxState<FakeApiServer>, req: Request, next: Next) -> Response {
+    let conn = req.extensions().get::<ConnInfo>().cloned().expect("every connection inserts ConnInfo");
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let action = {
         let mut state = server.lock();
-        let user = conn
-            .user
-            .as_ref()
-            .filter(|u| u.authenticated_by_cert)
-            .map(|u| u.name.clone());
-        state.requests.push(RecordedRequest {
-            method: method.clone(),
-            path,
-            query,
-            user,
-        });
-        let position = state.faults.iter().position(|f| {
-            f.method.as_ref().is_none_or(|m| *m == method)
-                && path_and_query.contains(&f.path_contains)
-        });
+        let user = conn.user.as_ref().filter(|u| u.authenticated_by_cert).map(|u| u.name.clone());
+        state.requests.push(RecordedRequest { method: method.clone(), path, query, user });
+        let position = state
+            .faults
+            .iter()
+            .position(|f| f.method.as_ref().is_none_or(|m| *m == method) && path_and_query.contains(&f.path_contains));
         let action = position.map(|i| state.faults.remove(i).action);
         match &action {
             Some(FaultAction::Fail { .. }) => state.fault_counts.failed += 1,
@@ -608,27 +524,13 @@ impl Kind {
             Kind::Namespace => ("Namespace", "namespaces", "", false, NameRule::Dns1123Label),
             Kind::Node => ("Node", "nodes", "", false, NameRule::Dns1123Subdomain),
             Kind::Secret => ("Secret", "secrets", "", true, NameRule::Dns1123Subdomain),
-            Kind::ConfigMap => (
-                "ConfigMap",
-                "configmaps",
-                "",
-                true,
-                NameRule::Dns1123Subdomain,
-            ),
-            Kind::ClusterRole => (
-                "ClusterRole",
-                "clusterroles",
-                "rbac.authorization.k8s.io",
-                false,
-                NameRule::PathSegment,
-            ),
-            Kind::RoleBinding => (
-                "RoleBinding",
-                "rolebindings",
-                "rbac.authorization.k8s.io",
-                true,
-                NameRule::PathSegment,
-            ),
+            Kind::ConfigMap => ("ConfigMap", "configmaps", "", true, NameRule::Dns1123Subdomain),
+            Kind::ClusterRole => {
+                ("ClusterRole", "clusterroles", "rbac.authorization.k8s.io", false, NameRule::PathSegment)
+            }
+            Kind::RoleBinding => {
+                ("RoleBinding", "rolebindings", "rbac.authorization.k8s.io", true, NameRule::PathSegment)
+            }
             Kind::CertificateSigningRequest => (
                 "CertificateSigningRequest",
                 "certificatesigningrequests",
@@ -637,29 +539,18 @@ impl Kind {
                 NameRule::PathSegment,
             ),
         };
-        KindInfo {
-            kind,
-            plural,
-            group,
-            namespaced,
-            names,
-        }
+        KindInfo { kind, plural, group, namespaced, names }
     }
 
     fn lookup(group: &str, plural: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.info().group == group && k.info().plural == plural)
+        Kind::ALL.into_iter().find(|k| k.info().group == group && k.info().plural == plural)
     }
 
     /// Resolves a helper argument: kind or plural, any case. Panics on unknown kinds.
     fn from_name(name: &str) -> Kind {
         Kind::ALL
             .into_iter()
-            .find(|k| {
-                k.info().kind.eq_ignore_ascii_case(name)
-                    || k.info().plural.eq_ignore_ascii_case(name)
-            })
+            .find(|k| k.info().kind.eq_ignore_ascii_case(name) || k.info().plural.eq_ignore_ascii_case(name))
             .unwrap_or_else(|| panic!("the fake apiserver does not serve {name:?}"))
     }
 
@@ -698,21 +589,9 @@ enum Subresource {
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
     Version,
-    Collection {
-        kind: Kind,
-        namespace: Option<String>,
-    },
-    Object {
-        kind: Kind,
-        namespace: Option<String>,
-        name: String,
-    },
-    Subresource {
-        kind: Kind,
-        namespace: Option<String>,
-        name: String,
-        sub: Subresource,
-    },
+    Collection { kind: Kind, namespace: Option<String> },
+    Object { kind: Kind, namespace: Option<String>, name: String },
+    Subresource { kind: Kind, namespace: Option<String>, name: String, sub: Subresource },
 }
 
 /// Maps a URL path onto a served resource, or `None` for a 404.
@@ -730,9 +609,7 @@ fn parse_path(path: &str) -> Option<Target> {
         _ => return None,
     };
     let (namespace, rest) = match rest {
-        ["namespaces", ns, plural, ..]
-            if Kind::lookup(group, plural).is_some_and(|k| k.info().namespaced) =>
-        {
+        ["namespaces", ns, plural, ..] if Kind::lookup(group, plural).is_some_and(|k| k.info().namespaced) => {
             (Some((*ns).to_owned()), &rest[2..])
         }
         _ => (None, rest),
@@ -741,23 +618,16 @@ fn parse_path(path: &str) -> Option<Target> {
     let namespaced = kind.info().namespaced;
     match rest {
         [_] => Some(Target::Collection { kind, namespace }),
-        [_, name] if !namespaced || namespace.is_some() => Some(Target::Object {
-            kind,
-            namespace,
-            name: (*name).to_owned(),
-        }),
+        [_, name] if !namespaced || namespace.is_some() => {
+            Some(Target::Object { kind, namespace, name: (*name).to_owned() })
+        }
         [_, name, sub] if kind == Kind::CertificateSigningRequest => {
             let sub = match *sub {
                 "status" => Subresource::Status,
                 "approval" => Subresource::Approval,
                 _ => return None,
             };
-            Some(Target::Subresource {
-                kind,
-                namespace,
-                name: (*name).to_owned(),
-                sub,
-            })
+            Some(Target::Subresource { kind, namespace, name: (*name).to_owned(), sub })
         }
         _ => None,
     }
@@ -765,9 +635,7 @@ fn parse_path(path: &str) -> Option<Target> {
 
 fn parse_query(query: &str) -> HashMap<String, String> {
     let uri: Uri = format!("/?{query}").parse().unwrap_or_default();
-    Query::<HashMap<String, String>>::try_from_uri(&uri)
-        .map(|q| q.0)
-        .unwrap_or_default()
+    Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default()
 }
 
 async fn handle_request(
@@ -811,121 +679,41 @@ impl FakeApiServer {
             (Target::Collection { kind, namespace }, Method::POST)
                 if namespace.is_some() || !kind.info().namespaced =>
             {
-                let object =
-                    self.create(kind, namespace.as_deref(), parse_body(body)?, user, None)?;
+                let object = self.create(kind, namespace.as_deref(), parse_body(body)?, user, None)?;
                 Ok(json_response(201, with_type_meta(kind, object)))
             }
             (Target::Collection { kind, namespace }, Method::DELETE) => {
                 let deleted = self.delete_collection(kind, namespace.as_deref(), query)?;
                 Ok(json_response(200, deleted))
             }
-            (
-                Target::Object {
-                    kind,
-                    namespace,
-                    name,
-                },
-                Method::GET,
-            ) => {
+            (Target::Object { kind, namespace, name }, Method::GET) => {
                 let object = self.lock().get(kind, namespace.as_deref(), &name)?;
                 Ok(json_response(200, with_type_meta(kind, object)))
             }
-            (
-                Target::Subresource {
-                    kind,
-                    namespace,
-                    name,
-                    ..
-                },
-                Method::GET,
-            ) => {
+            (Target::Subresource { kind, namespace, name, .. }, Method::GET) => {
                 let object = self.lock().get(kind, namespace.as_deref(), &name)?;
                 Ok(json_response(200, with_type_meta(kind, object)))
             }
-            (
-                Target::Object {
-                    kind,
-                    namespace,
-                    name,
-                },
-                Method::PUT,
-            ) => {
-                let object =
-                    self.update(kind, namespace.as_deref(), &name, parse_body(body)?, None)?;
+            (Target::Object { kind, namespace, name }, Method::PUT) => {
+                let object = self.update(kind, namespace.as_deref(), &name, parse_body(body)?, None)?;
                 Ok(json_response(200, with_type_meta(kind, object)))
             }
-            (
-                Target::Subresource {
-                    kind,
-                    namespace,
-                    name,
-                    sub,
-                },
-                Method::PUT,
-            ) => {
-                let object = self.update(
-                    kind,
-                    namespace.as_deref(),
-                    &name,
-                    parse_body(body)?,
-                    Some(sub),
-                )?;
+            (Target::Subresource { kind, namespace, name, sub }, Method::PUT) => {
+                let object = self.update(kind, namespace.as_deref(), &name, parse_body(body)?, Some(sub))?;
                 Ok(json_response(200, with_type_meta(kind, object)))
             }
-            (
-                Target::Object {
-                    kind,
-                    namespace,
-                    name,
-                },
-                Method::PATCH,
-            ) => {
-                let (status, object) = self.patch(
-                    kind,
-                    namespace.as_deref(),
-                    &name,
-                    headers,
-                    body,
-                    None,
-                    field_manager,
-                    user,
-                )?;
+            (Target::Object { kind, namespace, name }, Method::PATCH) => {
+                let (status, object) =
+                    self.patch(kind, namespace.as_deref(), &name, headers, body, None, field_manager, user)?;
                 Ok(json_response(status, with_type_meta(kind, object)))
             }
-            (
-                Target::Subresource {
-                    kind,
-                    namespace,
-                    name,
-                    sub,
-                },
-                Method::PATCH,
-            ) => {
-                let (status, object) = self.patch(
-                    kind,
-                    namespace.as_deref(),
-                    &name,
-                    headers,
-                    body,
-                    Some(sub),
-                    field_manager,
-                    user,
-                )?;
+            (Target::Subresource { kind, namespace, name, sub }, Method::PATCH) => {
+                let (status, object) =
+                    self.patch(kind, namespace.as_deref(), &name, headers, body, Some(sub), field_manager, user)?;
                 Ok(json_response(status, with_type_meta(kind, object)))
             }
-            (
-                Target::Object {
-                    kind,
-                    namespace,
-                    name,
-                },
-                Method::DELETE,
-            ) => {
-                let options = if body.is_empty() {
-                    Value::Null
-                } else {
-                    parse_body(body)?
-                };
+            (Target::Object { kind, namespace, name }, Method::DELETE) => {
+                let options = if body.is_empty() { Value::Null } else { parse_body(body)? };
                 let answer = self.delete(kind, namespace.as_deref(), &name, &options)?;
                 Ok(json_response(200, answer))
             }
@@ -947,10 +735,7 @@ impl FakeApiServer {
             let created = state.create(kind, namespace, body, user, url_name)?;
             (created, state.signer_mode)
         };
-        if kind == Kind::CertificateSigningRequest
-            && mode == SignerMode::Deny
-            && is_for_fake_signer(&created)
-        {
+        if kind == Kind::CertificateSigningRequest && mode == SignerMode::Deny && is_for_fake_signer(&created) {
             self.deny(&created);
         }
         self.after_write(kind, &created);
@@ -990,26 +775,20 @@ impl FakeApiServer {
             .trim()
             .to_ascii_lowercase();
         let patch: Value = match content_type.as_str() {
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                parse_body(body)?
-            }
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => parse_body(body)?,
             "application/apply-patch+yaml" => {
                 if field_manager.is_none_or(str::is_empty) {
                     return Err(ApiError::bad_request(
                         "PATCH requests with apply content type must have fieldManager set",
                     ));
                 }
-                let text =
-                    std::str::from_utf8(body).map_err(|e| ApiError::bad_request(&e.to_string()))?;
+                let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(&e.to_string()))?;
                 let value: Value = serde_yaml::from_str(text)
                     .map_err(|e| ApiError::bad_request(&format!("error decoding YAML: {e}")))?;
                 if !value.is_object() {
                     return Err(ApiError::bad_request("apply patch must be an object"));
                 }
-                let exists = self
-                    .lock()
-                    .objects
-                    .contains_key(&ObjectKey::new(kind, namespace, name));
+                let exists = self.lock().objects.contains_key(&ObjectKey::new(kind, namespace, name));
                 if !exists && sub.is_none() {
                     let created = self.create(kind, namespace, value, user, Some(name))?;
                     return Ok((201, created));
@@ -1024,13 +803,7 @@ impl FakeApiServer {
         Ok((200, self.update(kind, namespace, name, merged, sub)?))
     }
 
-    fn delete(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        name: &str,
-        options: &Value,
-    ) -> Result<Value, ApiError> {
+    fn delete(&self, kind: Kind, namespace: Option<&str>, name: &str, options: &Value) -> Result<Value, ApiError> {
         let answer = self.lock().delete(kind, namespace, name, options)?;
         if kind == Kind::Namespace {
             // Play the namespace controller: empty the namespace, then drop its finalizer.
@@ -1071,25 +844,17 @@ impl FakeApiServer {
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(&format!("couldn't get version/kind; json parse error: {e}"))
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(&format!("couldn't get version/kind; json parse error: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "couldn't get version/kind; json parse error: expected an object",
-        ));
+        return Err(ApiError::bad_request("couldn't get version/kind; json parse error: expected an object"));
     }
     Ok(value)
 }
 
 fn json_response(status: u16, body: Value) -> Response {
     let status = StatusCode::from_u16(status).expect("handlers use valid status codes");
-    (
-        status,
-        [(http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn version_info() -> Value {
@@ -1118,11 +883,7 @@ struct ObjectKey {
 
 impl ObjectKey {
     fn new(kind: Kind, namespace: Option<&str>, name: &str) -> Self {
-        Self {
-            kind,
-            namespace: namespace.unwrap_or_default().to_owned(),
-            name: name.to_owned(),
-        }
+        Self { kind, namespace: namespace.unwrap_or_default().to_owned(), name: name.to_owned() }
     }
 }
 
@@ -1176,13 +937,7 @@ impl Store {
     }
 
     /// Bumps the global resourceVersion, stores (or removes) the object and emits the event.
-    fn commit(
-        &mut self,
-        key: ObjectKey,
-        event_type: EventType,
-        mut object: Value,
-        old: Option<Value>,
-    ) -> Value {
+    fn commit(&mut self, key: ObjectKey, event_type: EventType, mut object: Value, old: Option<Value>) -> Value {
         self.resource_version += 1;
         let rv = self.resource_version;
         meta_mut(&mut object).insert("resourceVersion".to_owned(), Value::String(rv.to_string()));
@@ -1192,13 +947,7 @@ impl Store {
         } else {
             self.objects.insert(key, object.clone());
         }
-        let event = Arc::new(ChangeEvent {
-            resource_version: rv,
-            kind,
-            event_type,
-            object: object.clone(),
-            old,
-        });
+        let event = Arc::new(ChangeEvent { resource_version: rv, kind, event_type, object: object.clone(), old });
         self.history.push(event.clone());
         // Nobody listening is fine.
         let _ = self.events.send(event);
@@ -1206,27 +955,15 @@ impl Store {
     }
 
     fn get(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
-        self.objects
-            .get(&ObjectKey::new(kind, namespace, name))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))
+        self.objects.get(&ObjectKey::new(kind, namespace, name)).cloned().ok_or_else(|| ApiError::not_found(kind, name))
     }
 
-    fn list(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        query: &HashMap<String, String>,
-    ) -> Result<Value, ApiError> {
+    fn list(&self, kind: Kind, namespace: Option<&str>, query: &HashMap<String, String>) -> Result<Value, ApiError> {
         let filter = Filter::from_query(kind, namespace, query)?;
         let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
             None | Some(Ok(0)) => None,
             Some(Ok(limit)) => Some(limit),
-            Some(Err(_)) => {
-                return Err(ApiError::bad_request(
-                    "limit must be a non-negative integer",
-                ))
-            }
+            Some(Err(_)) => return Err(ApiError::bad_request("limit must be a non-negative integer")),
         };
         let start_after = match query.get("continue").filter(|c| !c.is_empty()) {
             Some(token) => Some(decode_continue(token)?),
@@ -1237,29 +974,18 @@ impl Store {
             .iter()
             .filter(|(key, object)| key.kind == kind && filter.matches(object))
             .filter(|(key, _)| {
-                start_after
-                    .as_ref()
-                    .is_none_or(|after| (&key.namespace, &key.name) > (&after.0, &after.1))
+                start_after.as_ref().is_none_or(|after| (&key.namespace, &key.name) > (&after.0, &after.1))
             })
             .collect();
         let take = limit.unwrap_or(matching.len()).min(matching.len());
         let items: Vec<Value> = matching[..take].iter().map(|(_, o)| (*o).clone()).collect();
         let mut metadata = Map::new();
-        metadata.insert(
-            "resourceVersion".to_owned(),
-            Value::String(self.resource_version.to_string()),
-        );
+        metadata.insert("resourceVersion".to_owned(), Value::String(self.resource_version.to_string()));
         if take < matching.len() {
             let (last, _) = matching[take - 1];
-            metadata.insert(
-                "continue".to_owned(),
-                Value::String(encode_continue(self.resource_version, last)),
-            );
+            metadata.insert("continue".to_owned(), Value::String(encode_continue(self.resource_version, last)));
             if filter.is_everything() {
-                metadata.insert(
-                    "remainingItemCount".to_owned(),
-                    json!(matching.len() - take),
-                );
+                metadata.insert("remainingItemCount".to_owned(), json!(matching.len() - take));
             }
         }
         Ok(json!({
@@ -1281,9 +1007,7 @@ impl Store {
         check_type_meta(kind, &object)?;
         check_namespace_matches(kind, &mut object, namespace)?;
         if !meta_str(&object, "resourceVersion").is_empty() {
-            return Err(ApiError::bad_request(
-                "resourceVersion should not be set on objects to be created",
-            ));
+            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
         }
         let mut name = meta_str(&object, "name").to_owned();
         if let Some(url_name) = url_name {
@@ -1315,17 +1039,9 @@ impl Store {
             return Err(ApiError::already_exists(kind, &name));
         }
         let meta = meta_mut(&mut object);
-        meta.insert(
-            "uid".to_owned(),
-            Value::String(uuid::Uuid::new_v4().to_string()),
-        );
+        meta.insert("uid".to_owned(), Value::String(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".to_owned(), Value::String(now_rfc3339()));
-        for system_field in [
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-            "selfLink",
-        ] {
+        for system_field in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
             meta.remove(system_field);
         }
         Ok(self.commit(key, EventType::Added, strip_type_meta(object), None))
@@ -1336,16 +1052,10 @@ impl Store {
         let mut rng = rand::rng();
         loop {
             let suffix: String = (0..5)
-                .map(|_| {
-                    GENERATE_NAME_ALPHABET[rng.random_range(0..GENERATE_NAME_ALPHABET.len())]
-                        as char
-                })
+                .map(|_| GENERATE_NAME_ALPHABET[rng.random_range(0..GENERATE_NAME_ALPHABET.len())] as char)
                 .collect();
             let name = format!("{prefix}{suffix}");
-            if !self
-                .objects
-                .contains_key(&ObjectKey::new(kind, namespace, &name))
-            {
+            if !self.objects.contains_key(&ObjectKey::new(kind, namespace, &name)) {
                 return name;
             }
         }
@@ -1365,24 +1075,14 @@ impl Store {
         }
         check_namespace_matches(kind, &mut body, namespace)?;
         let key = ObjectKey::new(kind, namespace, name);
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
+        let old = self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
         let body_rv = meta_str(&body, "resourceVersion");
         if !body_rv.is_empty() && body_rv != meta_str(&old, "resourceVersion") {
             return Err(ApiError::conflict(kind, name));
         }
         let mut new = prepare_for_update(kind, strip_type_meta(body), &old, sub)?;
         // System-owned metadata always comes from the stored object.
-        for system_field in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "resourceVersion",
-            "generateName",
-        ] {
+        for system_field in ["uid", "creationTimestamp", "deletionTimestamp", "resourceVersion", "generateName"] {
             match old["metadata"].get(system_field) {
                 Some(v) => meta_mut(&mut new).insert(system_field.to_owned(), v.clone()),
                 None => meta_mut(&mut new).remove(system_field),
@@ -1400,35 +1100,17 @@ impl Store {
         Ok(self.commit(key, EventType::Modified, new, Some(old)))
     }
 
-    fn delete(
-        &mut self,
-        kind: Kind,
-        namespace: Option<&str>,
-        name: &str,
-        options: &Value,
-    ) -> Result<Value, ApiError> {
+    fn delete(&mut self, kind: Kind, namespace: Option<&str>, name: &str, options: &Value) -> Result<Value, ApiError> {
         let key = ObjectKey::new(kind, namespace, name);
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
-        if let Some(uid) = options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-        {
+        let old = self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
+        if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
             let actual = meta_str(&old, "uid");
             if uid != actual {
-                let detail = format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                );
+                let detail = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}");
                 return Err(ApiError::conflict_with(kind, name, &detail));
             }
         }
-        if let Some(rv) = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-        {
+        if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
             let actual = meta_str(&old, "resourceVersion");
             if rv != actual {
                 let detail = format!(
@@ -1444,8 +1126,7 @@ impl Store {
                 return Ok(with_type_meta(kind, old));
             }
             let mut terminating = old.clone();
-            meta_mut(&mut terminating)
-                .insert("deletionTimestamp".to_owned(), Value::String(now_rfc3339()));
+            meta_mut(&mut terminating).insert("deletionTimestamp".to_owned(), Value::String(now_rfc3339()));
             meta_mut(&mut terminating).insert("deletionGracePeriodSeconds".to_owned(), json!(0));
             terminating["status"] = json!({ "phase": "Terminating" });
             let stored = self.commit(key, EventType::Modified, terminating, Some(old));
@@ -1455,19 +1136,10 @@ impl Store {
         let mut details = Map::new();
         details.insert("name".to_owned(), Value::String(name.to_owned()));
         if !kind.info().group.is_empty() {
-            details.insert(
-                "group".to_owned(),
-                Value::String(kind.info().group.to_owned()),
-            );
+            details.insert("group".to_owned(), Value::String(kind.info().group.to_owned()));
         }
-        details.insert(
-            "kind".to_owned(),
-            Value::String(kind.info().plural.to_owned()),
-        );
-        details.insert(
-            "uid".to_owned(),
-            Value::String(meta_str(&removed, "uid").to_owned()),
-        );
+        details.insert("kind".to_owned(), Value::String(kind.info().plural.to_owned()));
+        details.insert("uid".to_owned(), Value::String(meta_str(&removed, "uid").to_owned()));
         Ok(json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -1478,29 +1150,16 @@ impl Store {
     }
 
     /// Removes an object for good, emitting DELETED with a fresh resourceVersion.
-    fn remove(
-        &mut self,
-        kind: Kind,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Value, ApiError> {
+    fn remove(&mut self, kind: Kind, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let key = ObjectKey::new(kind, namespace, name);
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
+        let old = self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
         Ok(self.commit(key, EventType::Deleted, old.clone(), Some(old)))
     }
 
     /// What the namespace controller does for a Terminating namespace.
     fn finalize_namespace(&mut self, namespace: &str) {
-        let contents: Vec<ObjectKey> = self
-            .objects
-            .keys()
-            .filter(|k| k.kind.info().namespaced && k.namespace == namespace)
-            .cloned()
-            .collect();
+        let contents: Vec<ObjectKey> =
+            self.objects.keys().filter(|k| k.kind.info().namespaced && k.namespace == namespace).cloned().collect();
         for key in contents {
             let _ = self.remove(key.kind, Some(namespace), &key.name);
         }
@@ -1529,11 +1188,7 @@ fn check_type_meta(kind: Kind, object: &Value) -> Result<(), ApiError> {
 }
 
 /// Defaults `metadata.namespace` from the URL and rejects a body naming another namespace.
-fn check_namespace_matches(
-    kind: Kind,
-    object: &mut Value,
-    namespace: Option<&str>,
-) -> Result<(), ApiError> {
+fn check_namespace_matches(kind: Kind, object: &mut Value, namespace: Option<&str>) -> Result<(), ApiError> {
     let body_ns = meta_str(object, "namespace").to_owned();
     match namespace.filter(|_| kind.info().namespaced) {
         Some(ns) => {
@@ -1556,11 +1211,7 @@ fn prepare_for_create(kind: Kind, object: &mut Value, user: &User) -> Result<(),
     match kind {
         Kind::Secret => {
             merge_string_data(object)?;
-            if object
-                .get("type")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
+            if object.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
                 object["type"] = json!("Opaque");
             }
         }
@@ -1576,10 +1227,7 @@ fn prepare_for_create(kind: Kind, object: &mut Value, user: &User) -> Result<(),
                 map.remove("status");
             }
             object["status"] = json!({});
-            let spec = object
-                .as_object_mut()
-                .and_then(|o| o.get_mut("spec"))
-                .and_then(Value::as_object_mut);
+            let spec = object.as_object_mut().and_then(|o| o.get_mut("spec")).and_then(Value::as_object_mut);
             if let Some(spec) = spec {
                 spec.insert("username".to_owned(), Value::String(user.name.clone()));
                 spec.insert("groups".to_owned(), json!(user.groups));
@@ -1593,12 +1241,7 @@ fn prepare_for_create(kind: Kind, object: &mut Value, user: &User) -> Result<(),
 }
 
 /// Per-kind field resets on update, and the subresource semantics.
-fn prepare_for_update(
-    kind: Kind,
-    mut new: Value,
-    old: &Value,
-    sub: Option<Subresource>,
-) -> Result<Value, ApiError> {
+fn prepare_for_update(kind: Kind, mut new: Value, old: &Value, sub: Option<Subresource>) -> Result<Value, ApiError> {
     match (kind, sub) {
         (Kind::Secret, None) => merge_string_data(&mut new)?,
         (Kind::Namespace, None) => {
@@ -1626,9 +1269,7 @@ fn prepare_for_update(
             if !new["status"].is_object() {
                 new["status"] = json!({});
             }
-            let status_map = new["status"]
-                .as_object_mut()
-                .expect("status was just made a map");
+            let status_map = new["status"].as_object_mut().expect("status was just made a map");
             match status["conditions"].take() {
                 Value::Array(conditions) if !conditions.is_empty() => {
                     status_map.insert("conditions".to_owned(), Value::Array(conditions));
@@ -1695,13 +1336,16 @@ fn default_condition_times(status: &mut Value) {
 }
 
 fn encode_continue(resource_version: u64, last: &ObjectKey) -> String {
-    let token = json!({ "v": "meta.k8s.io/v1", "rv": resource_version, "start": format!("{}/{}", last.namespace, last.name) });
+    let token =
+        json!({ "v": "meta.k8s.io/v1", "rv": resource_version, "start": format!("{}/{}", last.namespace, last.name) });
     BASE64.encode(token.to_string())
 }
 
 fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     let invalid = || {
-        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
     };
     let bytes = BASE64.decode(token).map_err(|_| invalid())?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
@@ -1732,27 +1376,15 @@ enum FieldErrorKind {
 
 impl FieldError {
     fn invalid(field: &str, value: &str, detail: &str) -> Self {
-        Self {
-            field: field.to_owned(),
-            kind: FieldErrorKind::Invalid(go_quote(value)),
-            detail: detail.to_owned(),
-        }
+        Self { field: field.to_owned(), kind: FieldErrorKind::Invalid(go_quote(value)), detail: detail.to_owned() }
     }
 
     fn required(field: &str, detail: &str) -> Self {
-        Self {
-            field: field.to_owned(),
-            kind: FieldErrorKind::Required,
-            detail: detail.to_owned(),
-        }
+        Self { field: field.to_owned(), kind: FieldErrorKind::Required, detail: detail.to_owned() }
     }
 
     fn forbidden(field: &str, detail: &str) -> Self {
-        Self {
-            field: field.to_owned(),
-            kind: FieldErrorKind::Forbidden,
-            detail: detail.to_owned(),
-        }
+        Self { field: field.to_owned(), kind: FieldErrorKind::Forbidden, detail: detail.to_owned() }
     }
 
     /// `Invalid value: "x": detail`, without the field path.
@@ -1812,35 +1444,20 @@ const CSR_USAGES: [&str; 22] = [
     "microsoft sgc",
 ];
 
-fn validate(
-    kind: Kind,
-    object: &Value,
-    old: Option<&Value>,
-    sub: Option<Subresource>,
-) -> Vec<FieldError> {
+fn validate(kind: Kind, object: &Value, old: Option<&Value>, sub: Option<Subresource>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let name = meta_str(object, "name");
     if name.is_empty() {
-        errors.push(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        ));
+        errors.push(FieldError::required("metadata.name", "name or generateName is required"));
     } else {
         let problems = match kind.info().names {
             NameRule::Dns1123Label => dns1123_label_problems(name),
             NameRule::Dns1123Subdomain => dns1123_subdomain_problems(name),
             NameRule::PathSegment => path_segment_problems(name),
         };
-        errors.extend(
-            problems
-                .into_iter()
-                .map(|p| FieldError::invalid("metadata.name", name, &p)),
-        );
+        errors.extend(problems.into_iter().map(|p| FieldError::invalid("metadata.name", name, &p)));
     }
-    if let Some(labels) = object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-    {
+    if let Some(labels) = object.pointer("/metadata/labels").and_then(Value::as_object) {
         for (key, value) in labels {
             for problem in qualified_name_problems(key) {
                 errors.push(FieldError::invalid("metadata.labels", key, &problem));
@@ -1856,36 +1473,20 @@ fn validate(
             for field in ["data", "binaryData"] {
                 if let Some(data) = object.get(field).and_then(Value::as_object) {
                     for key in data.keys() {
-                        if key.is_empty()
-                            || !key
-                                .chars()
-                                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
-                        {
-                            errors.push(FieldError::invalid(
-                                &format!("{field}[{key}]"),
-                                key,
-                                CONFIG_KEY_MESSAGE,
-                            ));
+                        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+                            errors.push(FieldError::invalid(&format!("{field}[{key}]"), key, CONFIG_KEY_MESSAGE));
                         }
                     }
                 }
             }
-            if let Some(old) =
-                old.filter(|o| o.get("immutable").and_then(Value::as_bool) == Some(true))
-            {
+            if let Some(old) = old.filter(|o| o.get("immutable").and_then(Value::as_bool) == Some(true)) {
                 for field in ["data", "binaryData"] {
                     if object.get(field) != old.get(field) {
-                        errors.push(FieldError::forbidden(
-                            field,
-                            "field is immutable when `immutable` is set",
-                        ));
+                        errors.push(FieldError::forbidden(field, "field is immutable when `immutable` is set"));
                     }
                 }
                 if object.get("immutable") != old.get("immutable") {
-                    errors.push(FieldError::forbidden(
-                        "immutable",
-                        "field is immutable when `immutable` is set",
-                    ));
+                    errors.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
                 }
             }
         }
@@ -1921,15 +1522,8 @@ fn validate(
 fn validate_csr(object: &Value, old: Option<&Value>, sub: Option<Subresource>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if old.is_none() {
-        let request = object
-            .pointer("/spec/request")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let pem = BASE64
-            .decode(request)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
+        let request = object.pointer("/spec/request").and_then(Value::as_str).unwrap_or_default();
+        let pem = BASE64.decode(request).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
         if request.is_empty() {
             errors.push(FieldError::required("spec.request", ""));
         } else if !pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
@@ -1939,11 +1533,7 @@ fn validate_csr(object: &Value, old: Option<&Value>, sub: Option<Subresource>) -
                 detail: "PEM block type must be CERTIFICATE REQUEST".to_owned(),
             });
         }
-        if object
-            .pointer("/spec/signerName")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        if object.pointer("/spec/signerName").and_then(Value::as_str).is_none_or(str::is_empty) {
             errors.push(FieldError::required("spec.signerName", ""));
         }
         match object.pointer("/spec/usages").and_then(Value::as_array) {
@@ -1951,8 +1541,7 @@ fn validate_csr(object: &Value, old: Option<&Value>, sub: Option<Subresource>) -
                 for (i, usage) in usages.iter().enumerate() {
                     let usage = usage.as_str().unwrap_or_default();
                     if !CSR_USAGES.contains(&usage) {
-                        let supported: Vec<String> =
-                            CSR_USAGES.iter().map(|u| go_quote(u)).collect();
+                        let supported: Vec<String> = CSR_USAGES.iter().map(|u| go_quote(u)).collect();
                         errors.push(FieldError {
                             field: format!("spec.usages[{i}]"),
                             kind: FieldErrorKind::NotSupported(go_quote(usage)),
@@ -1963,33 +1552,22 @@ fn validate_csr(object: &Value, old: Option<&Value>, sub: Option<Subresource>) -
             }
             _ => errors.push(FieldError::required("spec.usages", "")),
         }
-        if let Some(seconds) = object
-            .pointer("/spec/expirationSeconds")
-            .and_then(Value::as_i64)
-        {
+        if let Some(seconds) = object.pointer("/spec/expirationSeconds").and_then(Value::as_i64) {
             if seconds < MIN_SIGNING_DURATION.as_secs() as i64 {
                 errors.push(FieldError {
                     field: "spec.expirationSeconds".to_owned(),
                     kind: FieldErrorKind::Invalid(seconds.to_string()),
-                    detail: "may not specify a duration less than 600 seconds (10 minutes)"
-                        .to_owned(),
+                    detail: "may not specify a duration less than 600 seconds (10 minutes)".to_owned(),
                 });
             }
         }
     }
-    let conditions = object
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let conditions = object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut seen = Vec::new();
     for (i, condition) in conditions.iter().enumerate() {
         let condition_type = condition["type"].as_str().unwrap_or_default();
         if condition_type.is_empty() {
-            errors.push(FieldError::required(
-                &format!("status.conditions[{i}].type"),
-                "",
-            ));
+            errors.push(FieldError::required(&format!("status.conditions[{i}].type"), ""));
         }
         if matches!(condition_type, "Approved" | "Denied" | "Failed") {
             if seen.contains(&condition_type) {
@@ -2037,14 +1615,8 @@ fn validate_csr(object: &Value, old: Option<&Value>, sub: Option<Subresource>) -
                 }
             }
         }
-        let old_cert = old
-            .pointer("/status/certificate")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let new_cert = object
-            .pointer("/status/certificate")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let old_cert = old.pointer("/status/certificate").and_then(Value::as_str).unwrap_or_default();
+        let new_cert = object.pointer("/status/certificate").and_then(Value::as_str).unwrap_or_default();
         if !old_cert.is_empty() && old_cert != new_cert {
             errors.push(FieldError::forbidden(
                 "status.certificate",
@@ -2097,9 +1669,7 @@ fn is_dns1123_label(s: &str) -> bool {
 fn is_dns1123_label_chars(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
@@ -2108,9 +1678,7 @@ fn is_dns1123_label_chars(s: &str) -> bool {
 fn is_qualified_name_part(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
@@ -2125,11 +1693,7 @@ fn qualified_name_problems(key: &str) -> Vec<String> {
         if prefix.is_empty() {
             problems.push("prefix part must be non-empty".to_owned());
         } else {
-            problems.extend(
-                dns1123_subdomain_problems(prefix)
-                    .into_iter()
-                    .map(|p| format!("prefix part {p}")),
-            );
+            problems.extend(dns1123_subdomain_problems(prefix).into_iter().map(|p| format!("prefix part {p}")));
         }
     }
     if name.is_empty() {
@@ -2207,19 +1771,12 @@ fn split_selector(selector: &str) -> Vec<String> {
         current.push(c);
     }
     parts.push(current);
-    parts
-        .into_iter()
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect()
+    parts.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()
 }
 
 fn parse_label_selector(selector: &str) -> Result<Vec<LabelRequirement>, ApiError> {
-    let bad = |part: &str| {
-        ApiError::bad_request(&format!(
-            "unable to parse requirement: invalid label selector: {part:?}"
-        ))
-    };
+    let bad =
+        |part: &str| ApiError::bad_request(&format!("unable to parse requirement: invalid label selector: {part:?}"));
     let check_key = |key: &str, part: &str| {
         if key.is_empty() || !qualified_name_problems(key).is_empty() {
             Err(bad(part))
@@ -2235,10 +1792,7 @@ fn parse_label_selector(selector: &str) -> Result<Vec<LabelRequirement>, ApiErro
             LabelRequirement::NotEquals(check_key(key.trim(), &part)?, value.trim().to_owned())
         } else if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
             LabelRequirement::Equals(check_key(key.trim(), &part)?, value.trim().to_owned())
-        } else if let Some((key, rest)) = part
-            .split_once(" notin ")
-            .or_else(|| part.split_once(" in "))
-        {
+        } else if let Some((key, rest)) = part.split_once(" notin ").or_else(|| part.split_once(" in ")) {
             let values = rest
                 .trim()
                 .strip_prefix('(')
@@ -2276,23 +1830,15 @@ fn parse_field_selector(kind: Kind, selector: &str) -> Result<Vec<FieldRequireme
         } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
             (f, v, false)
         } else {
-            return Err(ApiError::bad_request(&format!(
-                "invalid selector: '{part}'; can't understand '{part}'"
-            )));
+            return Err(ApiError::bad_request(&format!("invalid selector: '{part}'; can't understand '{part}'")));
         };
         let field = field.trim();
-        let supported = matches!(field, "metadata.name" | "metadata.namespace")
-            || (kind == Kind::Secret && field == "type");
+        let supported =
+            matches!(field, "metadata.name" | "metadata.namespace") || (kind == Kind::Secret && field == "type");
         if !supported {
-            return Err(ApiError::bad_request(&format!(
-                "field label not supported: {field}"
-            )));
+            return Err(ApiError::bad_request(&format!("field label not supported: {field}")));
         }
-        requirements.push(FieldRequirement {
-            field: field.to_owned(),
-            value: value.trim().to_owned(),
-            negated,
-        });
+        requirements.push(FieldRequirement { field: field.to_owned(), value: value.trim().to_owned(), negated });
     }
     Ok(requirements)
 }
@@ -2307,11 +1853,7 @@ struct Filter {
 }
 
 impl Filter {
-    fn from_query(
-        kind: Kind,
-        namespace: Option<&str>,
-        query: &HashMap<String, String>,
-    ) -> Result<Self, ApiError> {
+    fn from_query(kind: Kind, namespace: Option<&str>, query: &HashMap<String, String>) -> Result<Self, ApiError> {
         let labels = match query.get("labelSelector") {
             Some(s) => parse_label_selector(s)?,
             None => Vec::new(),
@@ -2320,12 +1862,7 @@ impl Filter {
             Some(s) => parse_field_selector(kind, s)?,
             None => Vec::new(),
         };
-        Ok(Self {
-            kind,
-            namespace: namespace.map(str::to_owned),
-            labels,
-            fields,
-        })
+        Ok(Self { kind, namespace: namespace.map(str::to_owned), labels, fields })
     }
 
     fn is_everything(&self) -> bool {
@@ -2339,19 +1876,13 @@ impl Filter {
             }
         }
         let empty = Map::new();
-        let labels = object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
+        let labels = object.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
         self.labels.iter().all(|r| r.matches(labels))
             && self.fields.iter().all(|r| {
                 let actual = match r.field.as_str() {
                     "metadata.name" => meta_str(object, "name"),
                     "metadata.namespace" => meta_str(object, "namespace"),
-                    _ => object
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
+                    _ => object.get("type").and_then(Value::as_str).unwrap_or_default(),
                 };
                 (actual == r.value) != r.negated
             })
@@ -2408,18 +1939,11 @@ impl FakeApiServer {
     ) -> Result<Response, ApiError> {
         let filter = Filter::from_query(kind, namespace.as_deref(), query)?;
         let timeout = match query.get("timeoutSeconds") {
-            Some(t) => Some(
-                t.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request("timeoutSeconds must be an integer"))?,
-            ),
+            Some(t) => Some(t.parse::<u64>().map_err(|_| ApiError::bad_request("timeoutSeconds must be an integer"))?),
             None => None,
         };
-        let send_initial_events =
-            query.get("sendInitialEvents").map(String::as_str) == Some("true");
-        let requested = query
-            .get("resourceVersion")
-            .map(String::as_str)
-            .unwrap_or_default();
+        let send_initial_events = query.get("sendInitialEvents").map(String::as_str) == Some("true");
+        let requested = query.get("resourceVersion").map(String::as_str).unwrap_or_default();
         let state = self.lock();
         let mut pending = VecDeque::new();
         let current = |state: &Store, pending: &mut VecDeque<Value>| {
@@ -2443,23 +1967,18 @@ impl FakeApiServer {
         } else if requested.is_empty() || requested == "0" {
             current(&state, &mut pending);
         } else {
-            let from: u64 = requested.parse().map_err(|_| {
-                ApiError::bad_request(&format!("invalid resource version: {requested}"))
-            })?;
+            let from: u64 = requested
+                .parse()
+                .map_err(|_| ApiError::bad_request(&format!("invalid resource version: {requested}")))?;
             if from < state.history_floor {
                 let status = ApiError::new(
                     410,
                     "Expired",
-                    format!(
-                        "too old resource version: {from} ({})",
-                        state.history_floor + 1
-                    ),
+                    format!("too old resource version: {from} ({})", state.history_floor + 1),
                 );
                 pending.push_back(watch_event("ERROR", status.to_json()));
                 let stream = futures::stream::iter(
-                    pending
-                        .into_iter()
-                        .map(|e| Ok::<_, Infallible>(Bytes::from(format!("{e}\n")))),
+                    pending.into_iter().map(|e| Ok::<_, Infallible>(Bytes::from(format!("{e}\n")))),
                 );
                 return Ok(streaming_response(Body::from_stream(stream)));
             }
@@ -2532,14 +2051,8 @@ fn watch_event(event_type: &str, object: Value) -> Value {
 
 fn streaming_response(body: Body) -> Response {
     let mut response = Response::new(body);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache, private"),
-    );
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache, private"));
     response
 }
 
@@ -2553,10 +2066,7 @@ fn is_for_fake_signer(csr: &Value) -> bool {
 fn has_condition(csr: &Value, condition_type: &str) -> bool {
     csr.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == condition_type && c["status"] == "True")
-        })
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == condition_type && c["status"] == "True"))
 }
 
 /// Approved, for our signer, not yet signed and not failed.
@@ -2564,10 +2074,7 @@ fn needs_signer(csr: &Value) -> bool {
     is_for_fake_signer(csr)
         && has_condition(csr, "Approved")
         && !has_condition(csr, "Failed")
-        && csr
-            .pointer("/status/certificate")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
+        && csr.pointer("/status/certificate").and_then(Value::as_str).is_none_or(str::is_empty)
 }
 
 impl FakeApiServer {
@@ -2593,47 +2100,23 @@ impl FakeApiServer {
         }
         let outcome = match state.signer_mode {
             SignerMode::Ignore | SignerMode::Deny => return,
-            SignerMode::Fail => Err((
-                "FakeSignerFailure",
-                "the fake signer was told to fail".to_owned(),
-            )),
-            SignerMode::Sign => {
-                sign_csr(&self.inner.ca, &csr).map_err(|m| ("SignerValidationFailure", m))
-            }
+            SignerMode::Fail => Err(("FakeSignerFailure", "the fake signer was told to fail".to_owned())),
+            SignerMode::Sign => sign_csr(&self.inner.ca, &csr).map_err(|m| ("SignerValidationFailure", m)),
         };
         let mut updated = with_type_meta(Kind::CertificateSigningRequest, csr);
         match outcome {
-            Ok(cert_pem) => {
-                updated["status"]["certificate"] = Value::String(BASE64.encode(cert_pem))
-            }
+            Ok(cert_pem) => updated["status"]["certificate"] = Value::String(BASE64.encode(cert_pem)),
             Err((reason, message)) => push_condition(&mut updated, "Failed", reason, &message),
         }
-        let _ = state.update(
-            Kind::CertificateSigningRequest,
-            None,
-            name,
-            updated,
-            Some(Subresource::Status),
-        );
+        let _ = state.update(Kind::CertificateSigningRequest, None, name, updated, Some(Subresource::Status));
     }
 
     /// What an external approver saying no would write.
     fn deny(&self, csr: &Value) {
         let name = meta_str(csr, "name").to_owned();
         let mut updated = with_type_meta(Kind::CertificateSigningRequest, csr.clone());
-        push_condition(
-            &mut updated,
-            "Denied",
-            "FakeApiServerDenied",
-            "denied by the fake apiserver's approver",
-        );
-        let _ = self.lock().update(
-            Kind::CertificateSigningRequest,
-            None,
-            &name,
-            updated,
-            Some(Subresource::Approval),
-        );
+        push_condition(&mut updated, "Denied", "FakeApiServerDenied", "denied by the fake apiserver's approver");
+        let _ = self.lock().update(Kind::CertificateSigningRequest, None, &name, updated, Some(Subresource::Approval));
     }
 }
 
@@ -2650,10 +2133,7 @@ fn push_condition(csr: &mut Value, condition_type: &str, reason: &str, message: 
     if !csr["status"].is_object() {
         csr["status"] = json!({});
     }
-    match csr["status"]
-        .get_mut("conditions")
-        .and_then(Value::as_array_mut)
-    {
+    match csr["status"].get_mut("conditions").and_then(Value::as_array_mut) {
         Some(conditions) => conditions.push(condition),
         None => csr["status"]["conditions"] = json!([condition]),
     }
@@ -2668,27 +2148,17 @@ fn sign_csr(ca: &CertifiedIssuer<'static, KeyPair>, csr: &Value) -> Result<Strin
         .map(|u| u.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     for usage in &usages {
-        if !matches!(
-            *usage,
-            "digital signature" | "key encipherment" | "client auth"
-        ) {
+        if !matches!(*usage, "digital signature" | "key encipherment" | "client auth") {
             return Err(format!("invalid usage for client certificate: {usage}"));
         }
     }
     if !usages.contains(&"client auth") {
         return Err("missing required usage for client certificate: client auth".to_owned());
     }
-    let request = csr
-        .pointer("/spec/request")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let pem = BASE64
-        .decode(request)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or("request is not base64 PEM")?;
-    let mut parsed = CertificateSigningRequestParams::from_pem(&pem)
-        .map_err(|e| format!("unable to parse csr: {e}"))?;
+    let request = csr.pointer("/spec/request").and_then(Value::as_str).unwrap_or_default();
+    let pem = BASE64.decode(request).ok().and_then(|b| String::from_utf8(b).ok()).ok_or("request is not base64 PEM")?;
+    let mut parsed =
+        CertificateSigningRequestParams::from_pem(&pem).map_err(|e| format!("unable to parse csr: {e}"))?;
     let lifetime = csr
         .pointer("/spec/expirationSeconds")
         .and_then(Value::as_u64)
@@ -2711,9 +2181,7 @@ fn sign_csr(ca: &CertifiedIssuer<'static, KeyPair>, csr: &Value) -> Result<Strin
         .collect();
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
-    let cert = parsed
-        .signed_by(ca)
-        .map_err(|e| format!("signing failed: {e}"))?;
+    let cert = parsed.signed_by(ca).map_err(|e| format!("signing failed: {e}"))?;
     Ok(cert.pem())
 }
 
@@ -2730,11 +2198,7 @@ fn new_test_ca() -> CertifiedIssuer<'static, KeyPair> {
     name.push(DnType::CommonName, "fake-apiserver-ca");
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - Duration::from_secs(3600);
     params.not_after = now + Duration::from_secs(10 * 365 * 24 * 3600);
@@ -2755,59 +2219,33 @@ fn issue_client_identity(
     }
     params.distinguished_name = name;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.serial_number = Some(random_serial());
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - SIGNING_BACKDATE;
     params.not_after = now + DEFAULT_SIGNING_DURATION;
     let key = KeyPair::generate().expect("generating a client key");
-    let cert = params
-        .signed_by(&key, ca)
-        .expect("issuing a client certificate");
-    ClientIdentity {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
+    let cert = params.signed_by(&key, ca).expect("issuing a client certificate");
+    ClientIdentity { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
 }
 
-fn tls_acceptor(
-    ca: &CertifiedIssuer<'static, KeyPair>,
-    require_client_cert: bool,
-) -> tokio_rustls::TlsAcceptor {
+fn tls_acceptor(ca: &CertifiedIssuer<'static, KeyPair>, require_client_cert: bool) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("valid SAN");
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
     params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "fake-apiserver");
+    params.distinguished_name.push(DnType::CommonName, "fake-apiserver");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().expect("generating the server key");
-    let cert = params
-        .signed_by(&key, ca)
-        .expect("issuing the server certificate");
+    let cert = params.signed_by(&key, ca).expect("issuing the server certificate");
 
     // Never rely on a process-wide default provider: tests may link several.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(ca.der().clone())
-        .expect("the test CA is a valid trust anchor");
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    );
-    let verifier = if require_client_cert {
-        verifier
-    } else {
-        verifier.allow_unauthenticated()
-    };
+    roots.add(ca.der().clone()).expect("the test CA is a valid trust anchor");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let verifier = if require_client_cert { verifier } else { verifier.allow_unauthenticated() };
     let verifier = verifier.build().expect("client verifier builds");
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -2827,17 +2265,10 @@ fn user_from_cert(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<User> 
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = parsed.subject();
     let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-    let mut groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .map(str::to_owned)
-        .collect();
+    let mut groups: Vec<String> =
+        subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_owned).collect();
     groups.push("system:authenticated".to_owned());
-    Some(User {
-        name,
-        groups,
-        authenticated_by_cert: true,
-    })
+    Some(User { name, groups, authenticated_by_cert: true })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2854,12 +2285,7 @@ struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &str, message: String) -> Self {
-        Self {
-            code,
-            reason: reason.to_owned(),
-            message,
-            details: None,
-        }
+        Self { code, reason: reason.to_owned(), message, details: None }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -2871,34 +2297,20 @@ impl ApiError {
         let mut details = Map::new();
         details.insert("name".to_owned(), Value::String(name.to_owned()));
         if !kind.info().group.is_empty() {
-            details.insert(
-                "group".to_owned(),
-                Value::String(kind.info().group.to_owned()),
-            );
+            details.insert("group".to_owned(), Value::String(kind.info().group.to_owned()));
         }
-        details.insert(
-            "kind".to_owned(),
-            Value::String(kind.info().plural.to_owned()),
-        );
+        details.insert("kind".to_owned(), Value::String(kind.info().plural.to_owned()));
         Value::Object(details)
     }
 
     fn not_found(kind: Kind, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", kind.qualified_resource()),
-        )
-        .with_details(Self::resource_details(kind, name))
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", kind.qualified_resource()))
+            .with_details(Self::resource_details(kind, name))
     }
 
     fn already_exists(kind: Kind, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", kind.qualified_resource()),
-        )
-        .with_details(Self::resource_details(kind, name))
+        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", kind.qualified_resource()))
+            .with_details(Self::resource_details(kind, name))
     }
 
     fn conflict(kind: Kind, name: &str) -> Self {
@@ -2913,63 +2325,37 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {detail}",
-                kind.qualified_resource()
-            ),
+            format!("Operation cannot be fulfilled on {} \"{name}\": {detail}", kind.qualified_resource()),
         )
         .with_details(Self::resource_details(kind, name))
     }
 
     fn invalid(kind: Kind, name: &str, errors: Vec<FieldError>) -> Self {
-        let rendered: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message()))
-            .collect();
+        let rendered: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message())).collect();
         let summary = match rendered.as_slice() {
             [one] => one.clone(),
             many => format!("[{}]", many.join(", ")),
         };
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({ "reason": e.reason(), "message": e.message(), "field": e.field }))
-            .collect();
+        let causes: Vec<Value> =
+            errors.iter().map(|e| json!({ "reason": e.reason(), "message": e.message(), "field": e.field })).collect();
         let mut details = Map::new();
         details.insert("name".to_owned(), Value::String(name.to_owned()));
         if !kind.info().group.is_empty() {
-            details.insert(
-                "group".to_owned(),
-                Value::String(kind.info().group.to_owned()),
-            );
+            details.insert("group".to_owned(), Value::String(kind.info().group.to_owned()));
         }
-        details.insert(
-            "kind".to_owned(),
-            Value::String(kind.info().kind.to_owned()),
-        );
+        details.insert("kind".to_owned(), Value::String(kind.info().kind.to_owned()));
         details.insert("causes".to_owned(), Value::Array(causes));
-        Self::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {summary}", kind.qualified_kind()),
-        )
-        .with_details(Value::Object(details))
+        Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {summary}", kind.qualified_kind()))
+            .with_details(Value::Object(details))
     }
 
     fn namespace_terminating(kind: Kind, name: &str, namespace: &str) -> Self {
-        let detail = format!(
-            "unable to create new content in namespace {namespace} because it is being terminated"
-        );
+        let detail = format!("unable to create new content in namespace {namespace} because it is being terminated");
         let mut details = Self::resource_details(kind, name);
-        details["causes"] = json!([{ "reason": "NamespaceTerminating", "message": detail, "field": "metadata.namespace" }]);
-        Self::new(
-            403,
-            "Forbidden",
-            format!(
-                "{} \"{name}\" is forbidden: {detail}",
-                kind.qualified_resource()
-            ),
-        )
-        .with_details(details)
+        details["causes"] =
+            json!([{ "reason": "NamespaceTerminating", "message": detail, "field": "metadata.namespace" }]);
+        Self::new(403, "Forbidden", format!("{} \"{name}\" is forbidden: {detail}", kind.qualified_resource()))
+            .with_details(details)
     }
 
     fn name_mismatch(body_name: &str, url_name: &str) -> Self {
@@ -2983,21 +2369,13 @@ impl ApiError {
     }
 
     fn path_not_found() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource".to_owned(),
-        )
-        .with_details(json!({}))
+        Self::new(404, "NotFound", "the server could not find the requested resource".to_owned())
+            .with_details(json!({}))
     }
 
     fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource".to_owned(),
-        )
-        .with_details(json!({}))
+        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource".to_owned())
+            .with_details(json!({}))
     }
 
     fn unsupported_media_type() -> Self {
@@ -3035,11 +2413,7 @@ impl IntoResponse for ApiError {
 // JSON helpers.
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
-    object
-        .get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// `metadata` as a mutable map, created if missing. Callers have checked `object` is a map.
@@ -3059,10 +2433,7 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
 /// while list items go out without them, as kube-apiserver's JSON does.
 fn with_type_meta(kind: Kind, mut object: Value) -> Value {
     if let Some(map) = object.as_object_mut() {
-        map.insert(
-            "kind".to_owned(),
-            Value::String(kind.info().kind.to_owned()),
-        );
+        map.insert("kind".to_owned(), Value::String(kind.info().kind.to_owned()));
         map.insert("apiVersion".to_owned(), Value::String(kind.api_version()));
     }
     object

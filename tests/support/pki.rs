@@ -16,12 +16,7 @@ pub enum KeyType {
 pub const RSA1024_CSR: &str = include_str!("../fixtures/rsa1024.test-only.csr.pem");
 
 impl KeyType {
-    pub const ACCEPTED: [KeyType; 4] = [
-        KeyType::P256,
-        KeyType::P384,
-        KeyType::Ed25519,
-        KeyType::Rsa2048,
-    ];
+    pub const ACCEPTED: [KeyType; 4] = [KeyType::P256, KeyType::P384, KeyType::Ed25519, KeyType::Rsa2048];
 }
 
 /// A fresh key (RSA keys come from test-only fixtures: ring cannot generate RSA).
@@ -46,16 +41,10 @@ pub fn csr_with(key: &KeyPair, cn: Option<&str>, org: Option<&str>, sans: Vec<Sa
         params.distinguished_name.push(DnType::CommonName, cn);
     }
     if let Some(org) = org {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, org);
+        params.distinguished_name.push(DnType::OrganizationName, org);
     }
     params.subject_alt_names = sans;
-    params
-        .serialize_request(key)
-        .expect("csr")
-        .pem()
-        .expect("pem")
+    params.serialize_request(key).expect("csr").pem().expect("pem")
 }
 
 /// The CSR a Liqo consumer sends: CN = its cluster ID, O = liqo.io.
@@ -70,10 +59,5 @@ pub fn b64(text: &str) -> String {
 
 /// Decodes a base64 wire field to text.
 pub fn unb64(text: &str) -> String {
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .expect("base64"),
-    )
-    .expect("utf-8")
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).expect("base64")).expect("utf-8")
 }

@@ -1,0 +1,387 @@
+//! The Kubernetes backend against the fake API server over real HTTP: objects, idempotence,
+//! token lifecycle, concurrency across replicas, fault injection and CSR refusals.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::Router;
+use clap::Parser as _;
+use http::Method;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use liqo_auth::cli::{Args, Command};
+use support::app::{certificate_body, get, post_json, Answer};
+use support::fake_apiserver::{FakeApiServer, SignerMode};
+use support::pki::{self, KeyType};
+use tower::ServiceExt as _;
+
+const NS: &str = "liqo";
+const PROVIDER_ID: &str = "8c1f2d3e-4f5a-4b7c-9d8e-aaaaaaaaaaaa";
+
+/// A fake cluster with Liqo's namespace, cluster-ID ConfigMap and basic peering ClusterRole.
+async fn cluster() -> FakeApiServer {
+    let fake = FakeApiServer::start().await;
+    seed(&fake);
+    fake
+}
+
+fn seed(fake: &FakeApiServer) {
+    fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": NS}}));
+    fake.insert_json(
+        "/api/v1/namespaces/liqo/configmaps",
+        serde_json::json!({"metadata": {"name": "liqo-clusterid-configmap"}, "data": {"CLUSTER_ID": PROVIDER_ID, "CLUSTER_NAME": "provider"}}),
+    );
+    fake.insert_json(
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        serde_json::json!({
+            "metadata": {"name": "liqo-remote-peering-basic", "labels": {"auth.liqo.io/remote-peering-permissions": "basic"}},
+            "rules": [{"apiGroups": ["discovery.liqo.io"], "resources": ["resourcerequests"], "verbs": ["*"]}]
+        }),
+    );
+}
+
+/// One service instance (router) over the fake, built exactly as `serve` builds it.
+async fn instance(fake: &FakeApiServer, extra: &[&str]) -> Router {
+    let mut argv =
+        vec!["liqo-auth", "serve", "--namespace", NS, "--kube-request-timeout", "1s", "--signing-timeout", "5s"];
+    argv.extend_from_slice(extra);
+    let Command::Serve(serve) = Args::try_parse_from(argv).expect("flags").command else { unreachable!() };
+    let config = serve.into_config().expect("config");
+    let runtime = config.build_with_kube(fake.kube_config()).await.expect("backend builds");
+    liqo_auth::http::router(runtime.state)
+}
+
+async fn send(router: &Router, request: axum::http::Request<axum::body::Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    Answer { status, headers, body }
+}
+
+async fn token(fake: &FakeApiServer) -> String {
+    let api: Api<Secret> = Api::namespaced(fake.client(), NS);
+    let secret = api.get("auth-token").await.expect("auth-token exists");
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+}
+
+async fn issue(router: &Router, token: &str, id: &str, csr: &str, origin: Option<&str>) -> Answer {
+    send(router, post_json("/identity/certificate", certificate_body(id, "rome", token, csr, origin))).await
+}
+
+#[tokio::test]
+async fn full_issuance_creates_exactly_the_reference_objects() {
+    let fake = cluster().await;
+    let router = instance(&fake, &["--advertise-api-server-address", "api.provider.example:6443"]).await;
+    let token = token(&fake).await;
+    assert_eq!(token.len(), 128, "the token Secret is created at start with 128 hex characters");
+    let key = pki::key(KeyType::P256);
+    let csr = pki::liqo_csr(&key, "peer-1");
+
+    fake.clear_requests();
+    let answer = issue(&router, &token, "peer-1", &csr, Some("origin-token-1")).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    let first_calls = fake.requests().len();
+    let body = answer.json();
+    let namespace = body["namespace"].as_str().unwrap().to_owned();
+    assert!(namespace.starts_with("liqo-tenant-rome-"));
+    assert_eq!(body["apiServerUrl"], "https://api.provider.example:6443");
+
+    // Namespace (spec 3.2).
+    let ns = fake.get_json("namespaces", None, &namespace).expect("tenant namespace");
+    assert_eq!(ns["metadata"]["labels"]["discovery.liqo.io/cluster-id"], "peer-1");
+    assert_eq!(ns["metadata"]["labels"]["discovery.liqo.io/tenant-namespace"], "true");
+    // Stored certificate (3.6).
+    let stored = fake.get_json("secrets", Some(&namespace), "liqo-remote-certificate").expect("stored certificate");
+    assert_eq!(stored["metadata"]["labels"]["discovery.liqo.io/cluster-id"], "peer-1");
+    let cert_pem = pki::unb64(stored["data"]["certificate"].as_str().unwrap());
+    assert_eq!(pki::b64(&cert_pem), body["certificate"].as_str().unwrap());
+    assert!(pki::unb64(stored["data"]["csr"].as_str().unwrap()).contains("CERTIFICATE REQUEST"));
+    // The certificate comes from the cluster signer and is for the CSR's key.
+    let summary = liqo_auth::pki::CertificateSummary::from_pem(cert_pem.as_bytes()).unwrap();
+    use rcgen::PublicKeyData as _;
+    assert_eq!(summary.spki_der, key.subject_public_key_info());
+    assert_eq!(summary.common_name.as_deref(), Some("peer-1"));
+    // The CSR object is gone once the certificate is stored.
+    let leftover = fake.list_json("certificatesigningrequests");
+    let deletes: Vec<_> = fake.requests().into_iter().filter(|r| r.method == Method::DELETE).collect();
+    assert!(leftover.is_empty(), "{leftover:?} deletes {deletes:?}");
+    // RoleBinding (3.7), subject = CN.
+    let binding =
+        fake.get_json("rolebindings", Some(&namespace), "liqo-binding-liqo-remote-peering-basic").expect("binding");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "peer-1"}])
+    );
+    assert_eq!(
+        binding["roleRef"],
+        serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "liqo-remote-peering-basic"})
+    );
+    let role = fake.get_json("clusterroles", None, "liqo-remote-peering-basic").unwrap();
+    assert_eq!(binding["metadata"]["ownerReferences"][0]["uid"], role["metadata"]["uid"]);
+    assert_eq!(binding["metadata"]["ownerReferences"][0]["kind"], "ClusterRole");
+    // Origin token (3.8).
+    let origin = fake.get_json("secrets", Some(NS), "remote-token-peer-1").expect("origin token");
+    assert_eq!(origin["metadata"]["labels"]["discovery.liqo.io/cluster-id"], "peer-1");
+    assert_eq!(origin["metadata"]["labels"]["discovery.liqo.io/auth-token"], "");
+    assert_eq!(pki::unb64(origin["data"]["token"].as_str().unwrap()), "origin-token-1");
+
+    fake.clear_requests();
+    let repeat = issue(&router, &token, "peer-1", &csr, Some("origin-token-1")).await;
+    assert_eq!(repeat.status, StatusCode::ACCEPTED);
+    assert_eq!(repeat.json()["certificate"], body["certificate"]);
+    let repeat_calls = fake.requests().len();
+    println!("API requests: first issuance {first_calls}, repeat {repeat_calls} (reference: about 8 per issuance)");
+    // One of each is the kube-root-ca.crt read: this fake's client configuration has no CA.
+    assert!(first_calls <= 12, "first issuance used {first_calls} API requests");
+    assert!(repeat_calls <= 7, "repeat used {repeat_calls} API requests");
+}
+
+#[tokio::test]
+async fn a_second_key_for_the_same_cluster_gets_409() {
+    let fake = cluster().await;
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    let first = issue(&router, &token, "peer-1", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1"), None).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let second = issue(&router, &token, "peer-1", &pki::liqo_csr(&pki::key(KeyType::Ed25519), "peer-1"), None).await;
+    assert_eq!(second.status, StatusCode::CONFLICT);
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn the_token_is_recreated_after_deletion_rotated_by_an_edit_and_repaired_when_empty() {
+    let fake = cluster().await;
+    let router = instance(&fake, &[]).await;
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let api: Api<Secret> = Api::namespaced(fake.client(), NS);
+    let original = token(&fake).await;
+
+    api.delete("auth-token", &Default::default()).await.unwrap();
+    eventually("a new auth-token Secret", || async { api.get_opt("auth-token").await.unwrap().is_some() }).await;
+    let recreated = token(&fake).await;
+    assert_ne!(recreated, original);
+    let r = &router;
+    let (recreated_ref, csr_ref) = (&recreated, &csr);
+    eventually("the new token to authenticate", || async move {
+        issue(r, recreated_ref, "peer-1", csr_ref, None).await.status == StatusCode::ACCEPTED
+    })
+    .await;
+    assert_eq!(
+        issue(&router, &original, "peer-1", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1"), None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A manual edit rotates it.
+    let mut secret = api.get("auth-token").await.unwrap();
+    secret.data = Some([("token".to_owned(), k8s_openapi::ByteString(b"operator-chosen-token".to_vec()))].into());
+    api.replace("auth-token", &Default::default(), &secret).await.unwrap();
+    let csr2 = pki::liqo_csr(&pki::key(KeyType::P256), "peer-2");
+    let csr2_ref = &csr2;
+    eventually("the edited token to authenticate", || async move {
+        issue(r, "operator-chosen-token", "peer-2", csr2_ref, None).await.status == StatusCode::ACCEPTED
+    })
+    .await;
+
+    // A Secret without a usable token never authenticates anyone and is repaired.
+    let mut secret = api.get("auth-token").await.unwrap();
+    secret.data = Some([("token".to_owned(), k8s_openapi::ByteString(Vec::new()))].into());
+    api.replace("auth-token", &Default::default(), &secret).await.unwrap();
+    eventually("the repaired token", || async { token(&fake).await.len() == 128 }).await;
+    let body = certificate_body("peer-3", "rome", "", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-3"), None);
+    assert_eq!(send(&router, post_json("/identity/certificate", body)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn two_replicas_racing_twenty_requests_for_one_cluster_issue_one_certificate() {
+    let fake = cluster().await;
+    let a = instance(&fake, &[]).await;
+    let b = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    fake.set_signing_delay(Duration::from_millis(100));
+    fake.clear_requests();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let router = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (token, csr) = (token.clone(), csr.clone());
+        tasks.push(tokio::spawn(async move { issue(&router, &token, "peer-1", &csr, None).await }));
+    }
+    let mut certificates = std::collections::BTreeSet::new();
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+        certificates.insert(answer.json()["certificate"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(certificates.len(), 1, "every answer carries the one certificate");
+    let approvals = fake.requests().iter().filter(|r| r.method == Method::PUT && r.path.ends_with("/approval")).count();
+    let names: std::collections::BTreeSet<_> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("certificatesigningrequests/"))
+        .map(|r| r.path.split('/').nth(5).unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "one CSR object name for the (cluster, CSR) pair: {names:?}");
+    assert!(approvals <= 2, "approved at most once per replica, got {approvals}");
+}
+
+#[tokio::test]
+async fn a_fault_at_any_api_step_gives_503_and_the_next_request_succeeds() {
+    let steps: [(Option<Method>, &str); 9] = [
+        (Some(Method::GET), "/api/v1/namespaces?"),
+        (Some(Method::POST), "/api/v1/namespaces?"),
+        (Some(Method::GET), "/secrets/liqo-remote-certificate"),
+        (Some(Method::POST), "/certificatesigningrequests?"),
+        (Some(Method::PUT), "/approval"),
+        (Some(Method::POST), "/secrets?"),
+        (Some(Method::GET), "/clusterroles"),
+        (Some(Method::POST), "/rolebindings"),
+        (Some(Method::POST), "/namespaces/liqo/secrets"),
+    ];
+    let fake = cluster().await;
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    for (round, (method, path)) in steps.iter().enumerate() {
+        for (fault, kind) in ["500", "timeout", "conflict", "drop"].iter().enumerate() {
+            let id = format!("peer-{round}-{fault}");
+            let csr = pki::liqo_csr(&pki::key(KeyType::P256), &id);
+            match *kind {
+                "500" => fake.fail_next(method.clone(), path, 500, "InternalError"),
+                "timeout" => fake.delay_next(method.clone(), path, Duration::from_millis(1500)),
+                "conflict" => fake.fail_next(method.clone(), path, 409, "Conflict"),
+                _ => fake.drop_next(method.clone(), path),
+            }
+            let answer = issue(&router, &token, &id, &csr, Some("origin")).await;
+            // A conflict on a step that re-reads and retries by itself may already succeed.
+            let recovered_in_place = *kind == "conflict" && answer.status == StatusCode::ACCEPTED;
+            if !recovered_in_place {
+                assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{kind} at {path}: {}", answer.code());
+                assert!(answer.headers.contains_key("retry-after"));
+            }
+            let retry = issue(&router, &token, &id, &csr, Some("origin")).await;
+            assert_eq!(retry.status, StatusCode::ACCEPTED, "retry after {kind} at {path}: {}", retry.text());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_denied_csr_fails_fast_and_a_later_retry_can_succeed() {
+    let fake = cluster().await;
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    fake.set_signer_mode(SignerMode::Deny);
+    let started = std::time::Instant::now();
+    let answer = issue(&router, &token, "peer-1", &csr, None).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(answer.code(), "signer_refused");
+    assert!(started.elapsed() < Duration::from_secs(3), "no waiting for the signing timeout");
+    assert!(fake.list_json("certificatesigningrequests").is_empty(), "the refused object is removed");
+    fake.set_signer_mode(SignerMode::Sign);
+    assert_eq!(issue(&router, &token, "peer-1", &csr, None).await.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn an_issued_certificate_authenticates_to_the_api_server() {
+    let fake = FakeApiServer::start_tls(true).await;
+    seed(&fake);
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    let key = pki::key(KeyType::P256);
+    let answer = issue(&router, &token, "peer-1", &pki::liqo_csr(&key, "peer-1"), None).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    let body = answer.json();
+    assert_eq!(
+        pki::unb64(body["apiServerCA"].as_str().unwrap()).trim(),
+        fake.ca_pem().trim(),
+        "apiServerCA is the client configuration's CA"
+    );
+    let identity = support::fake_apiserver::ClientIdentity {
+        cert_pem: pki::unb64(body["certificate"].as_str().unwrap()),
+        key_pem: key.serialize_pem(),
+    };
+    let client = kube::Client::try_from(fake.kube_config_with_identity(Some(&identity))).unwrap();
+    client.apiserver_version().await.expect("the issued identity authenticates");
+    assert!(fake.authenticated_users().contains(&"peer-1".to_owned()));
+}
+
+#[tokio::test]
+async fn the_local_ca_signer_signs_without_csr_objects() {
+    let fake = cluster().await;
+    let ca = liqo_auth::signer::LocalCa::generate("kubeadm-like ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+    std::fs::write(&cert, ca.cert_pem()).unwrap();
+    std::fs::write(&key, ca.key_pem()).unwrap();
+    let router = instance(
+        &fake,
+        &["--signer", "local-ca", "--ca-cert", cert.to_str().unwrap(), "--ca-key", key.to_str().unwrap()],
+    )
+    .await;
+    let token = token(&fake).await;
+    fake.clear_requests();
+    let answer = issue(&router, &token, "peer-1", &pki::liqo_csr(&pki::key(KeyType::Ed25519), "peer-1"), None).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    assert!(!fake.requests().iter().any(|r| r.path.contains("certificatesigningrequests")));
+}
+
+#[tokio::test]
+async fn the_api_server_url_comes_from_the_control_plane_node_with_ipv6_bracketed() {
+    let fake = cluster().await;
+    fake.insert_json(
+        "/api/v1/nodes",
+        serde_json::json!({
+            "metadata": {"name": "cp-1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {"addresses": [{"type": "InternalIP", "address": "fd00::10"}, {"type": "Hostname", "address": "cp-1"}]}
+        }),
+    );
+    fake.insert_json(
+        "/api/v1/namespaces/liqo/configmaps",
+        serde_json::json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "ROOT-CA-PEM"}}),
+    );
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    let answer = issue(&router, &token, "peer-1", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1"), None).await;
+    let body = answer.json();
+    assert_eq!(body["apiServerUrl"], "https://[fd00::10]:6443");
+    assert_eq!(
+        pki::unb64(body["apiServerCA"].as_str().unwrap()),
+        "ROOT-CA-PEM",
+        "kube-root-ca.crt when the client has no CA"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_api_server() {
+    let fake = cluster().await;
+    let router = instance(&fake, &[]).await;
+    assert_eq!(send(&router, get("/readyz")).await.status, StatusCode::OK);
+    fake.fail_next(None, "/version", 503, "ServiceUnavailable");
+    assert_eq!(send(&router, get("/readyz")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn start_fails_clearly_without_a_cluster_identity() {
+    let fake = FakeApiServer::start().await;
+    fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": NS}}));
+    let Command::Serve(serve) = Args::try_parse_from(["liqo-auth", "serve", "--namespace", NS]).unwrap().command else {
+        unreachable!()
+    };
+    let error = serve.into_config().unwrap().build_with_kube(fake.kube_config()).await.err().expect("refused");
+    assert!(error.to_string().contains("liqo-clusterid-configmap"), "{error}");
+}
