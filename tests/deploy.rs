@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount, ServicePort};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -246,6 +247,26 @@ fn every_rendering_passes_tls_args_and_cluster_identity_as_the_base_does() {
                 (mount.mount_path.as_str(), mount.read_only),
                 ("/certs", Some(true))
             );
+        }
+    }
+}
+
+// TODO(deploy): un-ignore once `serve` has --metrics-address and --advertise-auth-address
+// (issue 6); until then the manifests are ahead of the binary and this test says so.
+#[test]
+#[ignore = "serve does not accept --metrics-address and --advertise-auth-address yet (issue 6)"]
+fn every_rendering_passes_args_the_binary_accepts() {
+    for name in RENDERINGS {
+        let Some(r) = render(name) else { return };
+        // The kubelet expands $(VAR) from the container's env before exec.
+        let expanded = args(r.container()).into_iter().map(|arg| {
+            arg.replace("$(POD_NAMESPACE)", "liqo")
+                .replace("$(CLUSTER_ID)", "0b6a4c8e-3f1d-4f7a-9b2e-5d8c1a7e6f90")
+                .replace("$(CLUSTER_NAME)", "provider")
+        });
+        let argv = std::iter::once("liqo-auth".to_owned()).chain(expanded);
+        if let Err(error) = liqo_auth::cli::Args::try_parse_from(argv) {
+            panic!("{name}: the binary rejects the Deployment's args: {error}");
         }
     }
 }
