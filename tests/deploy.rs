@@ -43,20 +43,12 @@ fn every_kustomization_renders_into_typed_objects_with_one_of_each_workload_kind
         assert_eq!(r.service_accounts.len(), 1, "{name}: ServiceAccounts");
         assert_eq!(r.cluster_roles.len(), 1, "{name}: ClusterRoles");
         assert_eq!(r.roles.len(), 1, "{name}: Roles");
-        assert_eq!(
-            r.cluster_role_bindings.len(),
-            1,
-            "{name}: ClusterRoleBindings"
-        );
+        assert_eq!(r.cluster_role_bindings.len(), 1, "{name}: ClusterRoleBindings");
         assert_eq!(r.role_bindings.len(), 1, "{name}: RoleBindings");
         let expected_ingresses = usize::from(name.contains("ingress"));
         assert_eq!(r.ingresses.len(), expected_ingresses, "{name}: Ingresses");
         for (kind, namespace) in r.namespaced() {
-            assert_eq!(
-                namespace.as_deref(),
-                Some("liqo"),
-                "{name}: {kind} namespace"
-            );
+            assert_eq!(namespace.as_deref(), Some("liqo"), "{name}: {kind} namespace");
         }
     }
 }
@@ -68,10 +60,7 @@ fn base_service_is_cluster_ip_named_liqo_auth_with_https_443_to_8443() {
     assert_eq!(service.metadata.name.as_deref(), Some("liqo-auth"));
     assert_eq!(service_type(service), "ClusterIP");
     let port = single_port(service);
-    assert_eq!(
-        (port.name.as_deref(), port.port, port.node_port),
-        (Some("https"), 443, None)
-    );
+    assert_eq!((port.name.as_deref(), port.port, port.node_port), (Some("https"), 443, None));
     assert_eq!(resolve_target_port(r, port), 8443);
 }
 
@@ -94,10 +83,7 @@ fn nodeport_overlay_exposes_https_on_node_port_30443() {
     };
     assert_eq!(service_type(r.service()), "NodePort");
     let port = single_port(r.service());
-    assert_eq!(
-        (port.name.as_deref(), port.port, port.node_port),
-        (Some("https"), 443, Some(30443))
-    );
+    assert_eq!((port.name.as_deref(), port.port, port.node_port), (Some("https"), 443, Some(30443)));
     assert_eq!(resolve_target_port(r, port), 8443);
 }
 
@@ -113,9 +99,7 @@ fn ingress_tls_termination_runs_plain_http_on_5000_behind_a_tls_ingress() {
         assert!(!args.contains(&absent), "{absent} still in {args:?}");
     }
     assert!(
-        !args
-            .iter()
-            .any(|a| a.starts_with("--cert-path") || a.starts_with("--key-path")),
+        !args.iter().any(|a| a.starts_with("--cert-path") || a.starts_with("--key-path")),
         "TLS file flags still in {args:?}"
     );
     let pod = pod_spec(r.deployment());
@@ -132,10 +116,7 @@ fn ingress_tls_termination_runs_plain_http_on_5000_behind_a_tls_ingress() {
     let tls = spec.tls.as_deref().expect("Ingress terminates TLS");
     assert_eq!(tls.len(), 1);
     assert_eq!(tls[0].secret_name.as_deref(), Some("liqo-auth-ingress-tls"));
-    assert_eq!(
-        tls[0].hosts.as_deref(),
-        Some(&["auth.example.com".to_owned()][..])
-    );
+    assert_eq!(tls[0].hosts.as_deref(), Some(&["auth.example.com".to_owned()][..]));
     assert_eq!(ingress_backend_port(r), "http");
 }
 
@@ -145,27 +126,12 @@ fn ingress_tls_passthrough_keeps_tls_in_the_pod_and_asks_nginx_to_pass_it_throug
         return;
     };
     let args = args(r.container());
-    for flag in [
-        "--enable-tls",
-        "--address=:8443",
-        "--cert-path=/certs/tls.crt",
-        "--tls-san=auth.example.com",
-    ] {
+    for flag in ["--enable-tls", "--address=:8443", "--cert-path=/certs/tls.crt", "--tls-san=auth.example.com"] {
         assert!(args.contains(&flag), "{flag} missing from {args:?}");
     }
     let annotations = r.ingress().metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(
-        annotations
-            .get("nginx.ingress.kubernetes.io/ssl-passthrough")
-            .map(String::as_str),
-        Some("true")
-    );
-    assert_eq!(
-        annotations
-            .get("nginx.ingress.kubernetes.io/backend-protocol")
-            .map(String::as_str),
-        Some("HTTPS")
-    );
+    assert_eq!(annotations.get("nginx.ingress.kubernetes.io/ssl-passthrough").map(String::as_str), Some("true"));
+    assert_eq!(annotations.get("nginx.ingress.kubernetes.io/backend-protocol").map(String::as_str), Some("HTTPS"));
     assert_eq!(ingress_backend_port(r), "https");
     assert_eq!(service_type(r.service()), "ClusterIP");
 }
@@ -188,9 +154,7 @@ fn nat_overlay_advertises_the_public_address_and_drops_the_node_lookup() {
     assert_eq!(single_port(r.service()).node_port, Some(30443));
     let rules = r.cluster_roles[0].rules.as_deref().unwrap_or_default();
     assert!(
-        !rules
-            .iter()
-            .any(|rule| names(&rule.resources).contains("nodes")),
+        !rules.iter().any(|rule| names(&rule.resources).contains("nodes")),
         "nodes are not listed when the API server address is advertised"
     );
 }
@@ -200,10 +164,7 @@ fn every_rendering_passes_tls_args_and_cluster_identity_as_the_base_does() {
     for name in RENDERINGS {
         let Some(r) = render(name) else { return };
         let container = r.container();
-        assert_eq!(
-            container.command.as_deref(),
-            Some(&["/usr/bin/liqo-auth".to_owned()][..])
-        );
+        assert_eq!(container.command.as_deref(), Some(&["/usr/bin/liqo-auth".to_owned()][..]));
         let args = args(container);
         assert_eq!(args.first(), Some(&"serve"), "{name}");
         for flag in [
@@ -226,10 +187,7 @@ fn every_rendering_passes_tls_args_and_cluster_identity_as_the_base_does() {
         assert_eq!(namespace.field_path, "metadata.namespace");
         for key in ["CLUSTER_ID", "CLUSTER_NAME"] {
             let selector = source(key).config_map_key_ref.expect("configMapKeyRef");
-            assert_eq!(
-                (selector.name.as_str(), selector.key.as_str()),
-                ("liqo-clusterid-configmap", key)
-            );
+            assert_eq!((selector.name.as_str(), selector.key.as_str()), ("liqo-clusterid-configmap", key));
         }
         if args.contains(&"--enable-tls") {
             assert!(args.contains(&"--key-path=/certs/tls.key"), "{name}");
@@ -243,10 +201,7 @@ fn every_rendering_passes_tls_args_and_cluster_identity_as_the_base_does() {
             assert_eq!(volume.secret_name.as_deref(), Some("liqo-auth-tls"));
             assert_eq!(volume.optional, Some(true), "{name}: pods start without it");
             let mount = &container.volume_mounts.as_deref().unwrap_or_default()[0];
-            assert_eq!(
-                (mount.mount_path.as_str(), mount.read_only),
-                ("/certs", Some(true))
-            );
+            assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/certs", Some(true)));
         }
     }
 }
@@ -276,10 +231,7 @@ fn every_rendering_probes_healthz_and_readyz_over_http_on_admin_port_9090() {
     for name in RENDERINGS {
         let Some(r) = render(name) else { return };
         let container = r.container();
-        for (probe, path) in [
-            (&container.liveness_probe, "/healthz"),
-            (&container.readiness_probe, "/readyz"),
-        ] {
+        for (probe, path) in [(&container.liveness_probe, "/healthz"), (&container.readiness_probe, "/readyz")] {
             let get = probe
                 .as_ref()
                 .and_then(|p| p.http_get.clone())
@@ -305,11 +257,7 @@ fn every_rendering_runs_two_hardened_replicas_covered_by_a_disruption_budget() {
             "{name}: replicas are spread across nodes"
         );
 
-        let security = r
-            .container()
-            .security_context
-            .clone()
-            .expect("container securityContext");
+        let security = r.container().security_context.clone().expect("container securityContext");
         assert_eq!(security.run_as_non_root, Some(true), "{name}");
         assert_eq!(security.run_as_user, Some(65532), "{name}");
         assert_eq!(security.run_as_group, Some(65532), "{name}");
@@ -359,19 +307,13 @@ fn rbac_has_no_wildcard_verbs_resources_or_api_groups() {
 fn approve_is_granted_only_on_the_kube_apiserver_client_signer() {
     for name in RENDERINGS {
         let Some(r) = render(name) else { return };
-        let approving: Vec<&PolicyRule> = r
-            .rules()
-            .filter(|rule| rule.verbs.iter().any(|v| v == "approve"))
-            .collect();
+        let approving: Vec<&PolicyRule> = r.rules().filter(|rule| rule.verbs.iter().any(|v| v == "approve")).collect();
         assert_eq!(approving.len(), 1, "{name}: one approve rule");
         let rule = approving[0];
         assert_eq!(rule.verbs, ["approve"]);
         assert_eq!(names(&rule.api_groups), set(["certificates.k8s.io"]));
         assert_eq!(names(&rule.resources), set(["signers"]));
-        assert_eq!(
-            names(&rule.resource_names),
-            set(["kubernetes.io/kube-apiserver-client"])
-        );
+        assert_eq!(names(&rule.resource_names), set(["kubernetes.io/kube-apiserver-client"]));
     }
 }
 
@@ -379,22 +321,15 @@ fn approve_is_granted_only_on_the_kube_apiserver_client_signer() {
 fn bind_is_granted_only_on_the_basic_peering_cluster_role() {
     for name in RENDERINGS {
         let Some(r) = render(name) else { return };
-        let binding: Vec<&PolicyRule> = r
-            .rules()
-            .filter(|rule| rule.verbs.iter().any(|v| v == "bind" || v == "escalate"))
-            .collect();
+        let binding: Vec<&PolicyRule> =
+            r.rules().filter(|rule| rule.verbs.iter().any(|v| v == "bind" || v == "escalate")).collect();
         assert_eq!(binding.len(), 1, "{name}: one bind rule");
         let rule = binding[0];
         assert_eq!(rule.verbs, ["bind"]);
         assert_eq!(names(&rule.resources), set(["clusterroles"]));
-        assert_eq!(
-            names(&rule.resource_names),
-            set(["liqo-remote-peering-basic"])
-        );
+        assert_eq!(names(&rule.resource_names), set(["liqo-remote-peering-basic"]));
         assert!(
-            r.cluster_role_bindings
-                .iter()
-                .all(|b| b.role_ref.name == "liqo-auth"),
+            r.cluster_role_bindings.iter().all(|b| b.role_ref.name == "liqo-auth"),
             "{name}: no ClusterRoleBinding to the peering roles"
         );
     }
@@ -429,11 +364,7 @@ fn rbac_bindings_name_the_service_account_the_pods_run_as() {
             .cluster_role_bindings
             .iter()
             .flat_map(|b| b.subjects.iter().flatten())
-            .chain(
-                r.role_bindings
-                    .iter()
-                    .flat_map(|b| b.subjects.iter().flatten()),
-            );
+            .chain(r.role_bindings.iter().flat_map(|b| b.subjects.iter().flatten()));
         for subject in subjects {
             assert_eq!(subject.kind, "ServiceAccount", "{name}");
             assert_eq!(Some(&subject.name), account.name.as_ref(), "{name}");
@@ -454,18 +385,10 @@ fn every_rbac_rule_in_the_base_is_explained_by_a_comment() {
         if line.trim_start().starts_with("- apiGroups:") {
             rules += 1;
             let previous = lines[..i].last().map(|l| l.trim_start()).unwrap_or("");
-            assert!(
-                previous.starts_with('#'),
-                "rule at line {} has no comment above it",
-                i + 1
-            );
+            assert!(previous.starts_with('#'), "rule at line {} has no comment above it", i + 1);
         }
     }
-    assert!(
-        rules >= 10,
-        "found only {rules} rules in {}",
-        path.display()
-    );
+    assert!(rules >= 10, "found only {rules} rules in {}", path.display());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,17 +417,9 @@ impl Rendered {
             if value.is_null() {
                 continue;
             }
-            let kind = value["kind"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name}: document without kind"))
-                .to_owned();
-            fn typed<T: serde::de::DeserializeOwned>(
-                name: &str,
-                kind: &str,
-                value: serde_yaml::Value,
-            ) -> T {
-                serde_yaml::from_value(value)
-                    .unwrap_or_else(|e| panic!("{name}: {kind} does not parse: {e}"))
+            let kind = value["kind"].as_str().unwrap_or_else(|| panic!("{name}: document without kind")).to_owned();
+            fn typed<T: serde::de::DeserializeOwned>(name: &str, kind: &str, value: serde_yaml::Value) -> T {
+                serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{name}: {kind} does not parse: {e}"))
             }
             match kind.as_str() {
                 "Deployment" => rendered.deployments.push(typed(name, &kind, value)),
@@ -514,9 +429,7 @@ impl Rendered {
                 "ServiceAccount" => rendered.service_accounts.push(typed(name, &kind, value)),
                 "ClusterRole" => rendered.cluster_roles.push(typed(name, &kind, value)),
                 "Role" => rendered.roles.push(typed(name, &kind, value)),
-                "ClusterRoleBinding" => rendered
-                    .cluster_role_bindings
-                    .push(typed(name, &kind, value)),
+                "ClusterRoleBinding" => rendered.cluster_role_bindings.push(typed(name, &kind, value)),
                 "RoleBinding" => rendered.role_bindings.push(typed(name, &kind, value)),
                 other => panic!("{name}: unexpected kind {other}"),
             }
@@ -543,10 +456,7 @@ impl Rendered {
     }
 
     fn rules(&self) -> impl Iterator<Item = &PolicyRule> {
-        let cluster = self
-            .cluster_roles
-            .iter()
-            .flat_map(|r| r.rules.iter().flatten());
+        let cluster = self.cluster_roles.iter().flat_map(|r| r.rules.iter().flatten());
         let namespaced = self.roles.iter().flat_map(|r| r.rules.iter().flatten());
         cluster.chain(namespaced)
     }
@@ -554,41 +464,13 @@ impl Rendered {
     /// `(kind, namespace)` of every namespaced object.
     fn namespaced(&self) -> Vec<(&'static str, Option<String>)> {
         let mut out = Vec::new();
-        out.extend(
-            self.deployments
-                .iter()
-                .map(|o| ("Deployment", o.metadata.namespace.clone())),
-        );
-        out.extend(
-            self.services
-                .iter()
-                .map(|o| ("Service", o.metadata.namespace.clone())),
-        );
-        out.extend(
-            self.ingresses
-                .iter()
-                .map(|o| ("Ingress", o.metadata.namespace.clone())),
-        );
-        out.extend(
-            self.pdbs
-                .iter()
-                .map(|o| ("PodDisruptionBudget", o.metadata.namespace.clone())),
-        );
-        out.extend(
-            self.service_accounts
-                .iter()
-                .map(|o| ("ServiceAccount", o.metadata.namespace.clone())),
-        );
-        out.extend(
-            self.roles
-                .iter()
-                .map(|o| ("Role", o.metadata.namespace.clone())),
-        );
-        out.extend(
-            self.role_bindings
-                .iter()
-                .map(|o| ("RoleBinding", o.metadata.namespace.clone())),
-        );
+        out.extend(self.deployments.iter().map(|o| ("Deployment", o.metadata.namespace.clone())));
+        out.extend(self.services.iter().map(|o| ("Service", o.metadata.namespace.clone())));
+        out.extend(self.ingresses.iter().map(|o| ("Ingress", o.metadata.namespace.clone())));
+        out.extend(self.pdbs.iter().map(|o| ("PodDisruptionBudget", o.metadata.namespace.clone())));
+        out.extend(self.service_accounts.iter().map(|o| ("ServiceAccount", o.metadata.namespace.clone())));
+        out.extend(self.roles.iter().map(|o| ("Role", o.metadata.namespace.clone())));
+        out.extend(self.role_bindings.iter().map(|o| ("RoleBinding", o.metadata.namespace.clone())));
         out
     }
 }
@@ -599,30 +481,18 @@ fn render(name: &str) -> Option<&'static Rendered> {
     static RENDERED: OnceLock<Option<Vec<(&str, Rendered)>>> = OnceLock::new();
     let all = RENDERED.get_or_init(|| {
         let kubectl = find_on_path("kubectl")?;
-        Some(
-            RENDERINGS
-                .iter()
-                .map(|name| (*name, kustomize(&kubectl, name)))
-                .collect(),
-        )
+        Some(RENDERINGS.iter().map(|name| (*name, kustomize(&kubectl, name))).collect())
     });
     let Some(all) = all else {
         if std::env::var_os("LIQO_AUTH_REQUIRE_KUBECTL").is_some() {
             panic!("kubectl not found on PATH and LIQO_AUTH_REQUIRE_KUBECTL is set");
         }
         // Written to the real stderr, not through the harness's capture, so it is always seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: kubectl not found, deploy manifests not rendered"
-        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED: kubectl not found, deploy manifests not rendered");
         return None;
     };
     let found = all.iter().find(|(n, _)| *n == name);
-    Some(
-        &found
-            .unwrap_or_else(|| panic!("{name} is not in RENDERINGS"))
-            .1,
-    )
+    Some(&found.unwrap_or_else(|| panic!("{name} is not in RENDERINGS")).1)
 }
 
 fn kustomize(kubectl: &Path, name: &str) -> Rendered {
@@ -644,9 +514,7 @@ fn kustomize(kubectl: &Path, name: &str) -> Rendered {
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
 
 fn deploy_dir() -> PathBuf {
@@ -657,46 +525,26 @@ fn deploy_dir() -> PathBuf {
 // Small accessors.
 
 fn pod_spec(deployment: &Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("Deployment has a pod spec")
+    deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("Deployment has a pod spec")
 }
 
 fn args(container: &Container) -> Vec<&str> {
-    container
-        .args
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect()
+    container.args.iter().flatten().map(String::as_str).collect()
 }
 
 fn service_type(service: &Service) -> &str {
-    service
-        .spec
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("ClusterIP")
+    service.spec.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP")
 }
 
 fn single_port(service: &Service) -> &ServicePort {
-    let ports = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default();
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
     assert_eq!(ports.len(), 1, "the Service has one port");
     &ports[0]
 }
 
 /// The container port a Service port forwards to (by name or number).
 fn resolve_target_port(r: &Rendered, port: &ServicePort) -> i32 {
-    let target = port
-        .target_port
-        .clone()
-        .unwrap_or(IntOrString::Int(port.port));
+    let target = port.target_port.clone().unwrap_or(IntOrString::Int(port.port));
     container_port(r.container(), &target)
 }
 
@@ -716,23 +564,14 @@ fn container_port(container: &Container, port: &IntOrString) -> i32 {
 
 /// The Service port name the Ingress routes to, checked to exist on the Service.
 fn ingress_backend_port(r: &Rendered) -> String {
-    let rules = r
-        .ingress()
-        .spec
-        .as_ref()
-        .and_then(|s| s.rules.as_deref())
-        .unwrap_or_default();
+    let rules = r.ingress().spec.as_ref().and_then(|s| s.rules.as_deref()).unwrap_or_default();
     assert_eq!(rules.len(), 1, "one Ingress rule");
     assert_eq!(rules[0].host.as_deref(), Some("auth.example.com"));
     let paths = &rules[0].http.as_ref().expect("http rule").paths;
     assert_eq!(paths.len(), 1, "one path");
     let backend = paths[0].backend.service.as_ref().expect("Service backend");
     assert_eq!(backend.name, "liqo-auth");
-    let name = backend
-        .port
-        .as_ref()
-        .and_then(|p| p.name.clone())
-        .expect("the backend names its port");
+    let name = backend.port.as_ref().and_then(|p| p.name.clone()).expect("the backend names its port");
     assert_eq!(
         single_port(r.service()).name.as_deref(),
         Some(name.as_str()),

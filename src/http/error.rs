@@ -36,6 +36,25 @@ pub enum ApiError {
     Internal { code: &'static str, message: &'static str, detail: String },
 }
 
+/// Every `code` an error body can carry (kept equal to the enum in `openapi/liqo-auth.yaml` by
+/// the contract test).
+pub const ERROR_CODES: &[&str] = &[
+    "invalid_json",
+    "invalid_cluster",
+    "invalid_csr",
+    "csr_subject_mismatch",
+    "unsupported_request_version",
+    "invalid_token",
+    "identity_exists",
+    "payload_too_large",
+    "not_found",
+    "method_not_allowed",
+    "rate_limited",
+    "unavailable",
+    "signer_refused",
+    "internal",
+];
+
 /// Detail of a 5xx, attached to the response for the logging layer.
 #[derive(Debug, Clone)]
 pub struct ServerErrorDetail(pub String);

@@ -5,3 +5,4 @@
 pub mod app;
 pub mod fake_apiserver;
 pub mod pki;
+pub mod server;

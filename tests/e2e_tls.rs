@@ -1,0 +1,182 @@
+//! End to end over real TLS: the HTTPS server on a free port, driven by the `src/client`
+//! transport, through the whole protocol with a CSR of every accepted key type.
+
+mod support;
+
+use std::time::Duration;
+
+use liqo_auth::client::transport::{AuthClient, ServerTrust};
+use rcgen::PublicKeyData as _;
+use support::app::certificate_body;
+use support::pki::{self, KeyType};
+use support::server::TestServer;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+fn pinned(server: &TestServer) -> AuthClient {
+    let pin = liqo_auth::pki::parse_pin(server.pin.as_deref().expect("tls")).expect("pin");
+    AuthClient::new(&server.https_url(), ServerTrust::Pin(vec![pin]), Duration::from_secs(10)).expect("client")
+}
+
+#[tokio::test]
+async fn the_full_protocol_works_over_tls_for_every_key_type() {
+    let server = TestServer::start(&[
+        "--enable-tls",
+        "--cluster-id",
+        "provider-1",
+        "--cluster-name",
+        "milan",
+        "--certificate-ttl",
+        "48h",
+    ])
+    .await;
+    let client = pinned(&server);
+
+    let ids = client.get("/ids").await.expect("GET /ids");
+    assert_eq!(ids.status, 200);
+    let ids: serde_json::Value = serde_json::from_slice(&ids.body).unwrap();
+    assert_eq!(ids, serde_json::json!({"clusterId": "provider-1", "clusterName": "milan"}));
+
+    let ca_der = liqo_auth::pki::first_certificate_der(server.ca_pem().as_bytes()).unwrap();
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    for (i, kind) in KeyType::ACCEPTED.into_iter().enumerate() {
+        let id = format!("peer-{i}");
+        let key = pki::key(kind);
+        let body = certificate_body(&id, "rome", server.token().trim(), &pki::liqo_csr(&key, &id), None);
+        let answer = client.post("/identity/certificate", body.into_bytes(), "text/plain").await.expect("POST");
+        assert_eq!(answer.status, 202, "{kind:?}");
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(pki::unb64(json["apiServerCA"].as_str().unwrap()), server.ca_pem(), "apiServerCA is the local CA");
+        assert_eq!(json["apiServerUrl"], "https://127.0.0.1:6443");
+        let cert_pem = pki::unb64(json["certificate"].as_str().unwrap());
+        let der = liqo_auth::pki::first_certificate_der(cert_pem.as_bytes()).unwrap();
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        cert.verify_signature(Some(ca.public_key()))
+            .unwrap_or_else(|e| panic!("{kind:?}: does not chain to the CA: {e}"));
+        assert_eq!(
+            cert.public_key().raw,
+            key.subject_public_key_info().as_slice(),
+            "{kind:?}: certificate is for the CSR's key"
+        );
+        assert_eq!(cert.subject().iter_common_name().next().unwrap().as_str().unwrap(), id);
+        assert_eq!(cert.subject().iter_organization().next().unwrap().as_str().unwrap(), "liqo.io");
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth && !cert.is_ca());
+        let key_usage = cert.key_usage().unwrap().unwrap().value;
+        assert!(key_usage.digital_signature());
+        assert_eq!(key_usage.key_encipherment(), kind == KeyType::Rsa2048, "{kind:?}: keyEncipherment only for RSA");
+        let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(lifetime, 48 * 3600 + 300, "--certificate-ttl plus the 5 minute backdating");
+        assert_ne!(cert.raw_serial(), ca.raw_serial());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn restarts_keep_the_token_the_identity_and_the_serving_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = TestServer::start_in(&data, &["--enable-tls"]).await;
+    let (token, pin) = (first.token(), first.pin.clone());
+    let ids = pinned(&first).get("/ids").await.unwrap().body;
+    first.stop().await;
+    let second = TestServer::start_in(&data, &["--enable-tls"]).await;
+    assert_eq!(second.token(), token);
+    assert_eq!(second.pin, pin);
+    assert_eq!(pinned(&second).get("/ids").await.unwrap().body, ids);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn tls_offers_h2_and_http11_and_refuses_old_protocols() {
+    use std::sync::Arc;
+    let server = TestServer::start(&["--enable-tls"]).await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AcceptAny(provider.clone()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = connector.connect("localhost".try_into().unwrap(), tcp).await.expect("TLS 1.2 handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_mode_serves_the_same_api() {
+    let server = TestServer::start(&[]).await;
+    let client =
+        AuthClient::new(&format!("http://{}", server.addr), ServerTrust::InsecureSkipVerify, Duration::from_secs(5))
+            .unwrap();
+    assert_eq!(client.get("/ids").await.unwrap().status, 200);
+    assert_eq!(client.get("/healthz").await.unwrap().status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections() {
+    use axum::routing::get;
+    let router = axum::Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            "done"
+        }),
+    );
+    let listener = liqo_auth::server::bind(&["127.0.0.1:0".parse().unwrap()]).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(liqo_auth::server::serve(listener, router, None, Default::default(), async {
+        let _ = stopped.await;
+    }));
+    let client =
+        AuthClient::new(&format!("http://{addr}"), ServerTrust::InsecureSkipVerify, Duration::from_secs(5)).unwrap();
+    let in_flight = tokio::spawn(async move { client.get("/slow").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let answer = in_flight.await.unwrap().expect("the in-flight request completes");
+    assert_eq!((answer.status, &answer.body[..]), (200, &b"done"[..]));
+    server.await.unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections after shutdown");
+}
+
+/// Test-only verifier accepting any server certificate (the point is the protocol, not trust).
+#[derive(Debug)]
+struct AcceptAny(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
