@@ -1,0 +1,18 @@
+# Multi-stage build: a static-enough binary on distroless (glibc, no shell), running as non-root.
+# The binary is /usr/bin/liqo-auth; /usr/bin/auth-service links to it so the image can replace
+# the reference image in the reference Helm chart (invoked as auth-service it runs `serve`).
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked \
+ && mkdir -p /out \
+ && cp target/release/liqo-auth /out/liqo-auth \
+ && ln -s liqo-auth /out/auth-service
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/ /usr/bin/
+USER 65532:65532
+EXPOSE 8443 9090
+ENTRYPOINT ["/usr/bin/liqo-auth"]
+CMD ["serve", "--backend", "kubernetes", "--address", ":8443", "--enable-tls"]
