@@ -3,11 +3,12 @@
 //!
 //! [`transport`] owns connections (DNS, TCP, TLS trust, one HTTP/1.1 exchange per connection) and
 //! classifies what went wrong; [`check`] walks the same path step by step for the
-//! `liqo-auth check` diagnostics. Commands that store identities (`peer`) live elsewhere and use
+//! `liqo-auth check` diagnostics; [`trust`] holds the TLS trust flags they share. Commands that store identities (`peer`) live elsewhere and use
 //! [`transport::AuthClient`].
 
 pub mod check;
 pub mod transport;
+pub mod trust;
 
 #[cfg(test)]
 mod test_support;
