@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{BackendKind, ServeArgs};
+use crate::discovery::{Advertisement, AdvertisementConfig, DiscoveryError, InterfaceSelection};
 use crate::http::AppState;
 use crate::identity::{Authenticator, ClusterIdentity, IssuePolicy, Issuer};
 use crate::server::{self, ServerLimits};
@@ -41,6 +42,8 @@ pub enum ConfigError {
     },
     #[error("the Kubernetes backend is not available in this build yet; use --backend local")]
     KubernetesUnavailable,
+    #[error("advertising the service over mDNS")]
+    Mdns(#[source] DiscoveryError),
 }
 
 /// Where state lives.
@@ -69,6 +72,17 @@ pub struct Config {
     pub advertise_ca: bool,
     pub certificate_ttl: Duration,
     pub limits: ServerLimits,
+    /// LAN advertisement over mDNS (`--mdns-advertise`), off when `None`.
+    pub mdns: Option<MdnsConfig>,
+}
+
+/// What `--mdns-advertise` announces, and where (spec section 12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdnsConfig {
+    /// The port announced; `None` means the port the listener is bound to.
+    pub port: Option<u16>,
+    /// The interfaces announced on.
+    pub interfaces: InterfaceSelection,
 }
 
 /// What `build()` returns: everything `serve()` needs.
@@ -126,6 +140,18 @@ impl ServeArgs {
             persist_dir,
             extra_sans: self.tls_san.clone(),
         });
+        let mdns = if self.mdns_advertise {
+            Some(MdnsConfig {
+                port: self.mdns_port,
+                interfaces: InterfaceSelection::from_names(self.mdns_interface),
+            })
+        } else if self.mdns_port.is_some() || !self.mdns_interface.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--mdns-port and --mdns-interface only apply with --mdns-advertise".into(),
+            ));
+        } else {
+            None
+        };
         let api_server_url = self
             .advertise_api_server_address
             .as_deref()
@@ -147,6 +173,7 @@ impl ServeArgs {
                 max_connections: self.max_connections.max(1),
                 ..ServerLimits::default()
             },
+            mdns,
         })
     }
 }
@@ -225,6 +252,19 @@ impl Config {
             }
             None => None,
         };
+        let advertisement = match &self.mdns {
+            Some(mdns) => Some(
+                Advertisement::start(&AdvertisementConfig {
+                    cluster_id: runtime.state.cluster.id.to_string(),
+                    cluster_name: runtime.state.cluster.name.to_string(),
+                    port: mdns.port.unwrap_or(local_addr.port()),
+                    tls: runtime.serving.is_some(),
+                    interfaces: mdns.interfaces.clone(),
+                })
+                .map_err(ConfigError::Mdns)?,
+            ),
+            None => None,
+        };
         let router = crate::http::router(runtime.state);
         server::serve(
             listener,
@@ -234,6 +274,9 @@ impl Config {
             server::shutdown_signal(),
         )
         .await;
+        if let Some(advertisement) = advertisement {
+            advertisement.stop().await;
+        }
         Ok(())
     }
 

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Check(check) => Ok(check.execute().await),
+            Command::Discover(discover) => Ok(discover.execute().await),
         }
     });
     match result {
