@@ -329,6 +329,41 @@ pub fn normalize_api_server_url(text: &str) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        let args =
+            crate::cli::Args::try_parse_from(["liqo-auth", "serve"].iter().chain(extra).copied())
+                .expect("valid flags");
+        match args.command {
+            crate::cli::Command::Serve(serve) => *serve,
+            _ => unreachable!("serve was parsed"),
+        }
+    }
+
+    #[test]
+    fn mdns_advertisement_is_configured_only_when_asked_for() {
+        assert_eq!(serve_args(&[]).into_config().expect("config").mdns, None);
+        let config = serve_args(&["--mdns-advertise", "--mdns-interface", "eth1"])
+            .into_config()
+            .expect("config");
+        assert_eq!(
+            config.mdns,
+            Some(MdnsConfig {
+                port: None,
+                interfaces: InterfaceSelection::Named(vec!["eth1".into()]),
+            })
+        );
+    }
+
+    #[test]
+    fn mdns_port_without_mdns_advertise_is_refused() {
+        let result = serve_args(&["--mdns-port", "30443"]).into_config();
+        assert!(
+            matches!(result, Err(ConfigError::Invalid(ref m)) if m.contains("--mdns-advertise")),
+            "{result:?}"
+        );
+    }
+
     #[test]
     fn api_server_address_gets_a_scheme_and_brackets() {
         assert_eq!(
