@@ -46,6 +46,8 @@ pub enum Command {
     Token(TokenCommand),
     /// Walk the path a peering takes (DNS, TCP, TLS, /ids, API server) and explain failures.
     Check(crate::client::check::CheckArgs),
+    /// Find liqo-auth services on the LAN (mDNS), read their /ids and print how to peer.
+    Discover(crate::client::discover::DiscoverArgs),
 }
 
 /// `token` subcommands.
@@ -163,6 +165,17 @@ pub struct ServeArgs {
     /// Maximum open connections on the public listener.
     #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Announce this service on the LAN over mDNS as `<cluster-id>._liqo_auth._tcp.local.` (bare
+    /// flag or `=true|false`).
+    #[arg(long = "mdns-advertise", env = "LIQO_AUTH_MDNS_ADVERTISE", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub mdns_advertise: bool,
+    /// Announce on this interface only (repeatable); by default on every non-loopback interface
+    /// outside pod networks.
+    #[arg(long = "mdns-interface", env = "LIQO_AUTH_MDNS_INTERFACE", value_name = "NAME", value_delimiter = ',')]
+    pub mdns_interface: Vec<String>,
+    /// Port announced over mDNS, the one peers reach (e.g. the NodePort); default: the listen port.
+    #[arg(long = "mdns-port", env = "LIQO_AUTH_MDNS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub mdns_port: Option<u16>,
 }
 
 /// Parses a Go duration: a sequence of `<number><unit>` with units ns, us, µs, ms, s, m, h.
@@ -234,5 +247,28 @@ mod tests {
         assert_eq!(serve.cert_path, PathBuf::from("/certs/cert.pem"));
         assert_eq!(serve.backend.backend, BackendKind::Kubernetes);
         assert_eq!(serve.certificate_ttl, Duration::from_secs(8760 * 3600));
+        assert!(!serve.mdns_advertise && serve.mdns_interface.is_empty());
+        assert_eq!(serve.mdns_port, None);
+    }
+
+    #[test]
+    fn mdns_flags_parse_repeated_interfaces_and_a_port() {
+        let args = Args::try_parse_from([
+            "liqo-auth",
+            "serve",
+            "--mdns-advertise",
+            "--mdns-interface",
+            "eth0",
+            "--mdns-interface",
+            "eth1",
+            "--mdns-port",
+            "30443",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = args.command else { panic!("serve") };
+        assert!(serve.mdns_advertise);
+        assert_eq!(serve.mdns_interface, ["eth0", "eth1"]);
+        assert_eq!(serve.mdns_port, Some(30443));
+        assert!(Args::try_parse_from(["liqo-auth", "serve", "--mdns-port", "0"]).is_err());
     }
 }

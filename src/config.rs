@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{BackendKind, ServeArgs, SignerKind};
+use crate::discovery::{Advertisement, AdvertisementConfig, DiscoveryError, InterfaceSelection};
 use crate::http::AppState;
 use crate::identity::{Authenticator, ClusterId, ClusterIdentity, ClusterName, IssuePolicy, Issuer};
 use crate::server::{self, ServerLimits};
@@ -45,6 +46,8 @@ pub enum ConfigError {
     KubeConfig(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     ClusterIdentity(String),
+    #[error("advertising the service over mDNS")]
+    Mdns(#[source] DiscoveryError),
 }
 
 /// Where state lives.
@@ -78,6 +81,17 @@ pub struct Config {
     pub certificate_ttl: Duration,
     pub kube_request_timeout: Duration,
     pub limits: ServerLimits,
+    /// LAN advertisement over mDNS (`--mdns-advertise`), off when `None`.
+    pub mdns: Option<MdnsConfig>,
+}
+
+/// What `--mdns-advertise` announces, and where (spec section 12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdnsConfig {
+    /// The port announced; `None` means the port the listener is bound to.
+    pub port: Option<u16>,
+    /// The interfaces announced on.
+    pub interfaces: InterfaceSelection,
 }
 
 /// What `build()` returns: everything `serve()` needs.
@@ -136,6 +150,15 @@ impl ServeArgs {
             persist_dir,
             extra_sans: self.tls_san.clone(),
         });
+        let mdns = if self.mdns_advertise {
+            Some(MdnsConfig { port: self.mdns_port, interfaces: InterfaceSelection::from_names(self.mdns_interface) })
+        } else if self.mdns_port.is_some() || !self.mdns_interface.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--mdns-port and --mdns-interface only apply with --mdns-advertise".into(),
+            ));
+        } else {
+            None
+        };
         let api_server_url = self
             .advertise_api_server_address
             .as_deref()
@@ -155,6 +178,7 @@ impl ServeArgs {
             certificate_ttl: self.certificate_ttl,
             kube_request_timeout: self.kube_request_timeout,
             limits: ServerLimits { max_connections: self.max_connections.max(1), ..ServerLimits::default() },
+            mdns,
         })
     }
 }
@@ -260,8 +284,24 @@ impl Config {
             }
             None => None,
         };
+        let advertisement = match &self.mdns {
+            Some(mdns) => Some(
+                Advertisement::start(&AdvertisementConfig {
+                    cluster_id: runtime.state.cluster.id.to_string(),
+                    cluster_name: runtime.state.cluster.name.to_string(),
+                    port: mdns.port.unwrap_or(local_addr.port()),
+                    tls: runtime.serving.is_some(),
+                    interfaces: mdns.interfaces.clone(),
+                })
+                .map_err(ConfigError::Mdns)?,
+            ),
+            None => None,
+        };
         let router = crate::http::router(runtime.state);
         server::serve(listener, router, acceptor, self.limits.clone(), server::shutdown_signal()).await;
+        if let Some(advertisement) = advertisement {
+            advertisement.stop().await;
+        }
         Ok(())
     }
 
@@ -411,6 +451,32 @@ pub fn normalize_api_server_url(text: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        let args =
+            crate::cli::Args::try_parse_from(["liqo-auth", "serve"].iter().chain(extra).copied()).expect("valid flags");
+        match args.command {
+            crate::cli::Command::Serve(serve) => *serve,
+            _ => unreachable!("serve was parsed"),
+        }
+    }
+
+    #[test]
+    fn mdns_advertisement_is_configured_only_when_asked_for() {
+        assert_eq!(serve_args(&[]).into_config().expect("config").mdns, None);
+        let config = serve_args(&["--mdns-advertise", "--mdns-interface", "eth1"]).into_config().expect("config");
+        assert_eq!(
+            config.mdns,
+            Some(MdnsConfig { port: None, interfaces: InterfaceSelection::Named(vec!["eth1".into()]) })
+        );
+    }
+
+    #[test]
+    fn mdns_port_without_mdns_advertise_is_refused() {
+        let result = serve_args(&["--mdns-port", "30443"]).into_config();
+        assert!(matches!(result, Err(ConfigError::Invalid(ref m)) if m.contains("--mdns-advertise")), "{result:?}");
+    }
 
     #[test]
     fn api_server_address_gets_a_scheme_and_brackets() {

@@ -3,11 +3,14 @@
 //!
 //! [`transport`] owns connections (DNS, TCP, TLS trust, one HTTP/1.1 exchange per connection) and
 //! classifies what went wrong; [`check`] walks the same path step by step for the
-//! `liqo-auth check` diagnostics. Commands that store identities (`peer`) live elsewhere and use
-//! [`transport::AuthClient`].
+//! `liqo-auth check` diagnostics; [`discover`] finds services on the LAN over mDNS and probes
+//! them; [`trust`] holds the TLS trust flags they share. Commands that store identities (`peer`)
+//! live elsewhere and use [`transport::AuthClient`].
 
 pub mod check;
+pub mod discover;
 pub mod transport;
+pub mod trust;
 
 #[cfg(test)]
 mod test_support;
