@@ -12,12 +12,10 @@
 //! exactly what `peer` would see. Printing and exit codes happen only in [`CheckArgs::execute`].
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::ArgAction;
 use http::Method;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
@@ -27,6 +25,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::client::transport::{
     self, ChainRecorder, ConnectFailure, Deadline, Endpoint, ServerTrust, Sniffed, TlsFailure, TransportError,
 };
+use crate::client::trust::{TrustArgs, TrustArgsError};
 use crate::pki;
 
 /// What to check.
@@ -97,27 +96,10 @@ pub struct CheckArgs {
     #[arg(long, env = "LIQO_AUTH_API_SERVER", value_name = "URL")]
     pub api_server: Option<String>,
 
-    /// Trust the auth service when a certificate of its chain has this SPKI hash (kubeadm
-    /// style, as printed by `token create --print-peer-command`). Repeatable; comma-separated
-    /// in the environment variable.
-    #[arg(
-        long,
-        env = "LIQO_AUTH_CA_HASH",
-        value_name = "sha256:HEX",
-        value_parser = parse_ca_hash,
-        value_delimiter = ',',
-        conflicts_with_all = ["ca_file", "insecure_skip_tls_verify"],
-    )]
-    pub ca_hash: Vec<[u8; 32]>,
-
-    /// PEM file with the CA certificates that sign the auth service's certificate.
-    #[arg(long, env = "LIQO_AUTH_CA_FILE", value_name = "PEM", conflicts_with = "insecure_skip_tls_verify")]
-    pub ca_file: Option<PathBuf>,
-
-    /// Do not verify the auth service's certificate (the check still reports what it presents).
-    /// Bare flag or `=true|false`.
-    #[arg(long, env = "LIQO_AUTH_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
-    pub insecure_skip_tls_verify: bool,
+    /// How the auth service's certificate is trusted (the check still reports what it presents
+    /// when verification is skipped).
+    #[command(flatten)]
+    pub trust: TrustArgs,
 
     /// Time allowed for each step (Go duration, e.g. 5s or 500ms).
     #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
@@ -140,15 +122,9 @@ pub enum OutputFormat {
 /// Invalid `check` arguments.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckArgsError {
-    /// The `--ca-file` could not be read.
-    #[error("reading --ca-file {path}")]
-    ReadCaFile {
-        /// The path given.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The trust flags are unusable (`--ca-file` unreadable).
+    #[error(transparent)]
+    Trust(#[from] TrustArgsError),
 }
 
 /// Runs every step and never fails: failures are rows of the report.
@@ -245,16 +221,7 @@ impl Serialize for CheckReport {
 impl CheckArgs {
     /// Turns the flags into [`CheckOptions`], reading `--ca-file`.
     pub fn into_options(self) -> Result<CheckOptions, CheckArgsError> {
-        let trust = if self.insecure_skip_tls_verify {
-            ServerTrust::InsecureSkipVerify
-        } else if !self.ca_hash.is_empty() {
-            ServerTrust::Pin(self.ca_hash)
-        } else if let Some(path) = self.ca_file {
-            let pem = std::fs::read(&path).map_err(|source| CheckArgsError::ReadCaFile { path, source })?;
-            ServerTrust::CaPem(pem)
-        } else {
-            ServerTrust::SystemRoots
-        };
+        let trust = self.trust.server_trust()?;
         Ok(CheckOptions { auth_url: self.auth_url, api_server: self.api_server, trust, timeout: self.timeout })
     }
 
@@ -818,15 +785,11 @@ fn protocol_name(version: rustls::ProtocolVersion) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
     match crate::cli::parse_duration(text)? {
         Duration::ZERO => Err("the timeout must be longer than zero".to_owned()),
         timeout => Ok(timeout),
     }
-}
-
-fn parse_ca_hash(text: &str) -> Result<[u8; 32], String> {
-    pki::parse_pin(text.trim()).ok_or_else(|| format!("{text:?} is not a pin; expected sha256:<64 hex digits>"))
 }
 
 fn is_private(ip: IpAddr) -> bool {
@@ -1056,7 +1019,7 @@ mod tests {
             "json",
         ])
         .expect("parses");
-        assert_eq!(cli.check.ca_hash, vec![[0xab; 32], [0xab; 32]]);
+        assert_eq!(cli.check.trust.ca_hash, vec![[0xab; 32], [0xab; 32]]);
         assert_eq!(cli.check.timeout, Duration::from_millis(500));
         assert_eq!(cli.check.output, OutputFormat::Json);
         let options = cli.check.into_options().expect("options");

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod transport;
+pub mod trust;
 
 #[cfg(test)]
 mod test_support;
