@@ -46,6 +46,8 @@ pub enum Command {
     Token(TokenCommand),
     /// Walk the path a peering takes (DNS, TCP, TLS, /ids, API server) and explain failures.
     Check(crate::client::check::CheckArgs),
+    /// Obtain an identity from another cluster's liqo-auth service and store it.
+    Peer(Box<crate::client::peer::PeerArgs>),
 }
 
 /// `token` subcommands.

@@ -2,11 +2,14 @@
 //! cluster's authentication service.
 //!
 //! [`transport`] owns connections (DNS, TCP, TLS trust, one HTTP/1.1 exchange per connection) and
-//! classifies what went wrong; [`check`] walks the same path step by step for the
-//! `liqo-auth check` diagnostics. Commands that store identities (`peer`) live elsewhere and use
-//! [`transport::AuthClient`].
+//! classifies what went wrong; [`trust`] holds the trust flags every command shares; [`check`]
+//! walks the same path step by step for the `liqo-auth check` diagnostics; [`peer`] obtains and
+//! stores an identity, with [`identity_store`] and [`kubeconfig`] for its outputs.
 
 pub mod check;
+pub mod identity_store;
+pub mod kubeconfig;
+pub mod peer;
 pub mod transport;
 pub mod trust;
 
