@@ -253,8 +253,7 @@ impl KubeIdentityStore {
             ..Namespace::default()
         };
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        match call(&format!("creating namespace {name}"), namespaces.create(&PostParams::default(), &namespace)).await
-        {
+        match call(&format!("creating namespace {name}"), namespaces.create(&PostParams::default(), &namespace)).await {
             Ok(_) => {
                 tracing::info!(namespace = %name, cluster.id = %provider.id, "created tenant namespace {name}");
                 Ok(name)
@@ -291,9 +290,10 @@ impl KubeIdentityStore {
 
     async fn store(&self, provider: &ClusterIdentity, identity: &PeerIdentity) -> Result<String, StoreError> {
         let namespace = self.ensure_tenant_namespace(provider).await?;
-        let not_after = CertificateSummary::from_pem(identity.certificate_pem.as_bytes())
-            .map(|s| s.not_after)
-            .ok_or_else(|| StoreError::Corrupt { what: "the issued certificate".into(), reason: "unparsable".into() })?;
+        let not_after =
+            CertificateSummary::from_pem(identity.certificate_pem.as_bytes()).map(|s| s.not_after).ok_or_else(
+                || StoreError::Corrupt { what: "the issued certificate".into(), reason: "unparsable".into() },
+            )?;
         let bytes = |text: &str| ByteString(text.as_bytes().to_vec());
         let mut data = BTreeMap::from([
             ("private-key".to_owned(), bytes(&identity.private_key_pem)),

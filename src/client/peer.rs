@@ -219,7 +219,7 @@ pub enum PeerError {
         attempts: u32,
         /// The last failure.
         #[source]
-        last: AttemptFailure,
+        last: Box<AttemptFailure>,
     },
     /// `GET /ids` did not answer 200.
     #[error("GET /ids at {url} answered HTTP {status}: is this URL a liqo-auth service?")]
@@ -586,8 +586,9 @@ async fn run_inner(args: PeerArgs, kube: Option<kube::Config>) -> Result<PeerOut
     };
     let body = serde_json::to_vec(&request).expect("a CertificateRequest always serialises");
     let mut attempts = 0;
-    let response = exchange_counted(&client, Step::Certificate, Some(body), deadline, args.timeout, &secrets, &mut attempts)
-        .await?;
+    let response =
+        exchange_counted(&client, Step::Certificate, Some(body), deadline, args.timeout, &secrets, &mut attempts)
+            .await?;
     let answer = match response.status {
         200..=299 => serde_json::from_slice::<CertificateResponse>(&response.body)
             .map_err(|source| PeerError::AnswerBody { status: response.status, source })?,
@@ -697,15 +698,16 @@ impl Backend {
             return Ok(Some(token.to_owned()));
         }
         match self {
-            Backend::Local { data_dir } => Ok(Self::local_store(data_dir)?.shared_token().map(|t| t.expose().to_owned())),
+            Backend::Local { data_dir } => {
+                Ok(Self::local_store(data_dir)?.shared_token().map(|t| t.expose().to_owned()))
+            }
             Backend::Kubernetes { client, namespace } => {
-                let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), namespace);
-                let secret = crate::kubernetes::call_opt(
-                    "reading Secret auth-token",
-                    api.get(crate::kubernetes::TOKEN_SECRET),
-                )
-                .await
-                .map_err(PeerError::OriginToken)?;
+                let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                    kube::Api::namespaced(client.clone(), namespace);
+                let secret =
+                    crate::kubernetes::call_opt("reading Secret auth-token", api.get(crate::kubernetes::TOKEN_SECRET))
+                        .await
+                        .map_err(PeerError::OriginToken)?;
                 Ok(secret.as_ref().and_then(crate::store::kube_token::token_of).map(|t| t.expose().to_owned()))
             }
         }
@@ -784,8 +786,11 @@ async fn exchange_counted(
         *attempts += 1;
         let sent = match &body {
             Some(body) => {
-                tokio::time::timeout_at(deadline, client.post("/identity/certificate", body.clone(), "application/json"))
-                    .await
+                tokio::time::timeout_at(
+                    deadline,
+                    client.post("/identity/certificate", body.clone(), "application/json"),
+                )
+                .await
             }
             None => tokio::time::timeout_at(deadline, client.get("/ids")).await,
         };
@@ -802,9 +807,13 @@ async fn exchange_counted(
         };
         let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
         if matches!(failure, AttemptFailure::Deadline) || Instant::now() + delay >= deadline {
-            return Err(PeerError::OutOfTime { step, url, budget, attempts: *attempts, last: failure });
+            return Err(PeerError::OutOfTime { step, url, budget, attempts: *attempts, last: Box::new(failure) });
         }
-        tracing::warn!(attempt = *attempts, delay_ms = delay.as_millis() as u64, "{step} failed ({failure}); retrying in {delay:?}");
+        tracing::warn!(
+            attempt = *attempts,
+            delay_ms = delay.as_millis() as u64,
+            "{step} failed ({failure}); retrying in {delay:?}"
+        );
         tokio::time::sleep(delay).await;
     }
 }
@@ -902,7 +911,8 @@ fn check_answer(
                 return Err(fail(CertificateProblem::BadApiServerCa));
             }
             let chains = cas.iter().any(|ca_der| {
-                X509Certificate::from_der(ca_der).is_ok_and(|(_, ca)| cert.verify_signature(Some(ca.public_key())).is_ok())
+                X509Certificate::from_der(ca_der)
+                    .is_ok_and(|(_, ca)| cert.verify_signature(Some(ca.public_key())).is_ok())
             });
             if !chains {
                 // Not fatal: clusters with a separate client CA (k3s, some managed services)
@@ -940,13 +950,14 @@ fn pending_fits(pending: &PendingKey, key_type: KeyType, local: &ClusterId) -> b
 fn generate_key(key_type: KeyType, local: &ClusterId) -> Result<PendingKey, PeerError> {
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| PeerError::GenerateKey { key_type, source };
     let key = match key_type {
-        KeyType::P256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| failed(Box::new(e)))?,
+        KeyType::P256 => {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| failed(Box::new(e)))?
+        }
         KeyType::Ed25519 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| failed(Box::new(e)))?,
         KeyType::Rsa2048 => {
             use rsa::pkcs8::EncodePrivateKey as _;
             // ring signs with RSA but cannot generate RSA keys.
-            let rsa_key =
-                rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| failed(Box::new(e)))?;
+            let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| failed(Box::new(e)))?;
             let pem = rsa_key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| failed(Box::new(e)))?;
             rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(|e| failed(Box::new(e)))?
         }

@@ -59,7 +59,8 @@ impl TrustArgs {
         } else if !self.ca_hash.is_empty() {
             ServerTrust::Pin(self.ca_hash.clone())
         } else if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|source| TrustArgsError::ReadCaFile { path: path.clone(), source })?;
+            let pem =
+                std::fs::read(path).map_err(|source| TrustArgsError::ReadCaFile { path: path.clone(), source })?;
             ServerTrust::CaPem(pem)
         } else {
             ServerTrust::SystemRoots
