@@ -48,6 +48,8 @@ pub enum Command {
     Check(crate::client::check::CheckArgs),
     /// Find liqo-auth services on the LAN (mDNS), read their /ids and print how to peer.
     Discover(crate::client::discover::DiscoverArgs),
+    /// Obtain an identity from another cluster's liqo-auth service and store it.
+    Peer(Box<crate::client::peer::PeerArgs>),
 }
 
 /// `token` subcommands.

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             Command::Token(command) => liqo_auth::commands::token(command).await.map(|()| ExitCode::SUCCESS),
             Command::Check(check) => Ok(check.execute().await),
             Command::Discover(discover) => Ok(discover.execute().await),
+            Command::Peer(peer) => Ok(liqo_auth::client::peer::execute(*peer).await),
         }
     });
     match result {
