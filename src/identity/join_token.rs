@@ -224,14 +224,13 @@ pub fn mint(key: &JoinTokenKey, issuer: &ClusterId, spec: &JoinTokenSpec, now: i
     MintedJoinToken { token, record }
 }
 
-/// True when `presented` has the shape of a compact JWS: three non-empty base64url segments.
-/// The shared token (hex, no dots) never has this shape.
+/// True when `presented` has the shape of a compact JWS: three base64url segments, the header
+/// and payload non-empty (an empty signature is still a JWS, an unsigned one, and is refused as
+/// such). The shared token (hex, no dots) never has this shape.
 pub fn looks_like_jws(presented: &str) -> bool {
     let segments: Vec<&str> = presented.split('.').collect();
-    segments.len() == 3
-        && segments
-            .iter()
-            .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    let base64url = |s: &&str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    segments.len() == 3 && segments.iter().all(base64url) && !segments[0].is_empty() && !segments[1].is_empty()
 }
 
 /// True for a well-formed token ID (what `mint` produces), safe as a file or object name.
@@ -369,6 +368,7 @@ mod tests {
         assert!(!looks_like_jws(crate::identity::SharedToken::generate().expose()));
         assert!(!looks_like_jws("a.b"));
         assert!(!looks_like_jws("a..c"));
+        assert!(looks_like_jws("a.b."), "an unsigned JWS is still a JWS");
         assert!(!looks_like_jws("a.b.c d"));
     }
 
@@ -426,6 +426,8 @@ mod tests {
             let token = format!("{header}.{payload}.c2lnbmF0dXJl");
             assert_eq!(verify(&token, None, &issuer(), "peer-1"), Err(AuthError::BadAlgorithm), "{alg}");
         }
+        let unsigned = format!("{}.{payload}.", b64(&serde_json::json!({"alg": "none"})));
+        assert_eq!(verify(&unsigned, None, &issuer(), "peer-1"), Err(AuthError::BadAlgorithm));
         let no_alg = format!("{}.{payload}.c2ln", b64(&serde_json::json!({"typ": "JWT"})));
         assert_eq!(verify(&no_alg, None, &issuer(), "peer-1"), Err(AuthError::BadAlgorithm));
     }
