@@ -41,9 +41,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the authentication service.
     Serve(Box<ServeArgs>),
-    /// Show the provider's shared token.
+    /// Manage tokens: the shared token and per-peer join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List peers and remove them (unpeering).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Walk the path a peering takes (DNS, TCP, TLS, /ids, API server) and explain failures.
     Check(crate::client::check::CheckArgs),
     /// Find liqo-auth services on the LAN (mDNS), read their /ids and print how to peer.
@@ -57,6 +60,91 @@ pub enum Command {
 pub enum TokenCommand {
     /// Print the current shared token on the last line of stdout.
     Show(BackendArgs),
+    /// Create a join token (expiring, use-limited, optionally bound to one peer) and print it.
+    Create(Box<TokenCreateArgs>),
+    /// List join tokens: ID, binding, expiry, uses left, status (never the tokens).
+    List(BackendArgs),
+    /// Revoke one join token: it fails from now on.
+    Revoke(TokenRevokeArgs),
+    /// Replace the join-token signing key: every outstanding join token stops working.
+    RotateKey(BackendArgs),
+}
+
+/// `token create` flags.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// How long the token is valid (Go duration).
+    #[arg(long, env = "LIQO_AUTH_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Bind the token to this remote cluster ID: only a request for that cluster may use it, and
+    /// it may rotate that cluster's identity. (Env LIQO_AUTH_TOKEN_CLUSTER_ID, not
+    /// LIQO_AUTH_CLUSTER_ID, which is `serve`'s own cluster ID.)
+    #[arg(long = "cluster-id", env = "LIQO_AUTH_TOKEN_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// How many certificates the token may obtain.
+    #[arg(long = "max-uses", env = "LIQO_AUTH_MAX_USES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uses: u32,
+    /// Print the `liqo-auth peer` command for the remote operator instead of the bare token (the
+    /// token goes to a 0600 file).
+    #[arg(long = "print-peer-command", env = "LIQO_AUTH_PRINT_PEER_COMMAND", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub print_peer_command: bool,
+    /// Where peers reach this service (HOST[:PORT], default port 443), for NAT, Ingress and load
+    /// balancer names. Default: the host and port of --address.
+    #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
+    pub advertise_auth_address: Option<String>,
+    /// The serving address of `serve`, used when --advertise-auth-address is absent.
+    #[arg(long, env = "LIQO_AUTH_ADDRESS", default_value = ":5000")]
+    pub address: String,
+    /// Serving certificate to pin (`--ca-hash`). Default: `<data-dir>/tls.crt` (local backend) or
+    /// Secret `liqo-auth-serving-cert` (Kubernetes backend).
+    #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH")]
+    pub cert_path: Option<PathBuf>,
+    /// With --print-peer-command: write the token here (default `./liqo-auth-join-token-<id>`).
+    #[arg(long = "token-out", env = "LIQO_AUTH_TOKEN_OUT")]
+    pub token_out: Option<PathBuf>,
+    /// This cluster's ID (the tokens' issuer), when neither the data dir nor ConfigMap
+    /// `liqo-clusterid-configmap` has it; must equal `serve --cluster-id`.
+    #[arg(long = "local-cluster-id", env = "LIQO_AUTH_LOCAL_CLUSTER_ID")]
+    pub local_cluster_id: Option<String>,
+}
+
+/// `token revoke` arguments.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// The token ID, as shown by `token list`.
+    pub id: String,
+}
+
+/// `tenant` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// List peers: cluster ID and name, tenant namespace, certificate serial and expiry, issue time.
+    List(BackendArgs),
+    /// Unpeer: remove the peer's RoleBindings, stored certificate and origin token.
+    Remove(TenantRemoveArgs),
+}
+
+/// `tenant remove` arguments.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TenantRemoveArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// The peer's cluster ID.
+    pub cluster_id: String,
+    /// Delete the tenant namespace too (Kubernetes backend; it may hold objects Liqo made).
+    #[arg(long = "delete-namespace", env = "LIQO_AUTH_DELETE_NAMESPACE", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub delete_namespace: bool,
+}
+
+/// Whether `serve` accepts the shared token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SharedTokenMode {
+    Enabled,
+    Disabled,
 }
 
 /// Which backend holds the state, shared by every subcommand that reads it.
@@ -164,6 +252,13 @@ pub struct ServeArgs {
     /// Deadline of each Kubernetes API request.
     #[arg(long = "kube-request-timeout", env = "LIQO_AUTH_KUBE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub kube_request_timeout: Duration,
+    /// Accept the shared token (`disabled` once every peer uses join tokens).
+    #[arg(long = "shared-token", env = "LIQO_AUTH_SHARED_TOKEN", value_enum, default_value_t = SharedTokenMode::Enabled)]
+    pub shared_token: SharedTokenMode,
+    /// Where peers reach this service (HOST[:PORT]) behind NAT, an Ingress or a load balancer;
+    /// only used to log the `liqo-auth peer` command template at start.
+    #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
+    pub advertise_auth_address: Option<String>,
     /// Maximum open connections on the public listener.
     #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -251,6 +346,7 @@ mod tests {
         assert_eq!(serve.certificate_ttl, Duration::from_secs(8760 * 3600));
         assert!(!serve.mdns_advertise && serve.mdns_interface.is_empty());
         assert_eq!(serve.mdns_port, None);
+        assert_eq!(serve.shared_token, SharedTokenMode::Enabled);
     }
 
     #[test]
@@ -272,5 +368,14 @@ mod tests {
         assert_eq!(serve.mdns_interface, ["eth0", "eth1"]);
         assert_eq!(serve.mdns_port, Some(30443));
         assert!(Args::try_parse_from(["liqo-auth", "serve", "--mdns-port", "0"]).is_err());
+    }
+
+    #[test]
+    fn token_create_has_safe_defaults_and_refuses_zero_uses() {
+        let args = Args::try_parse_from(["liqo-auth", "token", "create"]).unwrap();
+        let Command::Token(TokenCommand::Create(create)) = args.command else { panic!("token create") };
+        assert_eq!((create.ttl, create.max_uses), (Duration::from_secs(24 * 3600), 1));
+        assert!(create.cluster_id.is_none() && !create.print_peer_command);
+        assert!(Args::try_parse_from(["liqo-auth", "token", "create", "--max-uses", "0"]).is_err());
     }
 }

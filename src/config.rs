@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{BackendKind, ServeArgs, SignerKind};
+use crate::cli::{BackendKind, ServeArgs, SharedTokenMode, SignerKind};
 use crate::discovery::{Advertisement, AdvertisementConfig, DiscoveryError, InterfaceSelection};
 use crate::http::AppState;
 use crate::identity::{Authenticator, ClusterId, ClusterIdentity, ClusterName, IssuePolicy, Issuer};
 use crate::server::{self, ServerLimits};
 use crate::signer::{KubeCsrSigner, LocalCa, Signer};
 use crate::store::kube_secret::ApiServerSource;
-use crate::store::{KubeStore, KubeTokenCache, LocalStore, StoreError};
+use crate::store::{KubeJoinTokens, KubeStore, KubeTokenCache, LocalStore, StoreError};
 use crate::tls::{ServingCertificate, ServingSource, TlsError};
 
 /// Default `apiServerUrl` of the local backend.
@@ -76,6 +76,10 @@ pub struct Config {
     pub cluster_id: Option<String>,
     pub cluster_name: Option<String>,
     pub authentication: bool,
+    /// Accept the shared token (`--shared-token`); join tokens are always accepted.
+    pub shared_token: bool,
+    /// `--advertise-auth-address`, for the peer command logged at start.
+    pub advertise_auth_address: Option<String>,
     pub api_server_url: Option<String>,
     pub advertise_ca: bool,
     pub certificate_ttl: Duration,
@@ -173,6 +177,8 @@ impl ServeArgs {
             cluster_id: self.cluster_id,
             cluster_name: self.cluster_name,
             authentication: self.enable_authentication,
+            shared_token: self.shared_token == SharedTokenMode::Enabled,
+            advertise_auth_address: self.advertise_auth_address.filter(|s| !s.trim().is_empty()),
             api_server_url,
             advertise_ca: !self.advertise_api_server_trusted_ca,
             certificate_ttl: self.certificate_ttl,
@@ -236,7 +242,9 @@ impl Config {
                 )
             }
         };
-        let auth = Authenticator::new(self.authentication, Arc::new(tokens));
+        let auth = Authenticator::new(self.authentication, Arc::new(tokens))
+            .with_shared_token(self.shared_token)
+            .with_join_tokens(cluster.id.clone(), Arc::new(KubeJoinTokens::new(client.clone(), namespace.clone())));
         let issuer = Issuer::new(auth, signer, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
         let serving = match &self.tls {
             Some(source) if source.cert_path.exists() && source.key_path.exists() => {
@@ -255,7 +263,9 @@ impl Config {
         let cluster =
             store.cluster_identity(self.cluster_id.as_deref(), self.cluster_name.as_deref()).map_err(store_err)?;
         let ca = Arc::new(store.load_or_create_ca(&cluster).map_err(store_err)?);
-        let auth = Authenticator::new(self.authentication, store.clone());
+        let auth = Authenticator::new(self.authentication, store.clone())
+            .with_shared_token(self.shared_token)
+            .with_join_tokens(cluster.id.clone(), store.clone());
         let issuer = Issuer::new(auth, ca, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
         Ok(AppState::new(cluster, issuer))
     }
@@ -306,17 +316,30 @@ impl Config {
     }
 
     fn announce(&self, cluster: &ClusterIdentity, addr: SocketAddr, serving: Option<&ServingCertificate>) {
+        if !self.shared_token {
+            tracing::info!("the shared token is disabled (--shared-token=disabled): only join tokens authenticate");
+        }
         if !self.authentication {
             tracing::warn!("AUTHENTICATION IS DISABLED (--enable-authentication=false): anyone who reaches this port gets a client certificate for the API server");
         }
         match serving {
-            Some(serving) => tracing::info!(
-                listen = %addr,
-                cluster.id = %cluster.id,
-                cluster.name = %cluster.name,
-                tls.pin = %serving.pin,
-                "serving HTTPS on {addr}; peers can pin this certificate with --ca-hash {}", serving.pin
-            ),
+            Some(serving) => {
+                tracing::info!(
+                    listen = %addr,
+                    cluster.id = %cluster.id,
+                    cluster.name = %cluster.name,
+                    tls.pin = %serving.pin,
+                    "serving HTTPS on {addr}; peers can pin this certificate with --ca-hash {}", serving.pin
+                );
+                let url = auth_url(self.advertise_auth_address.as_deref(), &self.address)
+                    .unwrap_or_else(|| format!("https://<this-host>:{}", addr.port()));
+                tracing::info!(
+                    auth.url = %url,
+                    tls.pin = %serving.pin,
+                    "peers join with: liqo-auth peer --auth-url {url} --token-file <file> --ca-hash {} (make the token with: liqo-auth token create --print-peer-command)",
+                    serving.pin
+                );
+            }
             None => {
                 tracing::info!(listen = %addr, cluster.id = %cluster.id, cluster.name = %cluster.name, "serving plain HTTP on {addr}");
                 if !addr.ip().is_loopback() {
@@ -432,6 +455,27 @@ async fn shared_serving_certificate(
     }
 }
 
+/// The `https://` URL peers use to reach this service: `--advertise-auth-address` (HOST[:PORT];
+/// a bare IPv6 address is bracketed; no port means 443), else the host and port of `--address`.
+/// `None` when neither names a host peers could use (`:5000`, `0.0.0.0:5000`).
+pub fn auth_url(advertised: Option<&str>, address: &str) -> Option<String> {
+    if let Some(text) = advertised.map(str::trim).filter(|s| !s.is_empty()) {
+        let text = text.trim_start_matches("https://").trim_end_matches('/');
+        if let Ok(v6) = text.parse::<std::net::Ipv6Addr>() {
+            return Some(format!("https://[{v6}]"));
+        }
+        return Some(format!("https://{text}"));
+    }
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let unspecified = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    if host.is_empty() || unspecified {
+        return None;
+    }
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+    Some(format!("https://{host}:{port}"))
+}
+
 /// Normalises `--advertise-api-server-address`: adds `https://` when no scheme is given and
 /// brackets a bare IPv6 address (spec 11, R12).
 pub fn normalize_api_server_url(text: &str) -> Result<String, ConfigError> {
@@ -484,5 +528,16 @@ mod tests {
         assert_eq!(normalize_api_server_url("https://api.example.com/").unwrap(), "https://api.example.com");
         assert_eq!(normalize_api_server_url("fd00::1").unwrap(), "https://[fd00::1]");
         assert_eq!(normalize_api_server_url("[fd00::1]:6443").unwrap(), "https://[fd00::1]:6443");
+    }
+
+    #[test]
+    fn the_auth_url_prefers_the_advertised_address_and_needs_a_host() {
+        assert_eq!(auth_url(Some("203.0.113.10:30443"), ":8443").unwrap(), "https://203.0.113.10:30443");
+        assert_eq!(auth_url(Some("https://auth.example.com/"), ":8443").unwrap(), "https://auth.example.com");
+        assert_eq!(auth_url(Some("fd00::1"), ":8443").unwrap(), "https://[fd00::1]");
+        assert_eq!(auth_url(None, "auth.example.com:8443").unwrap(), "https://auth.example.com:8443");
+        assert_eq!(auth_url(None, "[fd00::2]:8443").unwrap(), "https://[fd00::2]:8443");
+        assert_eq!(auth_url(None, ":8443"), None);
+        assert_eq!(auth_url(None, "0.0.0.0:8443"), None);
     }
 }

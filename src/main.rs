@@ -25,7 +25,12 @@ fn main() -> ExitCode {
             Command::Serve(serve) => {
                 serve.into_config().map_err(boxed)?.serve().await.map_err(boxed).map(|()| ExitCode::SUCCESS)
             }
-            Command::Token(command) => liqo_auth::commands::token(command).await.map(|()| ExitCode::SUCCESS),
+            Command::Token(command) => {
+                liqo_auth::commands::token(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Tenant(command) => {
+                liqo_auth::commands::tenant(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Check(check) => Ok(check.execute().await),
             Command::Discover(discover) => Ok(discover.execute().await),
             Command::Peer(peer) => Ok(liqo_auth::client::peer::execute(*peer).await),

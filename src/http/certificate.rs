@@ -63,7 +63,10 @@ pub async fn issue_certificate(
                 e if !e.is_transient()
                     && !matches!(
                         e,
-                        IssueError::Sign { .. } | IssueError::Store { .. } | IssueError::BadCertificate { .. }
+                        IssueError::Sign { .. }
+                            | IssueError::Store { .. }
+                            | IssueError::BadCertificate { .. }
+                            | IssueError::TokenState(_)
                     ) =>
                 {
                     tracing::info!(cluster.claimed_id = %claimed, "refused identity request: {e}")

@@ -5,17 +5,23 @@
 //! and only then store the caller's `originClusterToken`. A caller that does not hold the key of
 //! the stored identity never gets past the conflict check, so it cannot overwrite another
 //! peer's origin token (spec 11, S7).
+//!
+//! Join tokens are authenticated first, but a use is consumed only right before a new
+//! certificate is signed: an idempotent repeat (the same key gets its stored certificate back)
+//! costs nothing. A join token bound to the requesting cluster may also rotate its identity: a
+//! new key replaces the stored certificate instead of conflicting.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::identity::{
-    AuthError, Authenticator, BearerToken, ClusterIdentity, ClusterValueError, CsrError, ParsedCsr, TenantNamespace,
-    TokenKind,
+    AuthError, AuthenticateError, Authenticator, BearerToken, ClusterIdentity, ClusterValueError, CsrError, Grant,
+    ParsedCsr, TenantNamespace, TokenKind,
 };
 use crate::pki::CertificateSummary;
 use crate::signer::{SignRequest, Signer, SignerError};
@@ -83,6 +89,8 @@ pub struct Issued {
 pub enum IssueError {
     #[error("authentication failed: {0}")]
     Unauthenticated(#[source] AuthError),
+    #[error("checking the token")]
+    TokenState(#[source] StoreError),
     #[error("invalid cluster identity: {0}")]
     InvalidCluster(#[source] ClusterValueError),
     #[error("invalid certificate signing request: {0}")]
@@ -112,7 +120,7 @@ impl IssueError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Sign { source, .. } => source.is_transient(),
-            Self::Store { source, .. } => source.is_transient(),
+            Self::Store { source, .. } | Self::TokenState(source) => source.is_transient(),
             _ => false,
         }
     }
@@ -151,7 +159,12 @@ impl Issuer {
 
     /// Runs one issuance.
     pub async fn issue(&self, request: IssueRequest) -> Result<Issued, IssueError> {
-        let token_kind = self.auth.authenticate(&request.token).map_err(IssueError::Unauthenticated)?;
+        let fingerprint = request.fingerprint();
+        let grant = self
+            .auth
+            .authenticate(&request.token, &request.unverified_cluster_id, &fingerprint)
+            .await
+            .map_err(auth_error)?;
         let cluster = ClusterIdentity::parse_remote(&request.unverified_cluster_id, &request.unverified_cluster_name)
             .map_err(IssueError::InvalidCluster)?;
         let csr = ParsedCsr::from_base64_pem(&request.csr_base64).map_err(IssueError::InvalidCsr)?;
@@ -164,7 +177,7 @@ impl Issuer {
         // rely on create-if-absent semantics (AlreadyExists is resolved below).
         let _guard = self.locks.lock(cluster.id.as_str()).await;
         let namespace = self.store.ensure_tenant_namespace(&cluster).await.map_err(store_err)?;
-        let (certificate_pem, outcome) = self.certificate_for(&cluster, &namespace, &csr).await?;
+        let (certificate_pem, outcome) = self.certificate_for(&cluster, &namespace, &csr, &grant, &fingerprint).await?;
         let certificate = CertificateSummary::from_pem(certificate_pem.as_bytes())
             .ok_or_else(|| IssueError::BadCertificate { cluster: cluster.id.to_string() })?;
         // Binding runs on repeats too, so a request that failed after storing is completed by
@@ -174,7 +187,7 @@ impl Issuer {
         if let Some(origin) = request.origin_token.as_ref().filter(|t| !t.is_empty()) {
             self.store.save_origin_token(&cluster.id, origin).await.map_err(store_err)?;
         }
-        Ok(Issued { cluster, namespace, certificate_pem, certificate, api_server, outcome, token_kind })
+        Ok(Issued { cluster, namespace, certificate_pem, certificate, api_server, outcome, token_kind: grant.kind })
     }
 
     async fn certificate_for(
@@ -182,14 +195,17 @@ impl Issuer {
         cluster: &ClusterIdentity,
         namespace: &TenantNamespace,
         csr: &ParsedCsr,
+        grant: &Grant,
+        fingerprint: &str,
     ) -> Result<(String, Outcome), IssueError> {
         let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
         let stored = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
         match stored {
             Some(stored) => match self.decide(&stored, csr) {
                 Decision::Return => Ok((stored.certificate_pem, Outcome::Repeated)),
-                Decision::Conflict => Err(self.conflict(cluster, namespace)),
-                Decision::Replace => {
+                Decision::Conflict if !grant.may_rotate(&cluster.id) => Err(self.conflict(cluster, namespace)),
+                Decision::Conflict | Decision::Replace => {
+                    self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
                     let fresh = self.sign(cluster, csr).await?;
                     self.store.replace_identity(namespace, &cluster.id, &fresh, &stored).await.map_err(store_err)?;
                     self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
@@ -197,6 +213,7 @@ impl Issuer {
                 }
             },
             None => {
+                self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
                 let fresh = self.sign(cluster, csr).await?;
                 match self.store.create_identity(namespace, &cluster.id, &fresh).await {
                     Ok(()) => {
@@ -249,6 +266,25 @@ impl Issuer {
 
     fn conflict(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace) -> IssueError {
         IssueError::IdentityExists { cluster: cluster.id.to_string(), namespace: namespace.to_string() }
+    }
+}
+
+impl IssueRequest {
+    /// Names this request for join-token use counting: the claimed cluster and the exact CSR,
+    /// which a client's retries send unchanged.
+    pub fn fingerprint(&self) -> String {
+        let mut digest = Sha256::new();
+        digest.update(self.unverified_cluster_id.as_bytes());
+        digest.update(b"\n");
+        digest.update(self.csr_base64.trim().as_bytes());
+        hex::encode(digest.finalize())
+    }
+}
+
+fn auth_error(error: AuthenticateError) -> IssueError {
+    match error {
+        AuthenticateError::Refused(reason) => IssueError::Unauthenticated(reason),
+        AuthenticateError::Store(source) => IssueError::TokenState(source),
     }
 }
 

@@ -2,15 +2,17 @@
 //!
 //! `Issuer` authorises a request, validates it, and drives the `Signer` and `CredentialStore`
 //! ports in the order of spec 3.1 with the fixes of section 11: every step is idempotent, so a
-//! request that failed half-way is completed by the next identical one.
+//! request that failed half-way is completed by the next identical one. `join_token` holds the
+//! per-peer expiring tokens that may replace the shared one.
 
 mod auth;
 mod cluster;
 mod csr;
 mod issuer;
+pub mod join_token;
 mod token;
 
-pub use auth::{AuthError, Authenticator, TokenKind};
+pub use auth::{AuthError, AuthenticateError, Authenticator, Grant, TokenKind};
 pub use cluster::{
     validate_dns1123_label, ClusterId, ClusterIdentity, ClusterName, ClusterValueError, TenantNamespace,
 };

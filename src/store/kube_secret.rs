@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 use crate::identity::{pem_encode, BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
@@ -101,6 +101,79 @@ impl KubeStore {
         }
         peers.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
         Ok(peers)
+    }
+
+    /// Unpeers `cluster`: deletes the RoleBindings `liqo-binding-*` in its tenant namespace
+    /// (found by label), its stored certificate, its origin token `remote-token-<id>` and, with
+    /// `delete_namespace`, the namespace. Returns what was removed; absent objects are skipped,
+    /// so a partly failed removal can simply be run again.
+    pub async fn remove_peer(&self, cluster: &ClusterId, delete_namespace: bool) -> Result<Vec<String>, StoreError> {
+        let mut removed = Vec::new();
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let selector = format!("{LABEL_CLUSTER_ID}={cluster},{LABEL_TENANT_NAMESPACE}");
+        let found =
+            call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector))).await?;
+        for namespace in found.items.iter().filter_map(|ns| ns.metadata.name.clone()) {
+            let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), &namespace);
+            for name in self.binding_names(&bindings).await? {
+                if deleted(&format!("deleting RoleBinding {name}"), bindings.delete(&name, &DeleteParams::default()))
+                    .await?
+                {
+                    removed.push(format!("RoleBinding {namespace}/{name}"));
+                }
+            }
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+            let what = format!("Secret {namespace}/{REMOTE_CERTIFICATE_SECRET}");
+            if deleted(&format!("deleting {what}"), secrets.delete(REMOTE_CERTIFICATE_SECRET, &DeleteParams::default()))
+                .await?
+            {
+                removed.push(what);
+            }
+            if delete_namespace
+                && deleted(
+                    &format!("deleting namespace {namespace}"),
+                    namespaces.delete(&namespace, &DeleteParams::default()),
+                )
+                .await?
+            {
+                removed.push(format!("Namespace {namespace}"));
+            }
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let origin = format!("remote-token-{cluster}");
+        if deleted(&format!("deleting Secret {origin}"), secrets.delete(&origin, &DeleteParams::default())).await? {
+            removed.push(format!("Secret {}/{origin}", self.namespace));
+        }
+        Ok(removed)
+    }
+
+    /// Names of the `liqo-binding-*` RoleBindings in a tenant namespace: listed when allowed,
+    /// else derived from the peering ClusterRoles (the deployed RBAC grants no list on
+    /// RoleBindings; `list` on ClusterRoles and `delete` on RoleBindings suffice).
+    async fn binding_names(&self, bindings: &Api<RoleBinding>) -> Result<Vec<String>, KubeFailure> {
+        match call("listing RoleBindings", bindings.list(&ListParams::default())).await {
+            Ok(list) => Ok(list
+                .items
+                .into_iter()
+                .filter_map(|b| b.metadata.name)
+                .filter(|name| name.starts_with("liqo-binding-"))
+                .collect()),
+            Err(KubeFailure::Forbidden { .. }) => {
+                let roles: Api<ClusterRole> = Api::all(self.client.clone());
+                let list = call(
+                    "listing the peering ClusterRoles",
+                    roles.list(&ListParams::default().labels(LABEL_PEERING_PERMISSIONS)),
+                )
+                .await?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .filter_map(|r| r.metadata.name)
+                    .map(|n| format!("liqo-binding-{n}"))
+                    .collect())
+            }
+            Err(failure) => Err(failure),
+        }
     }
 
     async fn grant(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), KubeFailure> {
@@ -369,6 +442,14 @@ impl CredentialStore for KubeStore {
         call("asking the API server for its version", self.client.apiserver_version()).await?;
         Ok(())
     }
+}
+
+/// Runs a delete: `Ok(true)` when deleted, `Ok(false)` when it was not there.
+async fn deleted<T>(
+    operation: &str,
+    future: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<bool, KubeFailure> {
+    Ok(call_opt(operation, future).await?.is_some())
 }
 
 /// Reads `csr` and `certificate` from a `liqo-remote-certificate` Secret; `None` when either is

@@ -10,19 +10,33 @@
 //! peers/<cluster-id>/tenant.json       peer name and tenant namespace
 //! peers/<cluster-id>/identity.json     stored CSR and issued certificate
 //! peers/<cluster-id>/origin-token      the peer's own token (originClusterToken)
+//! join-token.key                HS256 key signing join tokens (32 raw bytes)
+//! join-tokens/<id>.json         one record per join token (never the token itself)
 //! ```
+//!
+//! Join-token records are updated read-modify-write under a process-wide mutex, and every write
+//! is an atomic rename, so concurrent requests in one server never take more uses than allowed.
+//! Two *processes* sharing a data dir are not coordinated: run one server per data dir.
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace};
 use crate::signer::LocalCa;
-use crate::store::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity, TokenStore};
+use crate::store::{
+    ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, StoreError, StoredIdentity, TokenStore,
+};
+
+/// Serialises read-modify-write of join-token files within this process.
+static JOIN_TOKEN_LOCK: Mutex<()> = Mutex::new(());
+const JOIN_TOKEN_KEY_FILE: &str = "join-token.key";
+const JOIN_TOKEN_DIR: &str = "join-tokens";
 
 /// The data-dir backend.
 pub struct LocalStore {
@@ -156,6 +170,75 @@ impl LocalStore {
         Ok(peers)
     }
 
+    /// Removes everything stored for peer `cluster` (tenant record, identity, origin token) and
+    /// returns what was removed, for `tenant remove`. Without a cluster there is no namespace or
+    /// RBAC to remove: the stored state is the whole grant.
+    pub fn remove_peer(&self, cluster: &ClusterId) -> Result<Vec<String>, StoreError> {
+        let dir = self.peer_dir(cluster);
+        let mut removed = Vec::new();
+        for (file, what) in [
+            ("identity.json", "stored certificate"),
+            ("origin-token", "origin token"),
+            ("tenant.json", "tenant record"),
+        ] {
+            let path = dir.join(file);
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(format!("{what} {}", path.display())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(format!("removing {}", path.display()), e)),
+            }
+        }
+        match fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(format!("removing {}", dir.display()), e)),
+        }
+        Ok(removed)
+    }
+
+    fn join_token_path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        // Only IDs of the minted shape reach the file system: no '/', no '..'.
+        if !join_token::valid_id(id) {
+            return Err(StoreError::Corrupt {
+                what: format!("join token ID {id:?}"),
+                reason: "not 32 hex characters".into(),
+            });
+        }
+        Ok(self.dir.join(JOIN_TOKEN_DIR).join(format!("{id}.json")))
+    }
+
+    fn read_join_key(&self) -> Result<Option<JoinTokenKey>, StoreError> {
+        let path = self.dir.join(JOIN_TOKEN_KEY_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => JoinTokenKey::from_bytes(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
+                what: path.display().to_string(),
+                reason: "not a 32-byte key; run `liqo-auth token rotate-key`".into(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn write_join_key(&self, key: &JoinTokenKey) -> Result<(), StoreError> {
+        write_private_file(&self.dir.join(JOIN_TOKEN_KEY_FILE), key.expose())
+    }
+
+    /// Read-modify-write of one record under the process-wide lock.
+    fn update_join_record<T>(
+        &self,
+        id: &str,
+        change: impl FnOnce(Option<&mut JoinTokenRecord>) -> (bool, T),
+    ) -> Result<T, StoreError> {
+        let path = self.join_token_path(id)?;
+        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = read_json::<JoinTokenRecord>(&path)?;
+        let (write, answer) = change(record.as_mut());
+        if let (true, Some(record)) = (write, record) {
+            write_json(&path, &record)?;
+        }
+        Ok(answer)
+    }
+
     fn peer_dir(&self, cluster: &ClusterId) -> PathBuf {
         // ClusterId is a validated DNS-1123 label: no '/', no '..', safe as a path component.
         self.dir.join("peers").join(cluster.as_str())
@@ -257,6 +340,89 @@ impl TokenStore for LocalStore {
     }
 }
 
+#[async_trait::async_trait]
+impl JoinTokenStore for LocalStore {
+    async fn key(&self) -> Result<Option<JoinTokenKey>, StoreError> {
+        self.read_join_key()
+    }
+
+    async fn ensure_key(&self) -> Result<JoinTokenKey, StoreError> {
+        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = self.read_join_key()? {
+            return Ok(key);
+        }
+        let key = JoinTokenKey::generate();
+        self.write_join_key(&key)?;
+        Ok(key)
+    }
+
+    async fn rotate_key(&self) -> Result<JoinTokenKey, StoreError> {
+        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let key = JoinTokenKey::generate();
+        self.write_join_key(&key)?;
+        Ok(key)
+    }
+
+    async fn create_record(&self, record: &JoinTokenRecord) -> Result<(), StoreError> {
+        let path = self.join_token_path(&record.id)?;
+        ensure_private_dir(&self.dir.join(JOIN_TOKEN_DIR))?;
+        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if path.exists() {
+            return Err(StoreError::AlreadyExists { what: path.display().to_string() });
+        }
+        write_json(&path, record)
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        if !join_token::valid_id(id) {
+            return Ok(None);
+        }
+        read_json(&self.join_token_path(id)?)
+    }
+
+    async fn records(&self) -> Result<Vec<JoinTokenRecord>, StoreError> {
+        let dir = self.dir.join(JOIN_TOKEN_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| StoreError::io("listing join tokens", e))?.path();
+            // Temp files of interrupted writes start with '.' and have another extension.
+            if path.extension().is_some_and(|ext| ext == "json") {
+                records.extend(read_json::<JoinTokenRecord>(&path)?);
+            }
+        }
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(records)
+    }
+
+    async fn revoke(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        if !join_token::valid_id(id) {
+            return Ok(None);
+        }
+        self.update_join_record(id, |record| match record {
+            Some(record) => {
+                record.revoked = true;
+                (true, Some(record.clone()))
+            }
+            None => (false, None),
+        })
+    }
+
+    async fn consume(&self, id: &str, fingerprint: &str) -> Result<ConsumeOutcome, StoreError> {
+        self.update_join_record(id, |record| match record {
+            Some(record) => {
+                let outcome = record.consume(fingerprint);
+                (outcome == ConsumeOutcome::Consumed, outcome)
+            }
+            None => (false, ConsumeOutcome::Unknown),
+        })
+    }
+}
+
 /// Creates `dir` (and parents) with mode 0700, tightening an existing one.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
@@ -271,7 +437,8 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
 /// Writes `bytes` to `path` atomically with mode 0600: a crash leaves the old file or the new
 /// one, never half of either.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name has an empty parent: that is the current directory.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
@@ -375,6 +542,47 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"one");
         write_private_file(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
+    }
+
+    #[tokio::test]
+    async fn join_token_records_are_private_files_and_uses_are_counted_once_per_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        assert!(store.key().await.unwrap().is_none());
+        let key = store.ensure_key().await.unwrap();
+        assert_eq!(store.ensure_key().await.unwrap(), key, "created once");
+        let mode = fs::metadata(tmp.path().join(JOIN_TOKEN_KEY_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let spec = join_token::JoinTokenSpec { ttl: std::time::Duration::from_secs(60), cluster: None, max_uses: 2 };
+        let minted = join_token::mint(&key, &ClusterId::parse("me").unwrap(), &spec, 1000);
+        store.create_record(&minted.record).await.unwrap();
+        let id = minted.record.id.clone();
+        assert_eq!(store.consume(&id, "a").await.unwrap(), ConsumeOutcome::Consumed);
+        assert_eq!(store.consume(&id, "a").await.unwrap(), ConsumeOutcome::AlreadyConsumed);
+        assert_eq!(store.consume(&id, "b").await.unwrap(), ConsumeOutcome::Consumed);
+        assert_eq!(store.consume(&id, "c").await.unwrap(), ConsumeOutcome::Exhausted);
+        assert_eq!(open(tmp.path()).record(&id).await.unwrap().unwrap().uses, 2, "persisted");
+        assert!(store.revoke(&id).await.unwrap().unwrap().revoked);
+        assert_eq!(store.consume(&id, "d").await.unwrap(), ConsumeOutcome::Revoked);
+        assert_eq!(store.records().await.unwrap().len(), 1);
+        assert!(JoinTokenStore::record(&store, "../../token").await.unwrap().is_none());
+        assert_ne!(store.rotate_key().await.unwrap(), key);
+    }
+
+    #[tokio::test]
+    async fn removing_a_peer_deletes_its_files_and_allows_a_fresh_peering() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
+        let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
+        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into() };
+        store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
+        store.save_origin_token(&cluster.id, &BearerToken::new("t".into())).await.unwrap();
+        assert_eq!(store.remove_peer(&cluster.id).unwrap().len(), 3);
+        assert!(store.peers().unwrap().is_empty());
+        assert!(store.remove_peer(&cluster.id).unwrap().is_empty(), "idempotent");
+        let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
+        store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
     }
 
     #[tokio::test]

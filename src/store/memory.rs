@@ -1,10 +1,12 @@
-//! `MemoryStore`: an in-memory `CredentialStore` and `TokenStore` for router and domain tests.
+//! `MemoryStore`: an in-memory `CredentialStore` and `TokenStore` for router and domain tests;
+//! `MemoryJoinTokens`: the same for the `JoinTokenStore` port.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::identity::join_token::{ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
-use crate::store::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity, TokenStore};
+use crate::store::{ApiServerInfo, CredentialStore, JoinTokenStore, StoreError, StoredIdentity, TokenStore};
 
 /// Everything in a few maps behind one mutex.
 pub struct MemoryStore {
@@ -122,5 +124,70 @@ impl CredentialStore for MemoryStore {
 impl TokenStore for MemoryStore {
     fn shared_token(&self) -> Option<SharedToken> {
         self.lock().token.clone()
+    }
+}
+
+/// Join-token key and records in memory (router and domain tests).
+#[derive(Default)]
+pub struct MemoryJoinTokens {
+    state: Mutex<JoinState>,
+}
+
+#[derive(Default)]
+struct JoinState {
+    key: Option<JoinTokenKey>,
+    records: HashMap<String, JoinTokenRecord>,
+}
+
+impl MemoryJoinTokens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JoinState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl JoinTokenStore for MemoryJoinTokens {
+    async fn key(&self) -> Result<Option<JoinTokenKey>, StoreError> {
+        Ok(self.lock().key.clone())
+    }
+
+    async fn ensure_key(&self) -> Result<JoinTokenKey, StoreError> {
+        Ok(self.lock().key.get_or_insert_with(JoinTokenKey::generate).clone())
+    }
+
+    async fn rotate_key(&self) -> Result<JoinTokenKey, StoreError> {
+        let key = JoinTokenKey::generate();
+        self.lock().key = Some(key.clone());
+        Ok(key)
+    }
+
+    async fn create_record(&self, record: &JoinTokenRecord) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.records.contains_key(&record.id) {
+            return Err(StoreError::AlreadyExists { what: format!("join token {}", record.id) });
+        }
+        state.records.insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        Ok(self.lock().records.get(id).cloned())
+    }
+
+    async fn records(&self) -> Result<Vec<JoinTokenRecord>, StoreError> {
+        let mut records: Vec<_> = self.lock().records.values().cloned().collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(records)
+    }
+
+    async fn revoke(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        Ok(self.lock().records.get_mut(id).map(|record| {
+            record.revoked = true;
+            record.clone()
+        }))
+    }
+
+    async fn consume(&self, id: &str, fingerprint: &str) -> Result<ConsumeOutcome, StoreError> {
+        Ok(self.lock().records.get_mut(id).map_or(ConsumeOutcome::Unknown, |record| record.consume(fingerprint)))
     }
 }

@@ -6,17 +6,20 @@
 
 use std::fmt;
 
+use crate::identity::join_token::{ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
 
+pub mod kube_join_token;
 pub mod kube_secret;
 pub mod kube_token;
 pub mod local_file;
 pub mod memory;
 
+pub use kube_join_token::KubeJoinTokens;
 pub use kube_secret::KubeStore;
 pub use kube_token::KubeTokenCache;
 pub use local_file::LocalStore;
-pub use memory::MemoryStore;
+pub use memory::{MemoryJoinTokens, MemoryStore};
 
 /// What a provider stored for a peer: the request it signed and the certificate it issued.
 #[derive(Clone, PartialEq, Eq)]
@@ -97,6 +100,37 @@ pub trait CredentialStore: Send + Sync {
 pub trait TokenStore: Send + Sync {
     /// The current shared token, or `None` when there is no usable token.
     fn shared_token(&self) -> Option<SharedToken>;
+}
+
+/// The join-token signing key and the token records (never the tokens themselves).
+///
+/// "Not found" is `Ok(None)`. `consume` is the one operation that must be atomic across every
+/// replica: two callers can never together take more uses than a record allows.
+#[async_trait::async_trait]
+pub trait JoinTokenStore: Send + Sync {
+    /// The current signing key; `None` before the first `token create`.
+    async fn key(&self) -> Result<Option<JoinTokenKey>, StoreError>;
+
+    /// The current signing key, creating one when there is none.
+    async fn ensure_key(&self) -> Result<JoinTokenKey, StoreError>;
+
+    /// Replaces the key with a fresh one: every outstanding token stops verifying.
+    async fn rotate_key(&self) -> Result<JoinTokenKey, StoreError>;
+
+    /// Stores the record of a new token; `AlreadyExists` if its ID is taken.
+    async fn create_record(&self, record: &JoinTokenRecord) -> Result<(), StoreError>;
+
+    /// The record of token `id`.
+    async fn record(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError>;
+
+    /// Every record, sorted by creation time.
+    async fn records(&self) -> Result<Vec<JoinTokenRecord>, StoreError>;
+
+    /// Marks token `id` revoked; returns the updated record, `None` when unknown.
+    async fn revoke(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError>;
+
+    /// Atomically applies [`JoinTokenRecord::consume`] for the request `fingerprint`.
+    async fn consume(&self, id: &str, fingerprint: &str) -> Result<ConsumeOutcome, StoreError>;
 }
 
 /// Why a storage operation failed.
