@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
@@ -82,6 +82,8 @@ pub struct Issued {
     pub api_server: ApiServerInfo,
     pub outcome: Outcome,
     pub token_kind: TokenKind,
+    /// How long the signer took, when this request signed (`None` for a repeat).
+    pub signer_duration: Option<Duration>,
 }
 
 /// Why issuance failed.
@@ -102,6 +104,8 @@ pub enum IssueError {
     #[error("signing the certificate for cluster {cluster}")]
     Sign {
         cluster: String,
+        /// How long the signer took to fail (for the signer latency metric).
+        elapsed: Duration,
         #[source]
         source: SignerError,
     },
@@ -177,7 +181,8 @@ impl Issuer {
         // rely on create-if-absent semantics (AlreadyExists is resolved below).
         let _guard = self.locks.lock(cluster.id.as_str()).await;
         let namespace = self.store.ensure_tenant_namespace(&cluster).await.map_err(store_err)?;
-        let (certificate_pem, outcome) = self.certificate_for(&cluster, &namespace, &csr, &grant, &fingerprint).await?;
+        let (certificate_pem, outcome, signer_duration) =
+            self.certificate_for(&cluster, &namespace, &csr, &grant, &fingerprint).await?;
         let certificate = CertificateSummary::from_pem(certificate_pem.as_bytes())
             .ok_or_else(|| IssueError::BadCertificate { cluster: cluster.id.to_string() })?;
         // Binding runs on repeats too, so a request that failed after storing is completed by
@@ -187,7 +192,16 @@ impl Issuer {
         if let Some(origin) = request.origin_token.as_ref().filter(|t| !t.is_empty()) {
             self.store.save_origin_token(&cluster.id, origin).await.map_err(store_err)?;
         }
-        Ok(Issued { cluster, namespace, certificate_pem, certificate, api_server, outcome, token_kind: grant.kind })
+        Ok(Issued {
+            cluster,
+            namespace,
+            certificate_pem,
+            certificate,
+            api_server,
+            outcome,
+            token_kind: grant.kind,
+            signer_duration,
+        })
     }
 
     async fn certificate_for(
@@ -197,35 +211,35 @@ impl Issuer {
         csr: &ParsedCsr,
         grant: &Grant,
         fingerprint: &str,
-    ) -> Result<(String, Outcome), IssueError> {
+    ) -> Result<(String, Outcome, Option<Duration>), IssueError> {
         let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
         let stored = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
         match stored {
             Some(stored) => match self.decide(&stored, csr) {
-                Decision::Return => Ok((stored.certificate_pem, Outcome::Repeated)),
+                Decision::Return => Ok((stored.certificate_pem, Outcome::Repeated, None)),
                 Decision::Conflict if !grant.may_rotate(&cluster.id) => Err(self.conflict(cluster, namespace)),
                 Decision::Conflict | Decision::Replace => {
                     self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
-                    let fresh = self.sign(cluster, csr).await?;
+                    let (fresh, took) = self.sign(cluster, csr).await?;
                     self.store.replace_identity(namespace, &cluster.id, &fresh, &stored).await.map_err(store_err)?;
                     self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
-                    Ok((fresh.certificate_pem, Outcome::Issued))
+                    Ok((fresh.certificate_pem, Outcome::Issued, Some(took)))
                 }
             },
             None => {
                 self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
-                let fresh = self.sign(cluster, csr).await?;
+                let (fresh, took) = self.sign(cluster, csr).await?;
                 match self.store.create_identity(namespace, &cluster.id, &fresh).await {
                     Ok(()) => {
                         self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
-                        Ok((fresh.certificate_pem, Outcome::Issued))
+                        Ok((fresh.certificate_pem, Outcome::Issued, Some(took)))
                     }
                     // Another replica stored first: answer as if we had come second.
                     Err(StoreError::AlreadyExists { .. }) => {
                         let winner = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
                         match winner {
                             Some(winner) if self.decide(&winner, csr) == Decision::Return => {
-                                Ok((winner.certificate_pem, Outcome::Repeated))
+                                Ok((winner.certificate_pem, Outcome::Repeated, Some(took)))
                             }
                             _ => Err(self.conflict(cluster, namespace)),
                         }
@@ -254,14 +268,16 @@ impl Issuer {
         }
     }
 
-    async fn sign(&self, cluster: &ClusterIdentity, csr: &ParsedCsr) -> Result<StoredIdentity, IssueError> {
+    /// Signs, returning how long the signer took.
+    async fn sign(&self, cluster: &ClusterIdentity, csr: &ParsedCsr) -> Result<(StoredIdentity, Duration), IssueError> {
         let request = SignRequest { cluster, csr, ttl: self.policy.certificate_ttl };
-        let signed = self
-            .signer
-            .sign(request)
-            .await
-            .map_err(|source| IssueError::Sign { cluster: cluster.id.to_string(), source })?;
-        Ok(StoredIdentity { csr_pem: csr.to_pem(), certificate_pem: signed.pem })
+        let started = Instant::now();
+        let signed = self.signer.sign(request).await.map_err(|source| IssueError::Sign {
+            cluster: cluster.id.to_string(),
+            elapsed: started.elapsed(),
+            source,
+        })?;
+        Ok((StoredIdentity { csr_pem: csr.to_pem(), certificate_pem: signed.pem }, started.elapsed()))
     }
 
     fn conflict(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace) -> IssueError {
