@@ -164,8 +164,9 @@ pub fn spawn_reloader(
     every: Duration,
     on_reload: impl Fn(i64) + Send + 'static,
 ) {
+    // Stamp now, not when the task first runs: a change made in between must not be missed.
+    let mut last = stamp(&cert_path, &key_path);
     tokio::spawn(async move {
-        let mut last = stamp(&cert_path, &key_path);
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
