@@ -273,6 +273,33 @@ pub struct ServeArgs {
     /// Port announced over mDNS, the one peers reach (e.g. the NodePort); default: the listen port.
     #[arg(long = "mdns-port", env = "LIQO_AUTH_MDNS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub mdns_port: Option<u16>,
+    /// Admin listener for /metrics, /healthz and /readyz in plain HTTP (`""` or `off` disables it).
+    #[arg(long = "metrics-address", env = "LIQO_AUTH_METRICS_ADDRESS", default_value = ":9090")]
+    pub metrics_address: String,
+    /// Believe `X-Forwarded-For` from peers in this CIDR, e.g. the Ingress controller's pods (repeatable).
+    #[arg(long = "trusted-proxy", env = "LIQO_AUTH_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
+    /// Failed authentications allowed per source address and minute before 429 (0 disables the limit).
+    #[arg(long = "auth-failure-limit", env = "LIQO_AUTH_AUTH_FAILURE_LIMIT", default_value_t = crate::http::protect::DEFAULT_AUTH_FAILURES_PER_MINUTE)]
+    pub auth_failure_limit: u32,
+    /// Identity requests processed at once; more wait for a slot (up to 30s, then 503 with Retry-After).
+    #[arg(long = "max-concurrent-issuances", env = "LIQO_AUTH_MAX_CONCURRENT_ISSUANCES", default_value_t = crate::http::protect::DEFAULT_MAX_CONCURRENT_ISSUANCES)]
+    pub max_concurrent_issuances: usize,
+    /// Longest time a client may take to send its request headers.
+    #[arg(long = "header-read-timeout", env = "LIQO_AUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How often --cert-path/--key-path are checked for a new pair.
+    #[arg(long = "tls-reload-interval", env = "LIQO_AUTH_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+}
+
+/// Parses a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (a /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("invalid CIDR {text:?}: use an address or a network such as 10.0.0.0/8 or fd00::/8"))
 }
 
 /// Parses a Go duration: a sequence of `<number><unit>` with units ns, us, µs, ms, s, m, h.
@@ -347,6 +374,9 @@ mod tests {
         assert!(!serve.mdns_advertise && serve.mdns_interface.is_empty());
         assert_eq!(serve.mdns_port, None);
         assert_eq!(serve.shared_token, SharedTokenMode::Enabled);
+        assert_eq!(serve.metrics_address, ":9090");
+        assert_eq!((serve.auth_failure_limit, serve.max_concurrent_issuances), (10, 64));
+        assert_eq!(serve.tls_reload_interval, Duration::from_secs(10));
     }
 
     #[test]
@@ -377,5 +407,21 @@ mod tests {
         assert_eq!((create.ttl, create.max_uses), (Duration::from_secs(24 * 3600), 1));
         assert!(create.cluster_id.is_none() && !create.print_peer_command);
         assert!(Args::try_parse_from(["liqo-auth", "token", "create", "--max-uses", "0"]).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_take_networks_and_single_addresses() {
+        let args = Args::try_parse_from([
+            "liqo-auth",
+            "serve",
+            "--trusted-proxy=10.0.0.0/8",
+            "--trusted-proxy",
+            "192.0.2.7,fd00::1/64",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = args.command else { panic!("serve") };
+        let nets: Vec<String> = serve.trusted_proxy.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "fd00::/64"]);
+        assert!(Args::try_parse_from(["liqo-auth", "serve", "--trusted-proxy=10.0.0.0/33"]).is_err());
     }
 }

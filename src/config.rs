@@ -3,19 +3,22 @@
 //! `ServeArgs::into_config()` checks everything that can be checked without I/O;
 //! `Config::build()` opens the backend and returns the runtime objects; `Config::serve()` runs.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{BackendKind, ServeArgs, SharedTokenMode, SignerKind};
 use crate::discovery::{Advertisement, AdvertisementConfig, DiscoveryError, InterfaceSelection};
-use crate::http::AppState;
+use crate::http::{AppState, Protection, ProtectionConfig};
 use crate::identity::{Authenticator, ClusterId, ClusterIdentity, ClusterName, IssuePolicy, Issuer};
 use crate::server::{self, ServerLimits};
 use crate::signer::{KubeCsrSigner, LocalCa, Signer};
 use crate::store::kube_secret::ApiServerSource;
 use crate::store::{KubeJoinTokens, KubeStore, KubeTokenCache, LocalStore, StoreError};
+use crate::telemetry::Metrics;
 use crate::tls::{ServingCertificate, ServingSource, TlsError};
 
 /// Default `apiServerUrl` of the local backend.
@@ -87,6 +90,13 @@ pub struct Config {
     pub limits: ServerLimits,
     /// LAN advertisement over mDNS (`--mdns-advertise`), off when `None`.
     pub mdns: Option<MdnsConfig>,
+    /// `--metrics-address` as given (for messages).
+    pub metrics_address: String,
+    /// Where the admin listener binds; `None` when disabled.
+    pub metrics_listen: Option<Vec<SocketAddr>>,
+    pub protection: ProtectionConfig,
+    /// How often the serving pair files are checked for changes.
+    pub tls_reload_interval: Duration,
 }
 
 /// What `--mdns-advertise` announces, and where (spec section 12).
@@ -112,6 +122,18 @@ impl ServeArgs {
             return Err(ConfigError::IamUnsupported);
         }
         let listen = server::parse_listen_address(&self.address).map_err(ConfigError::Invalid)?;
+        let metrics_listen = match self.metrics_address.trim() {
+            "" | "off" => None,
+            address => Some(
+                server::parse_listen_address(address)
+                    .map_err(|e| ConfigError::Invalid(format!("--metrics-address: {e}")))?,
+            ),
+        };
+        if self.tls_reload_interval.is_zero() || self.header_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--tls-reload-interval and --header-read-timeout must be positive".into(),
+            ));
+        }
         for (value, field) in [(&self.cluster_id, "--cluster-id"), (&self.cluster_name, "--cluster-name")] {
             if let Some(value) = value {
                 crate::identity::validate_dns1123_label(value, field)
@@ -183,8 +205,21 @@ impl ServeArgs {
             advertise_ca: !self.advertise_api_server_trusted_ca,
             certificate_ttl: self.certificate_ttl,
             kube_request_timeout: self.kube_request_timeout,
-            limits: ServerLimits { max_connections: self.max_connections.max(1), ..ServerLimits::default() },
+            limits: ServerLimits {
+                max_connections: self.max_connections.max(1),
+                header_read_timeout: self.header_read_timeout,
+                ..ServerLimits::default()
+            },
             mdns,
+            metrics_address: self.metrics_address,
+            metrics_listen,
+            protection: ProtectionConfig {
+                trusted_proxies: self.trusted_proxy,
+                auth_failures_per_minute: self.auth_failure_limit,
+                max_concurrent_issuances: self.max_concurrent_issuances.max(1),
+                ..ProtectionConfig::default()
+            },
+            tls_reload_interval: self.tls_reload_interval,
         })
     }
 }
@@ -272,22 +307,44 @@ impl Config {
 
     /// Runs the service until SIGTERM/SIGINT.
     pub async fn serve(self) -> Result<(), ConfigError> {
+        self.start(server::shutdown_signal()).await?.run().await;
+        Ok(())
+    }
+
+    /// Builds the runtime and binds the public and admin listeners; the returned `Started`
+    /// serves both once `run()` is awaited, until `shutdown` resolves, then drains them.
+    pub async fn start(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Started, ConfigError> {
         let runtime = self.build().await?;
+        let metrics = Metrics::new();
+        let state =
+            runtime.state.with_metrics(metrics.clone()).with_protection(Protection::new(self.protection.clone()));
         let listener = server::bind(&self.listen)
             .await
             .map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
-        let local_addr =
+        let address =
             listener.local_addr().map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
-        self.announce(&runtime.state.cluster, local_addr, runtime.serving.as_ref());
+        let admin_bind_err = |source| ConfigError::Bind { address: self.metrics_address.clone(), source };
+        let admin = match &self.metrics_listen {
+            Some(candidates) => {
+                let listener = server::bind(candidates).await.map_err(admin_bind_err)?;
+                let address = listener.local_addr().map_err(admin_bind_err)?;
+                Some((listener, address))
+            }
+            None => None,
+        };
+        let admin_address = admin.as_ref().map(|(_, address)| *address);
+        self.announce(&state.cluster, address, admin_address, runtime.serving.as_ref());
         let acceptor = match &runtime.serving {
             Some(serving) => {
+                metrics.set_serving_certificate_expiry(serving.not_after);
                 if let Some((cert, key)) = &serving.watched {
+                    let metrics = metrics.clone();
                     crate::tls::spawn_reloader(
                         serving.resolver.clone(),
                         cert.clone(),
                         key.clone(),
-                        Duration::from_secs(10),
-                        |_| {},
+                        self.tls_reload_interval,
+                        move |not_after| metrics.set_serving_certificate_expiry(not_after),
                     );
                 }
                 Some(tokio_rustls::TlsAcceptor::from(serving.server_config().map_err(ConfigError::Tls)?))
@@ -297,9 +354,9 @@ impl Config {
         let advertisement = match &self.mdns {
             Some(mdns) => Some(
                 Advertisement::start(&AdvertisementConfig {
-                    cluster_id: runtime.state.cluster.id.to_string(),
-                    cluster_name: runtime.state.cluster.name.to_string(),
-                    port: mdns.port.unwrap_or(local_addr.port()),
+                    cluster_id: state.cluster.id.to_string(),
+                    cluster_name: state.cluster.name.to_string(),
+                    port: mdns.port.unwrap_or(address.port()),
                     tls: runtime.serving.is_some(),
                     interfaces: mdns.interfaces.clone(),
                 })
@@ -307,15 +364,60 @@ impl Config {
             ),
             None => None,
         };
-        let router = crate::http::router(runtime.state);
-        server::serve(listener, router, acceptor, self.limits.clone(), server::shutdown_signal()).await;
-        if let Some(advertisement) = advertisement {
-            advertisement.stop().await;
-        }
-        Ok(())
+
+        // One shutdown signal, observed by both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let public = server::serve(
+            listener,
+            crate::http::router(state.clone()),
+            acceptor,
+            self.limits.clone(),
+            until_stopped(stopped.clone()),
+        );
+        let admin = admin.map(|(listener, _)| {
+            let limits = ServerLimits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                header_read_timeout: self.limits.header_read_timeout,
+                shutdown_grace: Duration::from_secs(5),
+                ..ServerLimits::default()
+            };
+            server::serve(listener, crate::telemetry::admin_router(state), None, limits, until_stopped(stopped))
+        });
+        let run = async move {
+            match admin {
+                Some(admin) => {
+                    tokio::join!(public, admin);
+                }
+                None => public.await,
+            }
+            if let Some(advertisement) = advertisement {
+                advertisement.stop().await;
+            }
+        };
+        Ok(Started { address, admin_address, metrics, run: Box::pin(run) })
     }
 
-    fn announce(&self, cluster: &ClusterIdentity, addr: SocketAddr, serving: Option<&ServingCertificate>) {
+    fn announce(
+        &self,
+        cluster: &ClusterIdentity,
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+        serving: Option<&ServingCertificate>,
+    ) {
+        match admin {
+            Some(admin) => tracing::info!(
+                admin.listen = %admin,
+                "serving /metrics, /healthz and /readyz on http://{admin} (keep this port private)"
+            ),
+            None => tracing::info!("the admin listener is disabled (--metrics-address off)"),
+        }
         if !self.shared_token {
             tracing::info!("the shared token is disabled (--shared-token=disabled): only join tokens authenticate");
         }
@@ -347,6 +449,28 @@ impl Config {
                 }
             }
         }
+    }
+}
+
+/// Open connections allowed on the admin listener (the kubelet and one or two scrapers).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// A service with its listeners bound, ready to `run()`.
+pub struct Started {
+    /// The public listener's address (the real port when `--address` asked for port 0).
+    pub address: SocketAddr,
+    /// The admin listener's address, when enabled.
+    pub admin_address: Option<SocketAddr>,
+    /// The metrics both listeners record into.
+    pub metrics: Metrics,
+    run: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Started {
+    /// Serves until the shutdown future given to `Config::start` resolves and both listeners
+    /// have drained.
+    pub async fn run(self) {
+        self.run.await;
     }
 }
 

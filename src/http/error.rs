@@ -30,6 +30,8 @@ pub enum ApiError {
     NotFound,
     /// Too many failed attempts from this source.
     TooManyRequests { retry_after_secs: u64 },
+    /// Every issuance slot stayed busy for the whole queue wait (`--max-concurrent-issuances`).
+    Busy,
     /// A dependency is down; retrying later may work.
     Unavailable { detail: String },
     /// Anything else.
@@ -69,29 +71,42 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
+    /// The stable `code` of the error body (also the audit `reason`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::InvalidRequest { code, .. } | Self::Internal { code, .. } => code,
+            Self::Unauthorized => "invalid_token",
+            Self::IdentityExists { .. } => "identity_exists",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::NotFound => "not_found",
+            Self::TooManyRequests { .. } => "rate_limited",
+            Self::Busy => "busy",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+
     fn body(&self) -> ErrorBody {
-        let (code, message) = match self {
-            Self::InvalidJson { detail } => ("invalid_json", format!("request body is not valid JSON of the expected shape: {detail}")),
-            Self::InvalidRequest { code, message } => (*code, message.clone()),
-            Self::Unauthorized => ("invalid_token", "invalid or expired token".to_owned()),
-            Self::IdentityExists { cluster, namespace } => (
-                "identity_exists",
-                format!(
+        let message = match self {
+            Self::InvalidJson { detail } => format!("request body is not valid JSON of the expected shape: {detail}"),
+            Self::InvalidRequest { message, .. } => message.clone(),
+            Self::Unauthorized => "invalid or expired token".to_owned(),
+            Self::IdentityExists { cluster, namespace } => format!(
                     "cluster {cluster} already holds an identity issued for another key; send the same certificate signing request again to get it back, or ask the provider's operator to reset it (liqo-auth tenant remove {cluster}, or delete Secret liqo-remote-certificate in namespace {namespace})"
-                ),
             ),
-            Self::PayloadTooLarge => ("payload_too_large", "request body is larger than 64 KiB".to_owned()),
-            Self::NotFound => ("not_found", "no such route".to_owned()),
-            Self::TooManyRequests { .. } => ("rate_limited", "too many failed attempts; retry later".to_owned()),
-            Self::Unavailable { .. } => ("unavailable", "temporarily unavailable; retry later".to_owned()),
-            Self::Internal { code, message, .. } => (*code, (*message).to_owned()),
+            Self::PayloadTooLarge => "request body is larger than 64 KiB".to_owned(),
+            Self::NotFound => "no such route".to_owned(),
+            Self::TooManyRequests { .. } => "too many failed attempts; retry later".to_owned(),
+            Self::Busy => "too many identity requests in progress; retry later".to_owned(),
+            Self::Unavailable { .. } => "temporarily unavailable; retry later".to_owned(),
+            Self::Internal { message, .. } => (*message).to_owned(),
         };
-        ErrorBody { code: code.to_owned(), message }
+        ErrorBody { code: self.code().to_owned(), message }
     }
 
     /// Builds the JSON error body for a status the router produced itself (405).
@@ -111,6 +126,9 @@ impl IntoResponse for ApiError {
             }
             Self::Internal { detail, .. } => {
                 response.extensions_mut().insert(ServerErrorDetail(detail.clone()));
+            }
+            Self::Busy => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             Self::TooManyRequests { retry_after_secs } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,15 +18,19 @@ use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::identity::{ClusterIdentity, Issuer};
+use crate::telemetry::Metrics;
 
+pub mod audit;
 pub mod certificate;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod ids;
+pub mod protect;
 pub mod wire;
 
 pub use error::ApiError;
+pub use protect::{Protection, ProtectionConfig, Source};
 
 /// Upper bound for one request, including a signer wait (`--signing-timeout` is shorter).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,14 +42,28 @@ pub struct AppState {
     /// `/ids` body, serialised once.
     pub ids_body: Arc<[u8]>,
     pub cluster: ClusterIdentity,
+    pub metrics: Metrics,
+    pub protection: Protection,
 }
 
 impl AppState {
-    /// Builds the state for `cluster` with `issuer`.
+    /// Builds the state for `cluster` with `issuer`, fresh metrics and default protection.
     pub fn new(cluster: ClusterIdentity, issuer: Issuer) -> Self {
         let ids = wire::IdsResponse { cluster_id: cluster.id.to_string(), cluster_name: cluster.name.to_string() };
         let ids_body: Arc<[u8]> = serde_json::to_vec(&ids).expect("plain struct serialises").into();
-        Self { issuer, ids_body, cluster }
+        Self { issuer, ids_body, cluster, metrics: Metrics::new(), protection: Protection::default() }
+    }
+
+    /// Records into `metrics` (shared with the admin listener and the TLS reloader).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Protects the issuance route as `protection` says.
+    pub fn with_protection(mut self, protection: Protection) -> Self {
+        self.protection = protection;
+        self
     }
 }
 
@@ -65,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(fallback)
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -92,9 +110,10 @@ async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
     ApiError::NotFound.into_response()
 }
 
-/// One log line per request (route template, never the raw URI); the single log line of each
-/// 5xx with its error chain; and the JSON envelope for axum's bare 405 (keeping `Allow`).
-async fn observe(request: Request<Body>, next: Next) -> Response {
+/// One log line and the request metrics per request (route template, never the raw URI); the
+/// single log line of each 5xx with its error chain; and the JSON envelope for axum's bare 405
+/// (keeping `Allow`).
+async fn observe(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
@@ -111,8 +130,10 @@ async fn observe(request: Request<Body>, next: Next) -> Response {
         }
     }
     let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let route = route.as_deref().unwrap_or("unmatched");
+    state.metrics.observe_request(route, &method, status, elapsed);
     if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
         tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
     } else if route == "/ids" || route == "/healthz" || route == "/readyz" {

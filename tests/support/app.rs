@@ -58,6 +58,11 @@ impl TestApp {
     }
 
     pub fn router(&self) -> Router {
+        router(self.state())
+    }
+
+    /// The handlers' state over this app's adapters (fresh metrics and default protection).
+    pub fn state(&self) -> AppState {
         let tokens = self.tokens.clone().unwrap_or_else(|| self.memory.clone());
         let store = self.store.clone().unwrap_or_else(|| self.memory.clone());
         let signer = self.signer.clone().unwrap_or_else(|| self.ca.clone());
@@ -65,7 +70,7 @@ impl TestApp {
         let policy = IssuePolicy { certificate_ttl: Duration::from_secs(24 * 3600) };
         let issuer = Issuer::new(auth, signer, store, policy);
         let cluster = ClusterIdentity::parse_remote(PROVIDER_ID, PROVIDER_NAME).expect("provider identity");
-        router(AppState::new(cluster, issuer))
+        AppState::new(cluster, issuer)
     }
 
     /// Sends one request through a fresh router.
