@@ -1,0 +1,535 @@
+//! Day-two operations: metrics on the admin router, audit events, failed-authentication rate
+//! limiting, trusted proxies, and serving-certificate hot reload on the real server.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use clap::Parser as _;
+use liqo_auth::cli::{Args, Command};
+use liqo_auth::client::transport::{AuthClient, ServerTrust};
+use liqo_auth::http::{Protection, ProtectionConfig};
+use support::app::{certificate_body, get, Answer, TestApp};
+use support::pki::{self, KeyType};
+use tower::ServiceExt as _;
+
+const ATTACKER: &str = "203.0.113.5:40000";
+const GOOD_PEER: &str = "198.51.100.7:41000";
+
+#[tokio::test]
+async fn metrics_appear_with_the_right_labels_after_traffic() {
+    let app = TestApp::new();
+    let state = app.state();
+    let public = liqo_auth::http::router(state.clone());
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let good = certificate_body("peer-1", "rome", app.token.expose(), &csr, None);
+    assert_eq!(send(&public, issue_from(GOOD_PEER, &good)).await.status, StatusCode::ACCEPTED);
+    assert_eq!(send(&public, issue_from(GOOD_PEER, &good)).await.status, StatusCode::ACCEPTED);
+    let bad = certificate_body("peer-2", "milan", "not-the-token", &csr, None);
+    assert_eq!(send(&public, issue_from(ATTACKER, &bad)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&public, get("/ids")).await.status, StatusCode::OK);
+    assert_eq!(send(&public, get("/no/such/route")).await.status, StatusCode::NOT_FOUND);
+
+    let scrape = send(&liqo_auth::telemetry::admin_router(state), get("/metrics")).await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    assert!(scrape.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let metrics = Samples::parse(&scrape.text());
+    let post = |status: &str| {
+        metrics.value(
+            "auth_http_requests_total",
+            &[("route", "/identity/certificate"), ("method", "POST"), ("status", status)],
+        )
+    };
+    assert_eq!(post("202"), Some(2.0));
+    assert_eq!(post("401"), Some(1.0));
+    assert_eq!(
+        metrics.value("auth_http_requests_total", &[("route", "/ids"), ("method", "GET"), ("status", "200")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("auth_http_requests_total", &[("route", "unmatched"), ("method", "GET"), ("status", "404")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("auth_http_request_duration_seconds_count", &[("route", "/identity/certificate")]),
+        Some(3.0)
+    );
+    assert_eq!(metrics.value("auth_http_request_duration_seconds_count", &[("route", "/ids")]), Some(1.0));
+    let issued =
+        |result: &str| metrics.value("auth_certificates_issued_total", &[("signer", "local-ca"), ("result", result)]);
+    assert_eq!((issued("issued"), issued("repeated"), issued("refused")), (Some(1.0), Some(1.0), Some(1.0)));
+    assert_eq!(issued("error"), None, "no error happened");
+    assert_eq!(metrics.value("auth_token_failures_total", &[("reason", "mismatch")]), Some(1.0));
+    assert_eq!(
+        metrics.value("auth_signer_duration_seconds_count", &[("signer", "local-ca")]),
+        Some(1.0),
+        "only the request that signed is timed"
+    );
+    assert_eq!(metrics.value("auth_serving_certificate_expiry_timestamp_seconds", &[]), Some(0.0));
+    assert!(scrape.text().trim_end().ends_with("# EOF"));
+}
+
+#[tokio::test]
+async fn the_admin_router_serves_health_and_readiness() {
+    let admin = liqo_auth::telemetry::admin_router(TestApp::new().state());
+    assert_eq!(send(&admin, get("/healthz")).await.status, StatusCode::OK);
+    assert_eq!(send(&admin, get("/readyz")).await.status, StatusCode::OK);
+    assert_eq!(send(&admin, get("/identity/certificate")).await.status, StatusCode::NOT_FOUND, "admin only");
+}
+
+#[tokio::test]
+async fn audit_events_carry_the_right_fields_and_no_secrets() {
+    let logs = Logs::capture();
+    let app = TestApp::new();
+    let public = liqo_auth::http::router(app.state());
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let good = certificate_body("peer-1", "rome", app.token.expose(), &csr, Some("origin-secret-token"));
+    let answer = send(&public, issue_from(GOOD_PEER, &good)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    let certificate_b64 = answer.json()["certificate"].as_str().unwrap().to_owned();
+    let bad = certificate_body("peer-2", "milan", "wrong-token-value-123", &csr, None);
+    assert_eq!(send(&public, issue_from(ATTACKER, &bad)).await.status, StatusCode::UNAUTHORIZED);
+    let invalid = certificate_body("Not_A_Label", "x", app.token.expose(), &csr, None);
+    assert_eq!(send(&public, issue_from(ATTACKER, &invalid)).await.status, StatusCode::BAD_REQUEST);
+    let other_key = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let conflict = certificate_body("peer-1", "rome", app.token.expose(), &other_key, None);
+    assert_eq!(send(&public, issue_from(GOOD_PEER, &conflict)).await.status, StatusCode::CONFLICT);
+
+    let events = logs.audit_events();
+    assert_eq!(events.len(), 4, "one audit event per attempt: {events:#?}");
+    let issued = &events[0];
+    assert_eq!(issued["outcome"], "issued");
+    assert_eq!(issued["cluster.id"], "peer-1");
+    assert_eq!(issued["cluster.name"], "rome");
+    assert_eq!(issued["source.address"], "198.51.100.7");
+    assert_eq!(issued["token.kind"], "shared");
+    assert_eq!(issued["signer.kind"], "local-ca");
+    assert!(issued["cert.serial"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(issued["cert.not_after"].as_i64().is_some_and(|t| t > 0));
+    assert!(issued.get("token.id").is_none(), "the shared token has no ID");
+    assert!(issued.get("reason").is_none() && issued.get("cluster.claimed_id").is_none());
+
+    let refused = &events[1];
+    assert_eq!(refused["outcome"], "refused");
+    assert_eq!(refused["reason"], "mismatch");
+    assert_eq!(refused["cluster.claimed_id"], "peer-2");
+    assert_eq!(refused["cluster.claimed_name"], "milan");
+    assert_eq!(refused["source.address"], "203.0.113.5");
+    assert!(refused.get("cluster.id").is_none() && refused.get("cert.serial").is_none());
+
+    assert_eq!(events[2]["outcome"], "refused");
+    assert_eq!(events[2]["reason"], "invalid_cluster");
+    assert_eq!(events[2]["cluster.claimed_id"], "Not_A_Label");
+    // A conflict comes after validation: the cluster is named as validated.
+    assert_eq!(events[3]["outcome"], "refused");
+    assert_eq!(events[3]["reason"], "identity_exists");
+    assert_eq!(events[3]["cluster.id"], "peer-1");
+
+    let everything = logs.text();
+    for secret in [
+        app.token.expose(),
+        "wrong-token-value-123",
+        "origin-secret-token",
+        "BEGIN",
+        &pki::b64(&csr)[..40],
+        &certificate_b64[..40],
+    ] {
+        assert!(!everything.contains(secret), "the logs contain a secret: {secret:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_eleventh_bad_token_from_one_address_gets_429_while_a_good_peer_still_gets_202() {
+    let app = TestApp::new();
+    let public = liqo_auth::http::router(app.state());
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let bad = certificate_body("peer-9", "evil", "guess", &csr, None);
+    for attempt in 1..=10 {
+        let answer = send(&public, issue_from(ATTACKER, &bad)).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    let answer = send(&public, issue_from(ATTACKER, &bad)).await;
+    assert_eq!((answer.status, answer.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+    let retry_after: u64 = answer.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=6).contains(&retry_after), "the next cell is due within 60s / 10: {retry_after}");
+    // Even the right token waits: the limit applies before any token work.
+    let good = certificate_body("peer-1", "rome", app.token.expose(), &csr, None);
+    assert_eq!(send(&public, issue_from(ATTACKER, &good)).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another address is not affected, and its success is never counted.
+    for _ in 0..15 {
+        assert_eq!(send(&public, issue_from(GOOD_PEER, &good)).await.status, StatusCode::ACCEPTED);
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_honoured_only_from_a_trusted_proxy() {
+    let logs = Logs::capture();
+    let app = TestApp::new();
+    let protection = Protection::new(ProtectionConfig {
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    });
+    let public = liqo_auth::http::router(app.state().with_protection(protection));
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let bad = certificate_body("peer-9", "evil", "guess", &csr, None);
+    let via = |peer: &str, forwarded: &str| {
+        let mut request = issue_from(peer, &bad);
+        request.headers_mut().insert("x-forwarded-for", forwarded.parse().unwrap());
+        request
+    };
+
+    // The audit names the forwarded client only behind the trusted proxy.
+    send(&public, via("10.1.2.3:5000", "192.0.2.44")).await;
+    send(&public, via("192.0.2.99:5000", "192.0.2.45")).await;
+    let events = logs.audit_events();
+    assert_eq!(events[0]["source.address"], "192.0.2.44");
+    assert_eq!(events[0]["source.peer"], "10.1.2.3:5000");
+    assert_eq!(events[1]["source.address"], "192.0.2.99", "an untrusted peer cannot name another source");
+
+    // Behind the proxy the limit keys on the forwarded client: one client is limited, the next
+    // client through the same proxy is not.
+    for _ in 0..9 {
+        assert_eq!(send(&public, via("10.1.2.3:5000", "192.0.2.44")).await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(send(&public, via("10.1.2.3:5000", "192.0.2.44")).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(&public, via("10.1.2.3:5000", "192.0.2.46")).await.status, StatusCode::UNAUTHORIZED);
+
+    // From an untrusted peer the limit keys on the peer, whatever header it sends.
+    for i in 0..9 {
+        let answer = send(&public, via("192.0.2.99:5000", &format!("198.51.100.{i}"))).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(send(&public, via("192.0.2.99:5000", "198.51.100.200")).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_certificate_swapped_on_disk_is_served_by_the_next_handshake_while_an_old_connection_keeps_working() {
+    let server = ReloadingServer::start().await;
+    let mut old = server.keep_alive_connection().await;
+    assert_eq!(old.get_ids().await, 200);
+    assert_eq!(old.pin, server.first.pin);
+    assert_eq!(server.gauge(), server.first.not_after);
+
+    let second = TestCert::new(90);
+    second.write(&server.dir);
+    let pin = server.wait_for_pin(&second.pin).await;
+    assert_eq!(pin, second.pin, "a new handshake gets the new certificate");
+    assert_eq!(old.get_ids().await, 200, "the connection opened before the swap keeps working");
+    assert_eq!(server.gauge(), second.not_after, "the expiry gauge follows the reload");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_replacement_keeps_the_old_certificate_in_service_and_logs_an_error() {
+    let logs = Logs::capture();
+    let server = ReloadingServer::start().await;
+    let replacement = TestCert::new(90);
+    std::fs::write(server.dir.join("tls.crt"), &replacement.cert_pem).unwrap();
+    std::fs::write(
+        server.dir.join("tls.key"),
+        "-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZQ==\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let refused = "refused the changed serving certificate";
+    for _ in 0..100 {
+        if logs.text().contains(refused) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = logs.events().into_iter().find(|e| e["message"].as_str().is_some_and(|m| m.contains(refused)));
+    let error = error.expect("the refused pair is logged");
+    assert_eq!(error["level"], "ERROR");
+    assert!(!logs.text().contains("Z2FyYmFnZQ"), "key material never reaches the log");
+    assert_eq!(server.handshake_pin().await, server.first.pin, "the old pair stays in service");
+    assert_eq!(server.gauge(), server.first.not_after);
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async fn send(router: &Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    Answer { status, headers, body }
+}
+
+/// A certificate request as `server::serve` hands it to the router: with the TCP peer attached.
+fn issue_from(peer: &str, body: &str) -> Request<Body> {
+    let mut request = support::app::post_json("/identity/certificate", body.to_owned());
+    request.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().expect("peer address")));
+    request
+}
+
+/// Samples of an OpenMetrics exposition, by name and label set.
+struct Samples(Vec<(String, BTreeMap<String, String>, f64)>);
+
+impl Samples {
+    fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').expect("label pair");
+                    (k.to_owned(), v.trim_matches('"').to_owned())
+                })
+                .collect();
+            samples.push((name.to_owned(), labels, value.parse().expect("sample value")));
+        }
+        Self(samples)
+    }
+
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.0.iter().find(|(n, l, _)| n == name && *l == wanted).map(|(_, _, v)| *v)
+    }
+}
+
+/// JSON log lines captured for the current thread. `#[tokio::test]` runs on a current-thread
+/// runtime, so spawned tasks (the certificate reloader) log here too.
+struct Logs {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Self {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        Self { buffer, _guard: tracing::subscriber::set_default(subscriber) }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.text().lines().map(|line| serde_json::from_str(line).expect("JSON log line")).collect()
+    }
+
+    fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.events().into_iter().filter(|e| e["target"] == "audit").collect()
+    }
+}
+
+/// A self-signed serving pair with a chosen lifetime.
+struct TestCert {
+    cert_pem: String,
+    key_pem: String,
+    pin: String,
+    not_after: i64,
+}
+
+impl TestCert {
+    fn new(days: i64) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(days);
+        let cert = params.self_signed(&key).unwrap();
+        let pin = liqo_auth::pki::spki_pin(cert.der()).unwrap();
+        let not_after = params.not_after.unix_timestamp();
+        Self { cert_pem: cert.pem(), key_pem: key.serialize_pem(), pin, not_after }
+    }
+
+    /// Replaces the pair the way a Secret volume does: new files renamed into place.
+    fn write(&self, dir: &std::path::Path) {
+        for (name, text) in [("tls.key", &self.key_pem), ("tls.crt", &self.cert_pem)] {
+            let staged = dir.join(format!("{name}.new"));
+            std::fs::File::create(&staged).unwrap().write_all(text.as_bytes()).unwrap();
+            std::fs::rename(&staged, dir.join(name)).unwrap();
+        }
+    }
+}
+
+/// The real server from `Config::start` with TLS from files and a 100 ms reload interval.
+struct ReloadingServer {
+    dir: std::path::PathBuf,
+    address: SocketAddr,
+    first: TestCert,
+    metrics: liqo_auth::telemetry::Metrics,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    _tmp: tempfile::TempDir,
+}
+
+impl ReloadingServer {
+    async fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let first = TestCert::new(30);
+        first.write(&dir);
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+        let argv = [
+            "liqo-auth".to_owned(),
+            "serve".into(),
+            "--backend=local".into(),
+            format!("--data-dir={}", path("data")),
+            "--address=127.0.0.1:0".into(),
+            "--metrics-address=127.0.0.1:0".into(),
+            "--enable-tls".into(),
+            format!("--cert-path={}", path("tls.crt")),
+            format!("--key-path={}", path("tls.key")),
+            "--tls-reload-interval=100ms".into(),
+        ];
+        let Command::Serve(serve) = Args::try_parse_from(argv).expect("flags").command else { unreachable!() };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let started = serve
+            .into_config()
+            .expect("config")
+            .start(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("started");
+        let (address, metrics) = (started.address, started.metrics.clone());
+        assert!(started.admin_address.is_some(), "the admin listener is bound");
+        let task = tokio::spawn(started.run());
+        Self { dir, address, first, metrics, stop, task, _tmp: tmp }
+    }
+
+    /// A new TLS handshake's leaf certificate pin.
+    async fn handshake_pin(&self) -> String {
+        let client = AuthClient::new(&format!("https://{}", self.address), ServerTrust::InsecureSkipVerify, TIMEOUT)
+            .expect("client");
+        let response = client.get("/ids").await.expect("GET /ids");
+        assert_eq!(response.status, 200);
+        liqo_auth::pki::spki_pin(&response.peer_certificates[0]).unwrap()
+    }
+
+    /// Handshakes until the server presents `pin` (or 5 s pass) and returns the last pin seen.
+    async fn wait_for_pin(&self, pin: &str) -> String {
+        let mut seen = self.handshake_pin().await;
+        for _ in 0..50 {
+            if seen == pin {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen = self.handshake_pin().await;
+        }
+        seen
+    }
+
+    async fn keep_alive_connection(&self) -> KeptConnection {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        KeptConnection { sender, pin: liqo_auth::pki::spki_pin(&leaf).unwrap() }
+    }
+
+    fn gauge(&self) -> i64 {
+        let samples = Samples::parse(&self.metrics.encode());
+        samples.value("auth_serving_certificate_expiry_timestamp_seconds", &[]).unwrap() as i64
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One HTTP/1.1 keep-alive connection over TLS, opened before a swap.
+struct KeptConnection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<axum::body::Bytes>>,
+    pin: String,
+}
+
+impl KeptConnection {
+    async fn get_ids(&mut self) -> u16 {
+        self.sender.ready().await.expect("the connection is still open");
+        let request = Request::get("/ids").header("host", "localhost").body(http_body_util::Empty::new()).unwrap();
+        let response = self.sender.send_request(request).await.expect("answer on the old connection");
+        let status = response.status().as_u16();
+        http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+        status
+    }
+}
+
+/// Test-only verifier accepting any server certificate: the test compares pins itself.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
