@@ -52,6 +52,7 @@ pub const ERROR_CODES: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "rate_limited",
+    "busy",
     "unavailable",
     "signer_refused",
     "internal",
@@ -175,4 +176,30 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_answers_with_a_documented_code() {
+        let errors = [
+            ApiError::InvalidJson { detail: String::new() },
+            ApiError::Unauthorized,
+            ApiError::IdentityExists { cluster: "c".into(), namespace: "n".into() },
+            ApiError::PayloadTooLarge,
+            ApiError::NotFound,
+            ApiError::TooManyRequests { retry_after_secs: 1 },
+            ApiError::Busy,
+            ApiError::Unavailable { detail: String::new() },
+        ];
+        for error in errors {
+            assert!(ERROR_CODES.contains(&error.code()), "{error:?}");
+        }
+        let busy = ApiError::Busy.into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.headers().contains_key(header::RETRY_AFTER));
+        assert!(busy.extensions().get::<ServerErrorDetail>().is_none(), "a full queue is not a server error to log");
+    }
 }

@@ -352,6 +352,19 @@ mod tests {
         assert_eq!(limit_key(&a), limit_key(&b));
     }
 
+    #[tokio::test]
+    async fn a_full_issuance_queue_gives_up_after_the_queue_wait() {
+        let p = Protection::new(ProtectionConfig {
+            max_concurrent_issuances: 1,
+            queue_wait: Duration::from_millis(50),
+            ..ProtectionConfig::default()
+        });
+        let held = p.issuance_slot().await.expect("a free slot");
+        assert!(p.issuance_slot().await.is_none(), "no slot within the wait");
+        drop(held);
+        assert!(p.issuance_slot().await.is_some());
+    }
+
     #[test]
     fn retry_after_rounds_up() {
         assert_eq!(retry_after_secs(Duration::from_millis(5200)), 6);
