@@ -108,7 +108,7 @@ pub struct MdnsConfig {
     pub interfaces: InterfaceSelection,
 }
 
-/// What `build()` returns: everything `serve()` needs.
+/// What `build()` returns: everything `serve()` needs (the state already protected as configured).
 pub struct Runtime {
     pub state: AppState,
     pub serving: Option<ServingCertificate>,
@@ -288,7 +288,8 @@ impl Config {
             Some(source) => Some(shared_serving_certificate(&client, namespace, &source.extra_sans).await?),
             None => None,
         };
-        Ok(Runtime { state: AppState::new(cluster, issuer), serving })
+        let state = AppState::new(cluster, issuer).with_protection(Protection::new(self.protection.clone()));
+        Ok(Runtime { state, serving })
     }
 
     fn build_local(&self, data_dir: &std::path::Path) -> Result<AppState, ConfigError> {
@@ -302,7 +303,7 @@ impl Config {
             .with_shared_token(self.shared_token)
             .with_join_tokens(cluster.id.clone(), store.clone());
         let issuer = Issuer::new(auth, ca, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
-        Ok(AppState::new(cluster, issuer))
+        Ok(AppState::new(cluster, issuer).with_protection(Protection::new(self.protection.clone())))
     }
 
     /// Runs the service until SIGTERM/SIGINT.
@@ -316,8 +317,7 @@ impl Config {
     pub async fn start(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Started, ConfigError> {
         let runtime = self.build().await?;
         let metrics = Metrics::new();
-        let state =
-            runtime.state.with_metrics(metrics.clone()).with_protection(Protection::new(self.protection.clone()));
+        let state = runtime.state.with_metrics(metrics.clone());
         let listener = server::bind(&self.listen)
             .await
             .map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
