@@ -206,11 +206,7 @@ fn every_rendering_passes_tls_args_and_cluster_identity_as_the_base_does() {
     }
 }
 
-// TODO(deploy): un-ignore once `serve` has --advertise-auth-address (issue 6; --metrics-address
-// exists now, and every rendering but `nat` passes); until then the `nat` overlay is ahead of the
-// binary and this test says so.
 #[test]
-#[ignore = "serve does not accept --advertise-auth-address yet (used by overlays/nat; issue 6)"]
 fn every_rendering_passes_args_the_binary_accepts() {
     for name in RENDERINGS {
         let Some(r) = render(name) else { return };
