@@ -95,6 +95,10 @@ fn ingress_tls_termination_runs_plain_http_on_5000_behind_a_tls_ingress() {
     let args = args(r.container());
     assert!(args.contains(&"--enable-tls=false"), "{args:?}");
     assert!(args.contains(&"--address=:5000"), "{args:?}");
+    assert!(
+        args.iter().any(|a| a.starts_with("--trusted-proxy=")),
+        "the Ingress controller is a trusted proxy: {args:?}"
+    );
     for absent in ["--enable-tls", "--address=:8443"] {
         assert!(!args.contains(&absent), "{absent} still in {args:?}");
     }
