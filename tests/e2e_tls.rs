@@ -180,3 +180,29 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn check_passes_against_the_live_server_and_fails_on_a_wrong_pin() {
+    use liqo_auth::client::check::{run_check, CheckOptions};
+    let server = TestServer::start(&["--enable-tls"]).await;
+    let pin = liqo_auth::pki::parse_pin(server.pin.as_deref().unwrap()).unwrap();
+    let options =
+        |trust| CheckOptions { auth_url: server.https_url(), api_server: None, trust, timeout: Duration::from_secs(5) };
+    let report = run_check(options(ServerTrust::Pin(vec![pin]))).await;
+    assert!(report.passed(), "{}", report.render_table());
+    let report = run_check(options(ServerTrust::Pin(vec![[7u8; 32]]))).await;
+    assert!(!report.passed());
+    assert!(report.render_table().contains("pin"), "{}", report.render_table());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invoked_as_auth_service_the_binary_runs_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("auth-service");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_liqo-auth"), &link).unwrap();
+    // A serve-only flag proves the arguments were parsed as `serve`; the IAM refusal ends it.
+    let output = std::process::Command::new(&link).args(["--aws-region=eu-west-1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("IAM mode is not supported"));
+}

@@ -385,3 +385,48 @@ async fn start_fails_clearly_without_a_cluster_identity() {
     let error = serve.into_config().unwrap().build_with_kube(fake.kube_config()).await.err().expect("refused");
     assert!(error.to_string().contains("liqo-clusterid-configmap"), "{error}");
 }
+
+#[tokio::test]
+async fn an_rbac_denial_of_the_service_itself_is_a_500_not_an_authorisation_failure() {
+    let fake = cluster().await;
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    fake.fail_next(Some(Method::POST), "/rolebindings", 403, "Forbidden");
+    let answer = issue(&router, &token, "peer-1", &csr, None).await;
+    assert_eq!((answer.status, answer.code().as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+    assert!(!answer.text().contains("Forbidden"), "no internals in the body");
+    // Once the permission is there, the same request completes the half-done issuance.
+    assert_eq!(issue(&router, &token, "peer-1", &csr, None).await.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn token_show_reads_the_token_from_the_cluster() {
+    let fake = cluster().await;
+    let _router = instance(&fake, &[]).await;
+    let expected = token(&fake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let url = fake.url();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: admin\ncurrent-context: fake\n"
+        ),
+    )
+    .unwrap();
+    // Blocking child process on a separate thread: the fake answers on this test's runtime.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_liqo-auth"))
+            .args(["token", "show", "--namespace", NS, "--kubeconfig", kubeconfig.to_str().unwrap()])
+            .env_remove("LIQO_AUTH_BACKEND")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().last(), Some(expected.as_str()));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains(&expected), "the token only on stdout");
+}
