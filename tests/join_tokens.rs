@@ -22,8 +22,7 @@ use support::fake_apiserver::FakeApiServer;
 use support::pki::{self, KeyType};
 use tower::ServiceExt as _;
 
-const NS: &str = "liqo";
-const PROVIDER_ID: &str = "8c1f2d3e-4f5a-4b7c-9d8e-aaaaaaaaaaaa";
+use support::liqo::{NS, PROVIDER_ID};
 
 /// A fake cluster with Liqo's namespace, cluster-ID ConfigMap and basic peering ClusterRole,
 /// and a kubeconfig file for the CLI.
@@ -35,26 +34,9 @@ struct Cluster {
 impl Cluster {
     async fn start() -> Self {
         let fake = FakeApiServer::start().await;
-        fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": NS}}));
-        fake.insert_json(
-            "/api/v1/namespaces/liqo/configmaps",
-            serde_json::json!({"metadata": {"name": "liqo-clusterid-configmap"}, "data": {"CLUSTER_ID": PROVIDER_ID, "CLUSTER_NAME": "provider"}}),
-        );
-        fake.insert_json(
-            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-            serde_json::json!({
-                "metadata": {"name": "liqo-remote-peering-basic", "labels": {"auth.liqo.io/remote-peering-permissions": "basic"}},
-                "rules": [{"apiGroups": ["discovery.liqo.io"], "resources": ["resourcerequests"], "verbs": ["*"]}]
-            }),
-        );
+        support::liqo::seed_liqo_cluster(&fake);
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = serde_json::json!({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": fake.url()}}],
-            "users": [{"name": "admin", "user": {}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "admin"}}],
-        });
-        std::fs::write(dir.path().join("kubeconfig"), kubeconfig.to_string()).unwrap();
+        support::liqo::write_kubeconfig(&fake, dir.path());
         Self { fake, dir }
     }
 

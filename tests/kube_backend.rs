@@ -17,29 +17,13 @@ use support::fake_apiserver::{FakeApiServer, SignerMode};
 use support::pki::{self, KeyType};
 use tower::ServiceExt as _;
 
-const NS: &str = "liqo";
-const PROVIDER_ID: &str = "8c1f2d3e-4f5a-4b7c-9d8e-aaaaaaaaaaaa";
+use support::liqo::{seed_liqo_cluster as seed, NS};
 
 /// A fake cluster with Liqo's namespace, cluster-ID ConfigMap and basic peering ClusterRole.
 async fn cluster() -> FakeApiServer {
     let fake = FakeApiServer::start().await;
     seed(&fake);
     fake
-}
-
-fn seed(fake: &FakeApiServer) {
-    fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": NS}}));
-    fake.insert_json(
-        "/api/v1/namespaces/liqo/configmaps",
-        serde_json::json!({"metadata": {"name": "liqo-clusterid-configmap"}, "data": {"CLUSTER_ID": PROVIDER_ID, "CLUSTER_NAME": "provider"}}),
-    );
-    fake.insert_json(
-        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-        serde_json::json!({
-            "metadata": {"name": "liqo-remote-peering-basic", "labels": {"auth.liqo.io/remote-peering-permissions": "basic"}},
-            "rules": [{"apiGroups": ["discovery.liqo.io"], "resources": ["resourcerequests"], "verbs": ["*"]}]
-        }),
-    );
 }
 
 /// One service instance (router) over the fake, built exactly as `serve` builds it.
@@ -406,15 +390,7 @@ async fn token_show_reads_the_token_from_the_cluster() {
     let _router = instance(&fake, &[]).await;
     let expected = token(&fake).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let url = fake.url();
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: admin\ncurrent-context: fake\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = support::liqo::write_kubeconfig(&fake, dir.path());
     // Blocking child process on a separate thread: the fake answers on this test's runtime.
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_liqo-auth"))

@@ -4,5 +4,6 @@
 
 pub mod app;
 pub mod fake_apiserver;
+pub mod liqo;
 pub mod pki;
 pub mod server;
