@@ -17,10 +17,9 @@ use kube::Api;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::identity::join_token::{ConsumeOutcome, JoinTokenClaims, JoinTokenRecord, AUDIENCE};
 use liqo_auth::store::{JoinTokenStore, KubeJoinTokens};
-use support::app::{certificate_body, post_json, Answer};
+use support::app::{certificate_body, post_json, send, Answer};
 use support::fake_apiserver::FakeApiServer;
 use support::pki::{self, KeyType};
-use tower::ServiceExt as _;
 
 use support::liqo::{NS, PROVIDER_ID};
 
@@ -99,14 +98,6 @@ async fn run_cli(argv: &[&str]) -> String {
 
 fn last_line(text: &str) -> String {
     text.lines().last().unwrap_or_default().to_owned()
-}
-
-async fn send(router: &Router, request: axum::http::Request<axum::body::Body>) -> Answer {
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
-    Answer { status, headers, body }
 }
 
 async fn issue(router: &Router, token: &str, id: &str, csr: &str) -> Answer {

@@ -12,10 +12,9 @@ use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use liqo_auth::cli::{Args, Command};
-use support::app::{certificate_body, get, post_json, Answer};
+use support::app::{certificate_body, get, post_json, send, Answer};
 use support::fake_apiserver::{FakeApiServer, SignerMode};
 use support::pki::{self, KeyType};
-use tower::ServiceExt as _;
 
 use support::liqo::{seed_liqo_cluster as seed, NS};
 
@@ -35,14 +34,6 @@ async fn instance(fake: &FakeApiServer, extra: &[&str]) -> Router {
     let config = serve.into_config().expect("config");
     let runtime = config.build_with_kube(fake.kube_config()).await.expect("backend builds");
     liqo_auth::http::router(runtime.state)
-}
-
-async fn send(router: &Router, request: axum::http::Request<axum::body::Body>) -> Answer {
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
-    Answer { status, headers, body }
 }
 
 async fn token(fake: &FakeApiServer) -> String {

@@ -75,11 +75,7 @@ impl TestApp {
 
     /// Sends one request through a fresh router.
     pub async fn send(&self, request: Request<Body>) -> Answer {
-        let response = self.router().oneshot(request).await.expect("router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
-        Answer { status, headers, body }
+        send(&self.router(), request).await
     }
 
     /// POSTs a certificate request with the shared token.
@@ -93,6 +89,15 @@ impl Default for TestApp {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Sends one request through `router` and reads the whole answer.
+pub async fn send(router: &Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    Answer { status, headers, body }
 }
 
 /// A response, fully read.
