@@ -113,12 +113,27 @@ pub async fn tenant(command: TenantCommand, out: &mut dyn Write) -> Result<(), C
         }
         TenantCommand::Remove(args) => {
             let cluster = ClusterId::parse(&args.cluster_id)?;
-            let removed = match Backend::open(&args.backend).await? {
+            let backend = Backend::open(&args.backend).await?;
+            let join_tokens = backend.join_tokens();
+            let mut removed = match backend {
                 Backend::Local(store) => store.remove_peer(&cluster)?,
                 Backend::Kubernetes { client, namespace } => {
                     kube_store(client, namespace).remove_peer(&cluster, args.delete_namespace).await?
                 }
             };
+            // A join token bound to the removed cluster would let it peer again at once: an
+            // unpeering revokes them (unbound tokens are left alone).
+            let now = now();
+            for record in join_tokens.records().await? {
+                let bound_here = record.cluster_id.as_deref() == Some(cluster.as_str());
+                if bound_here
+                    && !record.revoked
+                    && record.expires_at > now
+                    && join_tokens.revoke(&record.id).await?.is_some()
+                {
+                    removed.push(format!("join token {} (bound to this cluster; revoked)", record.id));
+                }
+            }
             if removed.is_empty() {
                 writeln!(out, "nothing stored for cluster {cluster}")?;
             }

@@ -539,3 +539,19 @@ async fn local_backend_tenants_are_listed_and_removed() {
     let fresh = issue(&router, &token, "peer-1", &pki::liqo_csr(&pki::key(KeyType::Ed25519), "peer-1")).await;
     assert_eq!(fresh.status, StatusCode::ACCEPTED, "a fresh peering with a new key: {}", fresh.text());
 }
+
+#[tokio::test]
+async fn tenant_remove_revokes_the_join_tokens_bound_to_that_cluster() {
+    let local = Local { dir: tempfile::tempdir().unwrap() };
+    let router = local.router(&["--shared-token=disabled"]).await;
+    let bound = last_line(&local.cli(&["token", "create", "--cluster-id", "peer-1", "--max-uses", "2"]).await);
+    let unbound = last_line(&local.cli(&["token", "create", "--max-uses", "2"]).await);
+    let first = issue(&router, &bound, "peer-1", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let output = local.cli(&["tenant", "remove", "peer-1"]).await;
+    assert!(output.contains("bound to this cluster; revoked"), "{output}");
+    let again = issue(&router, &bound, "peer-1", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1")).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED, "the bound token no longer peers the removed cluster");
+    let other = issue(&router, &unbound, "peer-2", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-2")).await;
+    assert_eq!(other.status, StatusCode::ACCEPTED, "unbound tokens are left alone");
+}
