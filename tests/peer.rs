@@ -580,3 +580,66 @@ async fn peering_a_cluster_with_itself_is_refused() {
     assert!(matches!(error, PeerError::PeeringWithSelf { .. }), "{}", error_chain(&error));
     assert!(error.to_string().contains("refusing to peer a cluster with itself"), "{error}");
 }
+
+#[tokio::test]
+async fn on_kubernetes_a_run_that_gave_up_after_sending_is_completed_by_the_next_run_with_the_same_key() {
+    let provider = Provider::start_with(false, None, &[]).await;
+    let proxy = Proxy::start(provider.addr, usize::MAX).await;
+    let fake = FakeApiServer::start().await;
+    fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": "liqo"}}));
+    fake.insert_json(
+        "/api/v1/namespaces/liqo/configmaps",
+        serde_json::json!({"metadata": {"name": "liqo-clusterid-configmap"}, "data": {"CLUSTER_ID": CONSUMER_ID, "CLUSTER_NAME": "consumer"}}),
+    );
+    let token_file = provider.token_file();
+    let argv = |url: &str, timeout: &str| {
+        let owned: Vec<String> = [
+            "--auth-url",
+            url,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--backend",
+            "kubernetes",
+            "--namespace",
+            "liqo",
+            "--timeout",
+            timeout,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        owned
+    };
+    let lossy = argv(&format!("http://{}", proxy.addr), "2s");
+    let lossy: Vec<&str> = lossy.iter().map(String::as_str).collect();
+    let error = peer::run_with_kube(peer_args(&lossy), fake.kube_config()).await.expect_err("every answer is lost");
+    assert!(matches!(error, PeerError::OutOfTime { .. }), "{}", error_chain(&error));
+    let pending: Vec<_> = fake
+        .list_json("secrets")
+        .into_iter()
+        .filter(|s| s["metadata"]["name"] == liqo_auth::client::identity_store::PENDING_SECRET)
+        .collect();
+    assert_eq!(pending.len(), 1, "the key of the unfinished attempt is kept in the tenant namespace");
+    let issued = provider.stored_certificate(CONSUMER_ID);
+
+    // Without the pending key this would be a new key, and the provider would answer 409.
+    let direct = argv(&format!("http://{}", provider.addr), "20s");
+    let direct: Vec<&str> = direct.iter().map(String::as_str).collect();
+    let outcome = peer::run_with_kube(peer_args(&direct), fake.kube_config())
+        .await
+        .unwrap_or_else(|e| panic!("the second run fails: {}", error_chain(&e)));
+    assert_eq!(outcome.status, PeerStatus::Issued);
+    let identity = fake
+        .list_json("secrets")
+        .into_iter()
+        .find(|s| s["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("liqo-identity-")))
+        .expect("identity Secret");
+    assert_eq!(support::pki::unb64(identity["data"]["certificate"].as_str().unwrap()), issued);
+    assert!(
+        !fake
+            .list_json("secrets")
+            .iter()
+            .any(|s| s["metadata"]["name"] == liqo_auth::client::identity_store::PENDING_SECRET),
+        "the pending copy is deleted once the identity is stored"
+    );
+}

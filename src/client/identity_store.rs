@@ -5,7 +5,8 @@
 //!
 //! - **Kubernetes**: a Secret in the local tenant namespace for the provider, exactly as Liqo's
 //!   controller-manager stores it (spec 4.6), so a Liqo control plane can use it as is. The
-//!   pending key is kept in memory only, for the retries of one run.
+//!   key of an unfinished request waits in Secret `liqo-auth-pending-identity` there, deleted
+//!   once the identity is stored.
 //! - **Local**: files under `<data-dir>/identities/<provider-id>/` (directory 0700, files 0600,
 //!   each written atomically): `private-key.pem`, `certificate.pem`, `identity.json` (written
 //!   last, so it marks a complete identity), and `pending.json` while a request is in flight.
@@ -100,6 +101,9 @@ const KEY_FILE: &str = "private-key.pem";
 const CERT_FILE: &str = "certificate.pem";
 const IDENTITY_FILE: &str = "identity.json";
 const PENDING_FILE: &str = "pending.json";
+/// Secret holding the key and CSR of an unfinished request, in the provider's local tenant namespace.
+pub const PENDING_SECRET: &str = "liqo-auth-pending-identity";
+const PENDING_KEY: &str = "pending.json";
 
 impl IdentityStore {
     /// The newest complete identity stored for `provider`, if any (expired ones included: the
@@ -111,20 +115,20 @@ impl IdentityStore {
         }
     }
 
-    /// The key left by an earlier, unfinished attempt towards `provider` (local backend only).
-    pub fn pending(&self, provider: &ClusterId) -> Result<Option<PendingKey>, StoreError> {
+    /// The key left by an earlier, unfinished attempt towards `provider`.
+    pub async fn pending(&self, provider: &ClusterId) -> Result<Option<PendingKey>, StoreError> {
         match self {
             IdentityStore::Local(store) => store.pending(provider),
-            IdentityStore::Kubernetes(_) => Ok(None),
+            IdentityStore::Kubernetes(store) => store.pending(provider).await,
         }
     }
 
-    /// Persists the key of this attempt before it is sent (local backend; the Kubernetes backend
-    /// keeps it in memory for the retries of this run).
-    pub fn save_pending(&self, provider: &ClusterId, key: &PendingKey) -> Result<(), StoreError> {
+    /// Persists the key of this attempt before it is sent, so a run that dies after sending is
+    /// completed by the next run with the same key (the provider answers it idempotently).
+    pub async fn save_pending(&self, provider: &ClusterIdentity, key: &PendingKey) -> Result<(), StoreError> {
         match self {
-            IdentityStore::Local(store) => store.save_pending(provider, key),
-            IdentityStore::Kubernetes(_) => Ok(()),
+            IdentityStore::Local(store) => store.save_pending(&provider.id, key),
+            IdentityStore::Kubernetes(store) => store.save_pending(provider, key).await,
         }
     }
 
@@ -264,6 +268,45 @@ impl KubeIdentityStore {
         }
     }
 
+    async fn pending(&self, provider: &ClusterId) -> Result<Option<PendingKey>, StoreError> {
+        let Some(namespace) = self.tenant_namespace(provider).await? else {
+            return Ok(None);
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secret = call_opt("reading the pending key Secret", secrets.get(PENDING_SECRET)).await?;
+        let json = secret.and_then(|s| s.data).and_then(|mut d| d.remove(PENDING_KEY));
+        Ok(json.and_then(|bytes| serde_json::from_slice(&bytes.0).ok()))
+    }
+
+    async fn save_pending(&self, provider: &ClusterIdentity, key: &PendingKey) -> Result<(), StoreError> {
+        let namespace = self.ensure_tenant_namespace(provider).await?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let data = BTreeMap::from([(
+            PENDING_KEY.to_owned(),
+            ByteString(serde_json::to_vec(key).expect("a pending key serialises")),
+        )]);
+        let existing = call_opt("reading the pending key Secret", secrets.get(PENDING_SECRET)).await?;
+        let result = match existing {
+            Some(mut secret) => {
+                secret.data = Some(data);
+                call(
+                    "replacing the pending key Secret",
+                    secrets.replace(PENDING_SECRET, &PostParams::default(), &secret),
+                )
+                .await
+            }
+            None => {
+                let secret = Secret {
+                    metadata: ObjectMeta { name: Some(PENDING_SECRET.to_owned()), ..ObjectMeta::default() },
+                    data: Some(data),
+                    ..Secret::default()
+                };
+                call("creating the pending key Secret", secrets.create(&PostParams::default(), &secret)).await
+            }
+        };
+        result.map(|_| ()).map_err(StoreError::from)
+    }
+
     async fn existing(&self, provider: &ClusterId) -> Result<Option<PeerIdentity>, StoreError> {
         let Some(namespace) = self.tenant_namespace(provider).await? else {
             return Ok(None);
@@ -323,6 +366,14 @@ impl KubeIdentityStore {
         let created = call("creating the identity Secret", secrets.create(&PostParams::default(), &secret)).await?;
         let name = created.metadata.name.unwrap_or_default();
         tracing::info!(secret.name = %name, namespace = %namespace, cluster.id = %provider.id, "stored the identity for provider {}", provider.id);
+        // The key now lives in the identity Secret; the pending copy is no longer needed.
+        match call("deleting the pending key Secret", secrets.delete(PENDING_SECRET, &Default::default())).await {
+            Ok(_) => {}
+            Err(failure) if failure.is_not_found() => {}
+            Err(failure) => {
+                tracing::warn!(namespace = %namespace, error = %failure, "could not delete the pending key Secret")
+            }
+        }
         Ok(format!("Secret {namespace}/{name}"))
     }
 }

@@ -562,14 +562,14 @@ async fn run_inner(args: PeerArgs, kube: Option<kube::Config>) -> Result<PeerOut
     }
 
     // Step 3: one key and CSR for every retry of this attempt, persisted before it is sent.
-    let key = match store.pending(&provider.id).map_err(PeerError::Store)? {
+    let key = match store.pending(&provider.id).await.map_err(PeerError::Store)? {
         Some(pending) if !args.force && pending_fits(&pending, args.key_type, &local.id) => {
             tracing::info!(cluster.id = %provider.id, "re-sending the certificate request of an unfinished attempt");
             pending
         }
         _ => {
             let key = generate_key(args.key_type, &local.id)?;
-            store.save_pending(&provider.id, &key).map_err(PeerError::Store)?;
+            store.save_pending(&provider, &key).await.map_err(PeerError::Store)?;
             key
         }
     };
