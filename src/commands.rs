@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::cli::{BackendArgs, BackendKind, TenantCommand, TokenCommand, TokenCreateArgs};
 use crate::identity::join_token::{self, JoinTokenSpec};
 use crate::identity::ClusterId;
-use crate::pki::CertificateSummary;
+use crate::pki::{format_unix, unix_now, CertificateSummary};
 use crate::store::{JoinTokenStore, KubeJoinTokens, KubeStore, LocalStore, PeerRecord, TokenStore};
 
 /// Boxed error for command results.
@@ -39,7 +39,7 @@ pub async fn token(command: TokenCommand, out: &mut dyn Write) -> Result<(), Com
         TokenCommand::List(backend) => {
             let store = Backend::open(&backend).await?.join_tokens();
             let key_id = store.key().await?.map(|k| k.id());
-            let now = now();
+            let now = unix_now();
             writeln!(out, "{:<32}  {:<36}  {:<20}  {:<9}  STATUS", "ID", "BOUND TO", "EXPIRES", "USES LEFT")?;
             for record in store.records().await? {
                 writeln!(
@@ -47,7 +47,7 @@ pub async fn token(command: TokenCommand, out: &mut dyn Write) -> Result<(), Com
                     "{:<32}  {:<36}  {:<20}  {:<9}  {}",
                     record.id,
                     record.cluster_id.as_deref().unwrap_or("(any cluster)"),
-                    utc(record.expires_at),
+                    format_unix(record.expires_at),
                     format!("{}/{}", record.uses_left(), record.max_uses),
                     record.status(now, key_id.as_deref()),
                 )?;
@@ -66,7 +66,7 @@ pub async fn token(command: TokenCommand, out: &mut dyn Write) -> Result<(), Com
         }
         TokenCommand::RotateKey(backend) => {
             let store = Backend::open(&backend).await?.join_tokens();
-            let outstanding = store.records().await?.iter().filter(|r| !r.revoked && r.expires_at > now()).count();
+            let outstanding = store.records().await?.iter().filter(|r| !r.revoked && r.expires_at > unix_now()).count();
             let key = store.rotate_key().await?;
             writeln!(
                 out,
@@ -95,7 +95,7 @@ pub async fn tenant(command: TenantCommand, out: &mut dyn Write) -> Result<(), C
                 let summary =
                     peer.identity.as_ref().and_then(|i| CertificateSummary::from_pem(i.certificate_pem.as_bytes()));
                 let (serial, expires, issued) = match &summary {
-                    Some(s) => (s.serial.clone(), utc(s.not_after), utc(s.not_before)),
+                    Some(s) => (s.serial.clone(), format_unix(s.not_after), format_unix(s.not_before)),
                     None => ("(no certificate)".to_owned(), "-".to_owned(), "-".to_owned()),
                 };
                 writeln!(
@@ -123,7 +123,7 @@ pub async fn tenant(command: TenantCommand, out: &mut dyn Write) -> Result<(), C
             };
             // A join token bound to the removed cluster would let it peer again at once: an
             // unpeering revokes them (unbound tokens are left alone).
-            let now = now();
+            let now = unix_now();
             for record in join_tokens.records().await? {
                 let bound_here = record.cluster_id.as_deref() == Some(cluster.as_str());
                 if bound_here
@@ -168,14 +168,14 @@ async fn create_token(args: TokenCreateArgs, out: &mut dyn Write) -> Result<(), 
     let store = backend.join_tokens();
     let key = store.ensure_key().await?;
     let spec = JoinTokenSpec { ttl: args.ttl, cluster: binding, max_uses: args.max_uses };
-    let minted = join_token::mint(&key, &issuer, &spec, now());
+    let minted = join_token::mint(&key, &issuer, &spec, unix_now());
     store.create_record(&minted.record).await?;
     let record = &minted.record;
     eprintln!(
         "created join token {} for {}: valid until {}, {} use(s)",
         record.id,
         record.cluster_id.as_deref().map_or("any cluster".to_owned(), |c| format!("cluster {c}")),
-        utc(record.expires_at),
+        format_unix(record.expires_at),
         record.max_uses
     );
     let Some((url, pin)) = peer_command else {
@@ -309,34 +309,14 @@ fn display_path(path: &Path) -> String {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc(seconds: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(seconds) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => seconds.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn times_are_printed_in_utc() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_unix(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
     #[test]

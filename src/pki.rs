@@ -28,6 +28,20 @@ pub fn parse_pin(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Now, in Unix seconds (the unit of certificate and token validity throughout).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix seconds as RFC 3339 UTC (`2027-11-24T20:30:45Z`); the bare number when out of range.
+pub fn format_unix(seconds: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| seconds.to_string())
+}
+
 /// DER bytes of the first `CERTIFICATE` block in a PEM bundle.
 pub fn first_certificate_der(pem: &[u8]) -> Option<Vec<u8>> {
     certificates_der(pem).into_iter().next()
@@ -94,6 +108,12 @@ mod tests {
         let raw = parse_pin(&pin).expect("parses");
         assert_eq!(format!("sha256:{}", hex::encode(raw)), pin);
         assert_eq!(spki_pin_of_spki(&key.subject_public_key_info()), pin);
+    }
+
+    #[test]
+    fn formats_unix_seconds_as_rfc3339_utc() {
+        assert_eq!(format_unix(1_827_088_245), "2027-11-24T20:30:45Z");
+        assert_eq!(format_unix(i64::MAX), i64::MAX.to_string());
     }
 
     #[test]

@@ -263,7 +263,7 @@ fn hostname() -> Option<String> {
 }
 
 fn still_fresh(cert_pem: &str) -> bool {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = crate::pki::unix_now();
     CertificateSummary::from_pem(cert_pem.as_bytes()).is_some_and(|s| s.not_after - now > RENEW_BEFORE)
 }
 

@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::Method;
 use serde::ser::SerializeStruct;
@@ -697,19 +697,10 @@ impl CertSummary {
             _ => Vec::new(),
         };
         let not_after = cert.validity().not_after;
-        let dt = not_after.to_datetime();
         Some(Self {
             subject: cert.subject().to_string(),
             sans,
-            not_after: format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                dt.year(),
-                u8::from(dt.month()),
-                dt.day(),
-                dt.hour(),
-                dt.minute(),
-                dt.second()
-            ),
+            not_after: pki::format_unix(not_after.timestamp()),
             not_after_unix: not_after.timestamp(),
             pin: pki::spki_pin_of_spki(cert.public_key().raw),
         })
@@ -717,8 +708,7 @@ impl CertSummary {
 
     fn describe(&self) -> String {
         let sans = if self.sans.is_empty() { "no SANs".to_owned() } else { format!("SANs {}", self.sans.join(", ")) };
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = pki::unix_now();
         let days = (self.not_after_unix - now) / 86_400;
         let expiry = if self.not_after_unix < now {
             format!("EXPIRED on {}", self.not_after)

@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use clap::ArgAction;
@@ -420,7 +420,7 @@ impl PeerOutcome {
         out.push_str(&format!(
             "  certificate:       serial {}, expires {} (Unix {})\n",
             self.certificate_serial,
-            format_unix(self.certificate_not_after),
+            crate::pki::format_unix(self.certificate_not_after),
             self.certificate_not_after
         ));
         out.push_str(&format!("  stored in:         {}\n", self.stored_in));
@@ -936,7 +936,7 @@ fn decode_b64_text(encoded: &str) -> Option<String> {
 /// The summary of a stored identity whose certificate is valid now and matches its key.
 fn still_valid(identity: &PeerIdentity) -> Option<CertificateSummary> {
     let summary = CertificateSummary::from_pem(identity.certificate_pem.as_bytes())?;
-    let now = unix_now();
+    let now = crate::pki::unix_now();
     let valid = summary.not_before <= now && now < summary.not_after;
     (valid && key_matches_certificate(&identity.private_key_pem, &identity.certificate_pem)).then_some(summary)
 }
@@ -992,18 +992,6 @@ fn write_kubeconfig(
     crate::store::local_file::write_private_file(path, text.as_bytes())
         .map_err(|source| PeerError::WriteKubeconfig { path: path.clone(), source })?;
     Ok(Some(path.clone()))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-fn format_unix(seconds: i64) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| seconds.to_string())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
@@ -257,7 +257,7 @@ impl Issuer {
         let Some(summary) = CertificateSummary::from_pem(stored.certificate_pem.as_bytes()) else {
             return Decision::Replace;
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = crate::pki::unix_now();
         if summary.not_after <= now {
             return Decision::Replace;
         }
