@@ -10,16 +10,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::adapter::kube::kube_secret::ApiServerSource;
+use crate::adapter::kube::KubeCsrSigner;
+use crate::adapter::kube::{KubeJoinTokens, KubeStore, KubeTokenCache};
+use crate::adapter::local::LocalCa;
+use crate::adapter::local::LocalStore;
 use crate::cli::{BackendKind, ServeArgs, SharedTokenMode, SignerKind};
 use crate::discovery::{Advertisement, AdvertisementConfig, DiscoveryError, InterfaceSelection};
 use crate::http::{AppState, Protection, ProtectionConfig};
+use crate::identity::port::Signer;
+use crate::identity::port::StoreError;
 use crate::identity::{Authenticator, ClusterId, ClusterIdentity, ClusterName, IssuePolicy, Issuer};
+use crate::server::tls::{ServingCertificate, ServingSource, TlsError};
 use crate::server::{self, ServerLimits};
-use crate::signer::{KubeCsrSigner, LocalCa, Signer};
-use crate::store::kube_secret::ApiServerSource;
-use crate::store::{KubeJoinTokens, KubeStore, KubeTokenCache, LocalStore, StoreError};
 use crate::telemetry::Metrics;
-use crate::tls::{ServingCertificate, ServingSource, TlsError};
 
 /// Default `apiServerUrl` of the local backend.
 pub const LOCAL_API_SERVER_URL: &str = "https://127.0.0.1:6443";
@@ -240,7 +244,7 @@ impl Config {
             }
             BackendConfig::Kubernetes { kubeconfig, .. } => {
                 let kube_config =
-                    crate::kubernetes::load_config(kubeconfig.as_deref()).await.map_err(ConfigError::KubeConfig)?;
+                    crate::adapter::kube::load_config(kubeconfig.as_deref()).await.map_err(ConfigError::KubeConfig)?;
                 self.build_with_kube(kube_config).await
             }
         }
@@ -253,9 +257,9 @@ impl Config {
             return Err(ConfigError::Invalid("build_with_kube needs the Kubernetes backend".into()));
         };
         let store_err = |source| ConfigError::Store { backend: "kubernetes", source };
-        crate::kubernetes::set_request_timeout(self.kube_request_timeout);
+        crate::adapter::kube::set_request_timeout(self.kube_request_timeout);
         let api_source = ApiServerSource::from_config(&kube_config, self.api_server_url.clone(), !self.advertise_ca);
-        let client = crate::kubernetes::client(kube_config).map_err(|e| ConfigError::KubeConfig(Box::new(e)))?;
+        let client = crate::adapter::kube::client(kube_config).map_err(|e| ConfigError::KubeConfig(Box::new(e)))?;
         let cluster =
             kube_cluster_identity(&client, namespace, self.cluster_id.as_deref(), self.cluster_name.as_deref()).await?;
         let tokens = KubeTokenCache::start(client.clone(), namespace);
@@ -269,8 +273,8 @@ impl Config {
         let signer: Arc<dyn Signer> = match signer {
             SignerConfig::KubernetesCsr { timeout } => Arc::new(KubeCsrSigner::new(client.clone(), *timeout)),
             SignerConfig::LocalCa { cert, key } => {
-                let cert_pem = crate::store::local_file::read_string(cert).map_err(store_err)?;
-                let key_pem = crate::store::local_file::read_string(key).map_err(store_err)?;
+                let cert_pem = crate::fs::read_string(cert).map_err(|e| store_err(e.into()))?;
+                let key_pem = crate::fs::read_string(key).map_err(|e| store_err(e.into()))?;
                 Arc::new(
                     LocalCa::from_pem(&cert_pem, &key_pem)
                         .map_err(|e| ConfigError::Invalid(format!("--ca-cert/--ca-key: {e}")))?,
@@ -339,7 +343,7 @@ impl Config {
                 metrics.set_serving_certificate_expiry(serving.not_after);
                 if let Some((cert, key)) = &serving.watched {
                     let metrics = metrics.clone();
-                    crate::tls::spawn_reloader(
+                    crate::server::tls::spawn_reloader(
                         serving.resolver.clone(),
                         cert.clone(),
                         key.clone(),
@@ -388,7 +392,7 @@ impl Config {
                 shutdown_grace: Duration::from_secs(5),
                 ..ServerLimits::default()
             };
-            server::serve(listener, crate::telemetry::admin_router(state), None, limits, until_stopped(stopped))
+            server::serve(listener, crate::http::admin_router(state), None, limits, until_stopped(stopped))
         });
         let run = async move {
             match admin {
@@ -489,12 +493,12 @@ pub async fn kube_cluster_identity(
     let (mut id, mut name) = (id_flag.map(str::to_owned), name_flag.map(str::to_owned));
     if id.is_none() || name.is_none() {
         let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), namespace);
-        let configmap = crate::kubernetes::call_opt(
+        let configmap = crate::adapter::kube::call_opt(
             "reading ConfigMap liqo-clusterid-configmap",
-            api.get(crate::kubernetes::CLUSTER_ID_CONFIGMAP),
+            api.get(crate::adapter::kube::CLUSTER_ID_CONFIGMAP),
         )
         .await
-        .map_err(|e| ConfigError::ClusterIdentity(crate::http::error::error_chain(&e)))?;
+        .map_err(|e| ConfigError::ClusterIdentity(crate::error::error_chain(&e)))?;
         let data = configmap.and_then(|cm| cm.data).unwrap_or_default();
         id = id.or_else(|| data.get("CLUSTER_ID").cloned());
         name = name.or_else(|| data.get("CLUSTER_NAME").cloned());
@@ -523,21 +527,23 @@ async fn shared_serving_certificate(
     use k8s_openapi::api::core::v1::Secret;
     use k8s_openapi::ByteString;
     let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
-    let store_err = |e: crate::kubernetes::KubeFailure| ConfigError::Store { backend: "kubernetes", source: e.into() };
+    let store_err =
+        |e: crate::adapter::kube::KubeFailure| ConfigError::Store { backend: "kubernetes", source: e.into() };
     let pair_of = |secret: &Secret| {
         let data = secret.data.as_ref()?;
         let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
         Some((text("tls.crt")?, text("tls.key")?))
     };
-    let existing = crate::kubernetes::call_opt("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
-        .await
-        .map_err(store_err)?;
+    let existing =
+        crate::adapter::kube::call_opt("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
+            .await
+            .map_err(store_err)?;
     if let Some((cert, key)) = existing.as_ref().and_then(pair_of) {
         if ServingCertificate::reusable(&cert, sans) {
             return ServingCertificate::from_pem_pair(&cert, &key).map_err(ConfigError::Tls);
         }
     }
-    let (cert, key) = crate::tls::generate_self_signed(sans).map_err(ConfigError::Tls)?;
+    let (cert, key) = crate::server::tls::generate_self_signed(sans).map_err(ConfigError::Tls)?;
     let mut secret = existing.unwrap_or_default();
     secret.metadata.name = Some(SERVING_CERT_SECRET.into());
     secret.type_ = Some("kubernetes.io/tls".into());
@@ -547,13 +553,13 @@ async fn shared_serving_certificate(
     ]));
     let pp = kube::api::PostParams::default();
     let written = if secret.metadata.resource_version.is_some() {
-        crate::kubernetes::call(
+        crate::adapter::kube::call(
             "replacing the serving certificate Secret",
             api.replace(SERVING_CERT_SECRET, &pp, &secret),
         )
         .await
     } else {
-        crate::kubernetes::call("creating the serving certificate Secret", api.create(&pp, &secret)).await
+        crate::adapter::kube::call("creating the serving certificate Secret", api.create(&pp, &secret)).await
     };
     match written {
         Ok(_) => {
@@ -565,10 +571,10 @@ async fn shared_serving_certificate(
         }
         // Another replica wrote first: serve what it wrote.
         Err(failure)
-            if failure.is_already_exists() || matches!(failure, crate::kubernetes::KubeFailure::Conflict { .. }) =>
+            if failure.is_already_exists() || matches!(failure, crate::adapter::kube::KubeFailure::Conflict { .. }) =>
         {
             let secret =
-                crate::kubernetes::call("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
+                crate::adapter::kube::call("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
                     .await
                     .map_err(store_err)?;
             let (cert, key) = pair_of(&secret)

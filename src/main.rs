@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use liqo_auth::app::operator::CommandError;
 use liqo_auth::cli::{Args, Command};
-use liqo_auth::commands::CommandError;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse_from(argv()) {
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
             return if error.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
-    liqo_auth::telemetry::init(&args.log);
+    liqo_auth::telemetry::init(&args.log.level, args.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
@@ -26,10 +26,10 @@ fn main() -> ExitCode {
                 serve.into_config().map_err(boxed)?.serve().await.map_err(boxed).map(|()| ExitCode::SUCCESS)
             }
             Command::Token(command) => {
-                liqo_auth::commands::token(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
+                liqo_auth::app::operator::token(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Tenant(command) => {
-                liqo_auth::commands::tenant(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
+                liqo_auth::app::operator::tenant(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Check(check) => Ok(check.execute().await),
             Command::Discover(discover) => Ok(discover.execute().await),
@@ -57,7 +57,7 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(error: E) -> CommandError
 }
 
 fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {
-    let chain = liqo_auth::http::error::error_chain(error);
+    let chain = liqo_auth::error::error_chain(error);
     tracing::error!(error = %chain, "liqo-auth failed");
     eprintln!("error: {chain}");
     ExitCode::FAILURE

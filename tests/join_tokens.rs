@@ -14,9 +14,10 @@ use clap::Parser as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use liqo_auth::adapter::kube::KubeJoinTokens;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::identity::join_token::{ConsumeOutcome, JoinTokenClaims, JoinTokenRecord, AUDIENCE};
-use liqo_auth::store::{JoinTokenStore, KubeJoinTokens};
+use liqo_auth::identity::port::JoinTokenStore;
 use support::app::{certificate_body, post_json, send, Answer};
 use support::fake_apiserver::FakeApiServer;
 use support::pki::{self, KeyType};
@@ -88,8 +89,8 @@ async fn run_cli(argv: &[&str]) -> String {
     let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     let mut out = Vec::new();
     let result = match args.command {
-        Command::Token(command) => liqo_auth::commands::token(command, &mut out).await,
-        Command::Tenant(command) => liqo_auth::commands::tenant(command, &mut out).await,
+        Command::Token(command) => liqo_auth::app::operator::token(command, &mut out).await,
+        Command::Tenant(command) => liqo_auth::app::operator::tenant(command, &mut out).await,
         _ => unreachable!("only token and tenant commands"),
     };
     result.unwrap_or_else(|e| panic!("{argv:?} failed: {e}"));

@@ -298,7 +298,7 @@ async fn an_issued_certificate_authenticates_to_the_api_server() {
 #[tokio::test]
 async fn the_local_ca_signer_signs_without_csr_objects() {
     let fake = cluster().await;
-    let ca = liqo_auth::signer::LocalCa::generate("kubeadm-like ca").unwrap();
+    let ca = liqo_auth::adapter::local::LocalCa::generate("kubeadm-like ca").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
     std::fs::write(&cert, ca.cert_pem()).unwrap();

@@ -38,7 +38,7 @@ async fn metrics_appear_with_the_right_labels_after_traffic() {
     assert_eq!(send(&public, get("/ids")).await.status, StatusCode::OK);
     assert_eq!(send(&public, get("/no/such/route")).await.status, StatusCode::NOT_FOUND);
 
-    let scrape = send(&liqo_auth::telemetry::admin_router(state), get("/metrics")).await;
+    let scrape = send(&liqo_auth::http::admin_router(state), get("/metrics")).await;
     assert_eq!(scrape.status, StatusCode::OK);
     assert!(scrape.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let metrics = Samples::parse(&scrape.text());
@@ -79,7 +79,7 @@ async fn metrics_appear_with_the_right_labels_after_traffic() {
 
 #[tokio::test]
 async fn the_admin_router_serves_health_and_readiness() {
-    let admin = liqo_auth::telemetry::admin_router(TestApp::new().state());
+    let admin = liqo_auth::http::admin_router(TestApp::new().state());
     assert_eq!(send(&admin, get("/healthz")).await.status, StatusCode::OK);
     assert_eq!(send(&admin, get("/readyz")).await.status, StatusCode::OK);
     assert_eq!(send(&admin, get("/identity/certificate")).await.status, StatusCode::NOT_FOUND, "admin only");

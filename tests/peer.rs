@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser as _;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::client::peer::{self, PeerArgs, PeerError, PeerOutcome, PeerStatus};
-use liqo_auth::http::error::error_chain;
+use liqo_auth::error::error_chain;
 use liqo_auth::pki::CertificateSummary;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

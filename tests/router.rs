@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use liqo_auth::adapter::memory::MemoryStore;
+use liqo_auth::identity::port::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
 use liqo_auth::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
-use liqo_auth::store::{ApiServerInfo, CredentialStore, MemoryStore, StoreError, StoredIdentity};
 use support::app::{certificate_body, get, post_json, TestApp, API_SERVER_URL, PROVIDER_ID, PROVIDER_NAME};
 use support::pki::{self, KeyType};
 

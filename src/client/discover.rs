@@ -16,7 +16,7 @@ use crate::client::check::{parse_timeout, OutputFormat};
 use crate::client::transport::{AuthClient, ServerTrust, TlsFailure, TransportError};
 use crate::client::trust::TrustArgs;
 use crate::discovery::{self, DiscoveredService, InterfaceSelection};
-use crate::http::error::error_chain;
+use crate::error::error_chain;
 use crate::http::wire::IdsResponse;
 use crate::pki;
 

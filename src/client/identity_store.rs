@@ -23,11 +23,11 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
+use crate::adapter::kube::{call, call_opt, LABEL_CLUSTER_ID, LABEL_TENANT_NAMESPACE};
+use crate::fs::{ensure_private_dir, read_string, write_private_file};
+use crate::identity::port::StoreError;
 use crate::identity::{ClusterId, ClusterIdentity, TenantNamespace};
-use crate::kubernetes::{call, call_opt, LABEL_CLUSTER_ID, LABEL_TENANT_NAMESPACE};
 use crate::pki::CertificateSummary;
-use crate::store::local_file::{ensure_private_dir, read_string, write_private_file};
-use crate::store::StoreError;
 
 /// Label marking a consumer-side identity Secret (spec 4.6).
 pub const LABEL_LOCAL_IDENTITY: &str = "discovery.liqo.io/local-identity";
@@ -192,7 +192,7 @@ impl LocalIdentityStore {
         let dir = self.provider_dir(provider);
         ensure_private_dir(&self.dir)?;
         ensure_private_dir(&dir)?;
-        write_private_file(&dir.join(PENDING_FILE), &serde_json::to_vec_pretty(key).expect("serialises"))
+        Ok(write_private_file(&dir.join(PENDING_FILE), &serde_json::to_vec_pretty(key).expect("serialises"))?)
     }
 
     fn store(&self, provider: &ClusterIdentity, identity: &PeerIdentity) -> Result<String, StoreError> {

@@ -25,6 +25,8 @@ use tokio::time::Instant;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::adapter::kube::KubeFailure;
+use crate::adapter::local::LocalStore;
 use crate::cli::{BackendArgs, BackendKind};
 use crate::client::check::{parse_timeout, OutputFormat};
 use crate::client::identity_store::{
@@ -34,10 +36,9 @@ use crate::client::kubeconfig::KubeconfigParts;
 use crate::client::transport::{AuthClient, Response, TlsFailure, TransportError};
 use crate::client::trust::{TrustArgs, TrustArgsError};
 use crate::http::wire::{CertificateRequest, CertificateResponse, ClusterRef, ErrorBody, IdsResponse};
+use crate::identity::port::{SharedTokenSource, StoreError};
 use crate::identity::{ClusterId, ClusterIdentity, ClusterName, ClusterValueError, ParsedCsr, LIQO_ORGANIZATION};
-use crate::kubernetes::KubeFailure;
 use crate::pki::{self, CertificateSummary};
-use crate::store::{LocalStore, StoreError, TokenStore};
 
 /// First retry delay ceiling; doubles per attempt up to [`MAX_BACKOFF`] (full jitter below it).
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
@@ -366,7 +367,9 @@ pub struct Backoff {
 pub async fn run(args: PeerArgs) -> Result<PeerOutcome, PeerError> {
     let kube = match args.backend.backend {
         BackendKind::Kubernetes => Some(
-            crate::kubernetes::load_config(args.backend.kubeconfig.as_deref()).await.map_err(PeerError::KubeConfig)?,
+            crate::adapter::kube::load_config(args.backend.kubeconfig.as_deref())
+                .await
+                .map_err(PeerError::KubeConfig)?,
         ),
         BackendKind::Local => None,
     };
@@ -395,7 +398,7 @@ pub async fn execute(args: PeerArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            let chain = crate::http::error::error_chain(&error);
+            let chain = crate::error::error_chain(&error);
             tracing::debug!(error = %chain, "peer failed");
             eprintln!("error: {chain}");
             ExitCode::FAILURE
@@ -638,11 +641,11 @@ impl Backend {
             (BackendKind::Kubernetes, config) => {
                 let config = match config {
                     Some(config) => config,
-                    None => crate::kubernetes::load_config(args.backend.kubeconfig.as_deref())
+                    None => crate::adapter::kube::load_config(args.backend.kubeconfig.as_deref())
                         .await
                         .map_err(PeerError::KubeConfig)?,
                 };
-                let client = crate::kubernetes::client(config).map_err(|e| PeerError::KubeConfig(Box::new(e)))?;
+                let client = crate::adapter::kube::client(config).map_err(|e| PeerError::KubeConfig(Box::new(e)))?;
                 Ok(Backend::Kubernetes { client, namespace: args.backend.namespace.clone() })
             }
         }
@@ -704,11 +707,13 @@ impl Backend {
             Backend::Kubernetes { client, namespace } => {
                 let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
                     kube::Api::namespaced(client.clone(), namespace);
-                let secret =
-                    crate::kubernetes::call_opt("reading Secret auth-token", api.get(crate::kubernetes::TOKEN_SECRET))
-                        .await
-                        .map_err(PeerError::OriginToken)?;
-                Ok(secret.as_ref().and_then(crate::store::kube_token::token_of).map(|t| t.expose().to_owned()))
+                let secret = crate::adapter::kube::call_opt(
+                    "reading Secret auth-token",
+                    api.get(crate::adapter::kube::TOKEN_SECRET),
+                )
+                .await
+                .map_err(PeerError::OriginToken)?;
+                Ok(secret.as_ref().and_then(crate::adapter::kube::kube_token::token_of).map(|t| t.expose().to_owned()))
             }
         }
     }
@@ -989,8 +994,8 @@ fn write_kubeconfig(
         namespace: &identity.namespace,
     }
     .render();
-    crate::store::local_file::write_private_file(path, text.as_bytes())
-        .map_err(|source| PeerError::WriteKubeconfig { path: path.clone(), source })?;
+    crate::fs::write_private_file(path, text.as_bytes())
+        .map_err(|source| PeerError::WriteKubeconfig { path: path.clone(), source: source.into() })?;
     Ok(Some(path.clone()))
 }
 

@@ -154,7 +154,8 @@ impl From<IssueError> for ApiError {
             IssueError::IdentityExists { cluster, namespace } => Self::IdentityExists { cluster, namespace },
             other if transient => Self::Unavailable { detail: error_chain(&other) },
             other @ IssueError::Sign {
-                source: crate::signer::SignerError::Denied { .. } | crate::signer::SignerError::Failed { .. },
+                source:
+                    crate::identity::port::SignerError::Denied { .. } | crate::identity::port::SignerError::Failed { .. },
                 ..
             } => Self::Internal {
                 code: "signer_refused",

@@ -14,8 +14,11 @@ pub async fn healthz() -> Json<HealthResponse> {
 
 /// Readiness: the backend answers and holds a usable token.
 pub async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<HealthResponse>), ApiError> {
-    state.issuer.store().ready().await.map_err(|e| ApiError::Unavailable {
-        detail: format!("readiness check: {}", crate::http::error::error_chain(&e)),
-    })?;
+    state
+        .issuer
+        .store()
+        .ready()
+        .await
+        .map_err(|e| ApiError::Unavailable { detail: format!("readiness check: {}", crate::error::error_chain(&e)) })?;
     Ok((StatusCode::OK, Json(HealthResponse { status: "ready".into() })))
 }

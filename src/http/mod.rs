@@ -20,6 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::identity::{ClusterIdentity, Issuer};
 use crate::telemetry::Metrics;
 
+pub mod admin;
 pub mod audit;
 pub mod certificate;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod ids;
 pub mod protect;
 pub mod wire;
 
+pub use admin::admin_router;
 pub use error::ApiError;
 pub use protect::{Protection, ProtectionConfig, Source};
 

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use crate::identity::join_token::{self, ConsumeOutcome};
+use crate::identity::port::{JoinTokenStore, SharedTokenSource, StoreError};
 use crate::identity::{BearerToken, ClusterId};
-use crate::store::{JoinTokenStore, StoreError, TokenStore};
 
 /// Which kind of credential authenticated a request (for audit logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +132,7 @@ pub enum AuthenticateError {
 pub struct Authenticator {
     enabled: bool,
     shared_token: bool,
-    tokens: Arc<dyn TokenStore>,
+    tokens: Arc<dyn SharedTokenSource>,
     join: Option<JoinTokens>,
 }
 
@@ -145,7 +145,7 @@ struct JoinTokens {
 impl Authenticator {
     /// `enabled = false` accepts every caller (the reference's `--enable-authentication=false`).
     /// The shared token is accepted; join tokens only after `with_join_tokens`.
-    pub fn new(enabled: bool, tokens: Arc<dyn TokenStore>) -> Self {
+    pub fn new(enabled: bool, tokens: Arc<dyn SharedTokenSource>) -> Self {
         Self { enabled, shared_token: true, tokens, join: None }
     }
 
@@ -239,12 +239,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::adapter::memory::MemoryJoinTokens;
     use crate::identity::join_token::{mint, JoinTokenSpec};
     use crate::identity::SharedToken;
-    use crate::store::MemoryJoinTokens;
 
     struct Fixed(Option<SharedToken>);
-    impl TokenStore for Fixed {
+    impl SharedTokenSource for Fixed {
         fn shared_token(&self) -> Option<SharedToken> {
             self.0.clone()
         }

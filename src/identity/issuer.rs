@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
+use crate::identity::port::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
+use crate::identity::port::{SignRequest, Signer, SignerError};
 use crate::identity::{
     AuthError, AuthenticateError, Authenticator, BearerToken, ClusterIdentity, ClusterValueError, CsrError, Grant,
     ParsedCsr, TenantNamespace, TokenKind,
 };
 use crate::pki::CertificateSummary;
-use crate::signer::{SignRequest, Signer, SignerError};
-use crate::store::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
 
 /// Tunables of issuance.
 #[derive(Debug, Clone)]

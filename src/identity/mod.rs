@@ -10,6 +10,7 @@ mod cluster;
 mod csr;
 mod issuer;
 pub mod join_token;
+pub mod port;
 mod token;
 
 pub use auth::{AuthError, AuthenticateError, Authenticator, Grant, TokenKind};

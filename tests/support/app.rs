@@ -6,10 +6,12 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
+use liqo_auth::adapter::local::LocalCa;
+use liqo_auth::adapter::memory::MemoryStore;
 use liqo_auth::http::{router, AppState};
+use liqo_auth::identity::port::Signer;
+use liqo_auth::identity::port::{ApiServerInfo, CredentialStore, SharedTokenSource};
 use liqo_auth::identity::{Authenticator, ClusterIdentity, IssuePolicy, Issuer, SharedToken};
-use liqo_auth::signer::{LocalCa, Signer};
-use liqo_auth::store::{ApiServerInfo, CredentialStore, MemoryStore, TokenStore};
 use tower::ServiceExt as _;
 
 /// The provider identity every router test uses.
@@ -24,7 +26,7 @@ pub struct TestApp {
     pub token: SharedToken,
     authentication: bool,
     store: Option<Arc<dyn CredentialStore>>,
-    tokens: Option<Arc<dyn TokenStore>>,
+    tokens: Option<Arc<dyn SharedTokenSource>>,
     signer: Option<Arc<dyn Signer>>,
 }
 
@@ -47,7 +49,7 @@ impl TestApp {
         self
     }
 
-    pub fn with_tokens(mut self, tokens: Arc<dyn TokenStore>) -> Self {
+    pub fn with_tokens(mut self, tokens: Arc<dyn SharedTokenSource>) -> Self {
         self.tokens = Some(tokens);
         self
     }

@@ -20,6 +20,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+pub mod tls;
+
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
+pub use crate::telemetry::LogFormat;
+
 /// liqo-auth: identity issuance for Liqo cluster peering.
 #[derive(Debug, Parser)]
 #[command(name = "liqo-auth", version, about, long_about = None)]
@@ -27,13 +29,6 @@ pub struct LogArgs {
     /// Log format.
     #[arg(long = "log-format", global = true, env = "LIQO_AUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub format: LogFormat,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Subcommands.

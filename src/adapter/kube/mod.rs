@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod kube_csr;
+pub mod kube_join_token;
+pub mod kube_secret;
+pub mod kube_token;
+
+pub use kube_csr::KubeCsrSigner;
+pub use kube_join_token::KubeJoinTokens;
+pub use kube_secret::KubeStore;
+pub use kube_token::KubeTokenCache;
+
 /// Default deadline of one API request (watches have their own bound).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,9 +102,9 @@ impl KubeFailure {
     }
 }
 
-impl From<KubeFailure> for crate::store::StoreError {
+impl From<KubeFailure> for crate::identity::port::StoreError {
     fn from(failure: KubeFailure) -> Self {
-        use crate::store::StoreError;
+        use crate::identity::port::StoreError;
         match failure {
             KubeFailure::AlreadyExists { operation } => StoreError::AlreadyExists { what: operation },
             // A conflict the caller did not handle itself: a concurrent writer; retrying works.

@@ -1,49 +1,19 @@
-//! Logging, metrics and the admin router.
-//!
-//! Logging: a `tracing` subscriber writing text or JSON to stderr. Metrics: a `prometheus-client`
-//! registry behind `Metrics`, recorded by the HTTP middleware, the issuance handler and the TLS
-//! reloader, and served by `admin_router` on the admin listener (`--metrics-address`), never on
-//! the public port. Audit events are ordinary `tracing` events with target `audit`
-//! (see `crate::http::audit`).
+//! `Metrics`: the `prometheus-client` registry and the service's metric families.
 
-use std::io::IsTerminal as _;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, Method};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
-
-use crate::cli::{LogArgs, LogFormat};
-use crate::http::AppState;
 
 /// Content type of the OpenMetrics text exposition `prometheus-client` writes.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `--log-level`.
-pub fn init(args: &LogArgs) {
-    let level = level_directive(&args.level);
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hyper=warn,h2=warn,rustls=warn,kube=warn,tower=warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(true);
-    let _ = match args.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 /// The service's metrics: cheap to clone (one `Arc`), safe to record from any task.
 #[derive(Clone)]
@@ -181,21 +151,6 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// The admin router: `/metrics`, `/healthz` and `/readyz` in plain HTTP, for the kubelet and
-/// Prometheus. It shares the public router's state (so readiness checks the same backend) but
-/// has no request metrics of its own: probes and scrapes would drown the peers' traffic.
-pub fn admin_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(crate::http::health::healthz))
-        .route("/readyz", get(crate::http::health::readyz))
-        .with_state(state)
-}
-
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], state.metrics.encode())
-}
-
 /// A bounded label for a method: unknown methods share `other`, so a client cannot create
 /// label values at will.
 fn method_label(method: &Method) -> &'static str {
@@ -208,34 +163,5 @@ fn method_label(method: &Method) -> &'static str {
         Method::PATCH => "PATCH",
         Method::OPTIONS => "OPTIONS",
         _ => "other",
-    }
-}
-
-/// Maps a level name or a klog verbosity number to a tracing level.
-pub fn level_directive(level: &str) -> &'static str {
-    match level.trim().to_ascii_lowercase().as_str() {
-        "error" => "error",
-        "warn" | "warning" => "warn",
-        "debug" => "debug",
-        "trace" => "trace",
-        number => match number.parse::<u8>() {
-            Ok(0..=1) => "info",
-            Ok(2..=3) => "debug",
-            Ok(_) => "trace",
-            Err(_) => "info",
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn klog_numbers_map_to_levels() {
-        assert_eq!(level_directive("0"), "info");
-        assert_eq!(level_directive("2"), "debug");
-        assert_eq!(level_directive("8"), "trace");
-        assert_eq!(level_directive("WARN"), "warn");
     }
 }

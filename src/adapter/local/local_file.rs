@@ -19,19 +19,20 @@
 //! Two *processes* sharing a data dir are not coordinated: run one server per data dir.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::{ensure_private_dir, read_string, write_private_file};
+
+use crate::adapter::local::LocalCa;
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
-use crate::identity::{BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace};
-use crate::signer::LocalCa;
-use crate::store::{
-    ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, StoreError, StoredIdentity, TokenStore,
+use crate::identity::port::{
+    ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError, StoredIdentity,
 };
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace};
 
 /// Serialises read-modify-write of join-token files within this process.
 static JOIN_TOKEN_LOCK: Mutex<()> = Mutex::new(());
@@ -220,7 +221,7 @@ impl LocalStore {
     }
 
     fn write_join_key(&self, key: &JoinTokenKey) -> Result<(), StoreError> {
-        write_private_file(&self.dir.join(JOIN_TOKEN_KEY_FILE), key.expose())
+        Ok(write_private_file(&self.dir.join(JOIN_TOKEN_KEY_FILE), key.expose())?)
     }
 
     /// Read-modify-write of one record under the process-wide lock.
@@ -317,7 +318,7 @@ impl CredentialStore for LocalStore {
     }
 
     async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
-        write_private_file(&self.peer_dir(cluster).join("origin-token"), token.expose().as_bytes())
+        Ok(write_private_file(&self.peer_dir(cluster).join("origin-token"), token.expose().as_bytes())?)
     }
 
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
@@ -334,7 +335,7 @@ impl CredentialStore for LocalStore {
     }
 }
 
-impl TokenStore for LocalStore {
+impl SharedTokenSource for LocalStore {
     fn shared_token(&self) -> Option<SharedToken> {
         Some(self.token.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
@@ -423,42 +424,6 @@ impl JoinTokenStore for LocalStore {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700, tightening an existing one.
-pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
-    fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-    let meta = fs::metadata(dir).map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| StoreError::io(format!("restricting {} to 0700", dir.display()), e))?;
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` atomically with mode 0600: a crash leaves the old file or the new
-/// one, never half of either.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    // A bare file name has an empty parent: that is the current directory.
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| StoreError::io(format!("writing {}", path.display()), e))
-}
-
-/// Reads a file as UTF-8.
-pub fn read_string(path: &Path) -> Result<String, StoreError> {
-    fs::read_to_string(path).map_err(|e| StoreError::io(format!("reading {}", path.display()), e))
-}
-
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -471,7 +436,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sto
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec_pretty(value).expect("plain structs always serialise");
-    write_private_file(path, &bytes)
+    Ok(write_private_file(path, &bytes)?)
 }
 
 fn load_or_create_token(dir: &Path) -> Result<SharedToken, StoreError> {
@@ -492,6 +457,8 @@ fn load_or_create_token(dir: &Path) -> Result<SharedToken, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn open(dir: &Path) -> LocalStore {

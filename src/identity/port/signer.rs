@@ -8,12 +8,6 @@ use std::time::Duration;
 
 use crate::identity::{ClusterIdentity, ParsedCsr};
 
-pub mod kube_csr;
-pub mod local_ca;
-
-pub use kube_csr::KubeCsrSigner;
-pub use local_ca::LocalCa;
-
 /// What the issuer asks a signer for.
 #[derive(Debug, Clone, Copy)]
 pub struct SignRequest<'a> {

@@ -1,4 +1,4 @@
-//! Persistence: the `CredentialStore` and `TokenStore` ports and their adapters.
+//! Persistence: the `CredentialStore` and `SharedTokenSource` ports and their adapters.
 //!
 //! The local backend (`local_file`) keeps everything in the data dir; the Kubernetes backend
 //! keeps the objects of spec section 3. "Not found" is `Ok(None)`; creating something that
@@ -8,18 +8,6 @@ use std::fmt;
 
 use crate::identity::join_token::{ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
-
-pub mod kube_join_token;
-pub mod kube_secret;
-pub mod kube_token;
-pub mod local_file;
-pub mod memory;
-
-pub use kube_join_token::KubeJoinTokens;
-pub use kube_secret::KubeStore;
-pub use kube_token::KubeTokenCache;
-pub use local_file::LocalStore;
-pub use memory::{MemoryJoinTokens, MemoryStore};
 
 /// What a provider stored for a peer: the request it signed and the certificate it issued.
 #[derive(Clone, PartialEq, Eq)]
@@ -97,7 +85,7 @@ pub trait CredentialStore: Send + Sync {
 
 /// Access to the provider's shared token. Reads are synchronous: they come from memory (the
 /// local file loaded at start, or the Kubernetes watch cache), never from a network call.
-pub trait TokenStore: Send + Sync {
+pub trait SharedTokenSource: Send + Sync {
     /// The current shared token, or `None` when there is no usable token.
     fn shared_token(&self) -> Option<SharedToken>;
 }
@@ -165,5 +153,11 @@ impl StoreError {
     /// Wraps an I/O error of the local backend.
     pub fn io(operation: impl Into<String>, source: std::io::Error) -> Self {
         Self::Backend { operation: operation.into(), source: Box::new(source) }
+    }
+}
+
+impl From<crate::fs::FileError> for StoreError {
+    fn from(error: crate::fs::FileError) -> Self {
+        Self::Backend { operation: error.to_string(), source: Box::new(error.source) }
     }
 }

@@ -13,7 +13,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::{SignRequest, SignedCertificate, Signer, SignerError};
+use crate::identity::port::{SignRequest, SignedCertificate, Signer, SignerError};
 use crate::identity::KeyKind;
 
 /// Validity of a generated CA.

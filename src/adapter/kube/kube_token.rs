@@ -15,9 +15,9 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::Api;
 
+use crate::adapter::kube::{call, TOKEN_KEY, TOKEN_SECRET};
+use crate::identity::port::SharedTokenSource;
 use crate::identity::SharedToken;
-use crate::kubernetes::{call, TOKEN_KEY, TOKEN_SECRET};
-use crate::store::TokenStore;
 
 /// The cached shared token and whether the first list has completed.
 #[derive(Clone, Default)]
@@ -114,7 +114,7 @@ impl KubeTokenCache {
             Ok(()) => {}
             Err(failure) if failure.is_already_exists() => {}
             Err(failure) => {
-                tracing::error!(secret.name = TOKEN_SECRET, error = %crate::http::error::error_chain(&failure), "could not write the token Secret")
+                tracing::error!(secret.name = TOKEN_SECRET, error = %crate::error::error_chain(&failure), "could not write the token Secret")
             }
         }
     }
@@ -124,7 +124,7 @@ impl KubeTokenCache {
     }
 }
 
-impl TokenStore for KubeTokenCache {
+impl SharedTokenSource for KubeTokenCache {
     fn shared_token(&self) -> Option<SharedToken> {
         self.inner.token.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

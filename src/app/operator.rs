@@ -6,11 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::adapter::kube::{KubeJoinTokens, KubeStore};
+use crate::adapter::local::LocalStore;
 use crate::cli::{BackendArgs, BackendKind, TenantCommand, TokenCommand, TokenCreateArgs};
 use crate::identity::join_token::{self, JoinTokenSpec};
+use crate::identity::port::{JoinTokenStore, PeerRecord, SharedTokenSource};
 use crate::identity::ClusterId;
 use crate::pki::{format_unix, unix_now, CertificateSummary};
-use crate::store::{JoinTokenStore, KubeJoinTokens, KubeStore, LocalStore, PeerRecord, TokenStore};
 
 /// Boxed error for command results.
 pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,12 +25,12 @@ pub async fn token(command: TokenCommand, out: &mut dyn Write) -> Result<(), Com
                 Backend::Local(store) => store.shared_token(),
                 Backend::Kubernetes { client, namespace } => {
                     let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, &namespace);
-                    let secret = crate::kubernetes::call_opt(
+                    let secret = crate::adapter::kube::call_opt(
                         "reading Secret auth-token",
-                        api.get(crate::kubernetes::TOKEN_SECRET),
+                        api.get(crate::adapter::kube::TOKEN_SECRET),
                     )
                     .await?;
-                    secret.as_ref().and_then(crate::store::kube_token::token_of)
+                    secret.as_ref().and_then(crate::adapter::kube::kube_token::token_of)
                 }
             };
             let token = token.ok_or("no usable shared token is stored")?;
@@ -186,7 +188,7 @@ async fn create_token(args: TokenCreateArgs, out: &mut dyn Write) -> Result<(), 
         Some(path) => path,
         None => std::env::current_dir()?.join(format!("liqo-auth-join-token-{}", record.id)),
     };
-    crate::store::local_file::write_private_file(&file, format!("{}\n", minted.expose()).as_bytes())?;
+    crate::fs::write_private_file(&file, format!("{}\n", minted.expose()).as_bytes())?;
     let file_name = display_path(&file);
     eprintln!(
         "wrote the token to {} (mode 0600): hand it to the remote operator over a private channel",
@@ -219,8 +221,8 @@ impl Backend {
                 true,
             )?))),
             BackendKind::Kubernetes => {
-                let config = crate::kubernetes::load_config(args.kubeconfig.as_deref()).await?;
-                let client = crate::kubernetes::client(config)?;
+                let config = crate::adapter::kube::load_config(args.kubeconfig.as_deref()).await?;
+                let client = crate::adapter::kube::client(config)?;
                 Ok(Self::Kubernetes { client, namespace: args.namespace.clone() })
             }
         }
@@ -255,7 +257,7 @@ impl Backend {
             (None, Self::Kubernetes { client, namespace }) => {
                 let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
                     kube::Api::namespaced(client.clone(), namespace);
-                let secret = crate::kubernetes::call_opt(
+                let secret = crate::adapter::kube::call_opt(
                     "reading the serving certificate Secret",
                     api.get(crate::config::SERVING_CERT_SECRET),
                 )
@@ -275,14 +277,14 @@ impl Backend {
 }
 
 fn kube_store(client: kube::Client, namespace: String) -> KubeStore {
-    let source = crate::store::kube_secret::ApiServerSource {
+    let source = crate::adapter::kube::kube_secret::ApiServerSource {
         advertised_url: None,
         client_url: String::new(),
         trusted_ca: true,
         client_ca_pem: None,
         ca_file: None,
     };
-    KubeStore::new(client, namespace, crate::store::KubeTokenCache::default(), source)
+    KubeStore::new(client, namespace, crate::adapter::kube::KubeTokenCache::default(), source)
 }
 
 /// The peer's name: stored (local backend), else read from the tenant namespace name

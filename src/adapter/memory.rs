@@ -1,12 +1,14 @@
-//! `MemoryStore`: an in-memory `CredentialStore` and `TokenStore` for router and domain tests;
+//! `MemoryStore`: an in-memory `CredentialStore` and `SharedTokenSource` for router and domain tests;
 //! `MemoryJoinTokens`: the same for the `JoinTokenStore` port.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::identity::join_token::{ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
+use crate::identity::port::{
+    ApiServerInfo, CredentialStore, JoinTokenStore, SharedTokenSource, StoreError, StoredIdentity,
+};
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
-use crate::store::{ApiServerInfo, CredentialStore, JoinTokenStore, StoreError, StoredIdentity, TokenStore};
 
 /// Everything in a few maps behind one mutex.
 pub struct MemoryStore {
@@ -121,7 +123,7 @@ impl CredentialStore for MemoryStore {
     }
 }
 
-impl TokenStore for MemoryStore {
+impl SharedTokenSource for MemoryStore {
     fn shared_token(&self) -> Option<SharedToken> {
         self.lock().token.clone()
     }

@@ -19,8 +19,8 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
-use super::{SignRequest, SignedCertificate, Signer, SignerError};
-use crate::kubernetes::{call, KubeFailure, LABEL_CLUSTER_ID, LABEL_REMOTE_TENANT_CSR};
+use crate::adapter::kube::{call, KubeFailure, LABEL_CLUSTER_ID, LABEL_REMOTE_TENANT_CSR};
+use crate::identity::port::{SignRequest, SignedCertificate, Signer, SignerError};
 
 /// The signer Kubernetes uses for client certificates of the API server.
 pub const KUBE_APISERVER_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";

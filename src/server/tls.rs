@@ -16,8 +16,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::fs::{ensure_private_dir, write_private_file};
 use crate::pki::CertificateSummary;
-use crate::store::local_file::{ensure_private_dir, write_private_file};
 
 /// Lifetime of a generated serving certificate; regenerated at start when less than 30 days remain.
 const GENERATED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -43,7 +43,7 @@ pub enum TlsError {
     #[error("generating a self-signed certificate")]
     Generate(#[source] rcgen::Error),
     #[error("persisting the generated certificate")]
-    Persist(#[source] crate::store::StoreError),
+    Persist(#[source] crate::fs::FileError),
     #[error("building the TLS configuration")]
     Config(#[source] rustls::Error),
 }
@@ -189,7 +189,7 @@ pub fn spawn_reloader(
                 }
                 Err(error) => tracing::error!(
                     path = %cert_path.display(),
-                    error = %crate::http::error::error_chain(&error),
+                    error = %crate::error::error_chain(&error),
                     "refused the changed serving certificate; the previous one stays in service"
                 ),
             }

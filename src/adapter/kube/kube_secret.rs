@@ -15,13 +15,13 @@ use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use crate::identity::{pem_encode, BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
-use crate::kubernetes::{
+use crate::adapter::kube::kube_token::KubeTokenCache;
+use crate::adapter::kube::{
     call, call_opt, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS, LABEL_TENANT_NAMESPACE,
     REMOTE_CERTIFICATE_SECRET, TOKEN_KEY,
 };
-use crate::store::kube_token::KubeTokenCache;
-use crate::store::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity};
+use crate::identity::port::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity};
+use crate::identity::{pem_encode, BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
 
 /// In-cluster service-account CA, re-read at request time so a rotation needs no restart.
 const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -74,7 +74,7 @@ impl KubeStore {
         Self { client, namespace, tokens, api_server: Arc::new(api_server) }
     }
 
-    /// The token cache (also the `TokenStore`).
+    /// The token cache (also the `SharedTokenSource`).
     pub fn tokens(&self) -> &KubeTokenCache {
         &self.tokens
     }

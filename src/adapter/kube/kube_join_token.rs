@@ -18,9 +18,9 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use rand::Rng as _;
 
+use crate::adapter::kube::{call, call_opt, KubeFailure};
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
-use crate::kubernetes::{call, call_opt, KubeFailure};
-use crate::store::{JoinTokenStore, StoreError};
+use crate::identity::port::{JoinTokenStore, StoreError};
 
 /// Secret holding the join-token signing key.
 pub const TOKEN_KEY_SECRET: &str = "liqo-auth-token-key";

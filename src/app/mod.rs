@@ -1,0 +1,3 @@
+//! Running what `Config::build()` made: the service, and the operator commands.
+
+pub mod operator;

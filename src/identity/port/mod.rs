@@ -1,0 +1,13 @@
+//! The domain's ports: what issuance needs from the outside world, as small async traits.
+//!
+//! Adapters implement them (`adapter::local`, `adapter::kube`, and an in-memory one for tests);
+//! the domain and the HTTP layer only ever see the traits. Each trait says what "not found"
+//! and "conflict" mean for it.
+
+mod signer;
+mod store;
+
+pub use signer::{SignRequest, SignedCertificate, Signer, SignerError};
+pub use store::{
+    ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError, StoredIdentity,
+};
