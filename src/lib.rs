@@ -12,5 +12,6 @@ pub mod fs;
 pub mod http;
 pub mod identity;
 pub mod pki;
+pub mod retry;
 pub mod server;
 pub mod telemetry;
