@@ -15,3 +15,5 @@ pub mod pki;
 pub mod retry;
 pub mod server;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;

@@ -813,7 +813,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::test_support::{closed_port, TestCa, TestServer};
+    use crate::test_support::{closed_port, TestCa, TestServer};
     use clap::Parser;
 
     const TIMEOUT: Duration = Duration::from_secs(5);

@@ -287,7 +287,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::client::test_support::{closed_port, TestCa, TestServer};
+    use crate::test_support::{closed_port, TestCa, TestServer};
 
     const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -15,5 +15,3 @@ pub mod peer;
 pub mod transport;
 pub mod trust;
 
-#[cfg(test)]
-mod test_support;

@@ -995,7 +995,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::test_support::{closed_port, TestCa, TestServer};
+    use crate::test_support::{closed_port, TestCa, TestServer};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 

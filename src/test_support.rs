@@ -1,4 +1,5 @@
-//! Test-only PKI and loopback servers for the client tests: a small CA built with rcgen, and
+//! Test-only PKI and loopback servers (unit tests, and integration tests through the
+//! `test-support` feature): a small CA built with rcgen, and
 //! servers on `127.0.0.1:0` that answer like liqo-auth (`/ids`), like an API server (`/version`),
 //! or misbehave (plain HTTP where TLS is expected, a fixed raw reply, silence).
 
@@ -18,20 +19,20 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// A throw-away certificate authority.
-pub(crate) struct TestCa {
+pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     der: CertificateDer<'static>,
     pem: String,
 }
 
 /// A server certificate chain (leaf, CA) and its key.
-pub(crate) struct ServerCert {
-    pub(crate) chain: Vec<CertificateDer<'static>>,
-    pub(crate) key: PrivateKeyDer<'static>,
+pub struct ServerCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
 }
 
 impl TestCa {
-    pub(crate) fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         let key = KeyPair::generate().expect("generate CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.distinguished_name.push(DnType::CommonName, name);
@@ -40,26 +41,26 @@ impl TestCa {
         Self { der: cert.der().clone(), pem: cert.pem(), issuer: Issuer::new(params, key) }
     }
 
-    pub(crate) fn der(&self) -> &CertificateDer<'static> {
+    pub fn der(&self) -> &CertificateDer<'static> {
         &self.der
     }
 
-    pub(crate) fn pem(&self) -> String {
+    pub fn pem(&self) -> String {
         self.pem.clone()
     }
 
-    pub(crate) fn server_cert(&self, sans: &[&str]) -> ServerCert {
+    pub fn server_cert(&self, sans: &[&str]) -> ServerCert {
         self.issue(sans, |_| {})
     }
 
-    pub(crate) fn expired_server_cert(&self, sans: &[&str]) -> ServerCert {
+    pub fn expired_server_cert(&self, sans: &[&str]) -> ServerCert {
         self.issue(sans, |params| {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
         })
     }
 
-    pub(crate) fn issue(&self, sans: &[&str], adjust: impl FnOnce(&mut CertificateParams)) -> ServerCert {
+    pub fn issue(&self, sans: &[&str], adjust: impl FnOnce(&mut CertificateParams)) -> ServerCert {
         let key = KeyPair::generate().expect("generate server key");
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("server params");
@@ -74,13 +75,13 @@ impl TestCa {
 }
 
 /// A loopback server running until the test ends.
-pub(crate) struct TestServer {
-    pub(crate) addr: SocketAddr,
+pub struct TestServer {
+    pub addr: SocketAddr,
 }
 
 impl TestServer {
     /// HTTPS with the given certificate, serving [`liqo_like`] routes.
-    pub(crate) async fn tls(cert: ServerCert) -> Self {
+    pub async fn tls(cert: ServerCert) -> Self {
         let mut config =
             rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -107,7 +108,7 @@ impl TestServer {
     }
 
     /// Plain HTTP serving [`liqo_like`] routes.
-    pub(crate) async fn plain() -> Self {
+    pub async fn plain() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("listener address");
         tokio::spawn(async move {
@@ -120,7 +121,7 @@ impl TestServer {
     }
 
     /// Reads what the client sends, writes `reply` and closes.
-    pub(crate) async fn raw(reply: &'static [u8]) -> Self {
+    pub async fn raw(reply: &'static [u8]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("listener address");
         tokio::spawn(async move {
@@ -137,7 +138,7 @@ impl TestServer {
     }
 
     /// Accepts connections and never answers.
-    pub(crate) async fn silent() -> Self {
+    pub async fn silent() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("listener address");
         tokio::spawn(async move {
@@ -149,17 +150,17 @@ impl TestServer {
         Self { addr }
     }
 
-    pub(crate) fn https_url(&self) -> String {
+    pub fn https_url(&self) -> String {
         format!("https://{}", self.addr)
     }
 
-    pub(crate) fn http_url(&self) -> String {
+    pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
 
 /// A loopback address where nothing listens (bound, then released).
-pub(crate) fn closed_port() -> SocketAddr {
+pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("listener address")
 }
