@@ -1,10 +1,11 @@
 //! The Kubernetes backend against the fake API server over real HTTP: objects, idempotence,
 //! token lifecycle, concurrency across replicas, fault injection and CSR refusals.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::app::{certificate_body, get, post_json, send, Answer};
+use crate::support::fake_apiserver::{FakeApiServer, SignerMode};
+use crate::support::pki::{self, KeyType};
 use axum::http::StatusCode;
 use axum::Router;
 use clap::Parser as _;
@@ -12,11 +13,8 @@ use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use liqo_auth::cli::{Args, Command};
-use support::app::{certificate_body, get, post_json, send, Answer};
-use support::fake_apiserver::{FakeApiServer, SignerMode};
-use support::pki::{self, KeyType};
 
-use support::liqo::{seed_liqo_cluster as seed, NS};
+use crate::support::liqo::{seed_liqo_cluster as seed, NS};
 
 /// A fake cluster with Liqo's namespace, cluster-ID ConfigMap and basic peering ClusterRole.
 async fn cluster() -> FakeApiServer {
@@ -286,7 +284,7 @@ async fn an_issued_certificate_authenticates_to_the_api_server() {
         fake.ca_pem().trim(),
         "apiServerCA is the client configuration's CA"
     );
-    let identity = support::fake_apiserver::ClientIdentity {
+    let identity = crate::support::fake_apiserver::ClientIdentity {
         cert_pem: pki::unb64(body["certificate"].as_str().unwrap()),
         key_pem: key.serialize_pem(),
     };
@@ -381,7 +379,7 @@ async fn token_show_reads_the_token_from_the_cluster() {
     let _router = instance(&fake, &[]).await;
     let expected = token(&fake).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = support::liqo::write_kubeconfig(&fake, dir.path());
+    let kubeconfig = crate::support::liqo::write_kubeconfig(&fake, dir.path());
     // Blocking child process on a separate thread: the fake answers on this test's runtime.
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_liqo-auth"))

@@ -2,14 +2,12 @@
 //! the router with a documented status, every example body deserialises into its wire type, and
 //! the error codes match.
 
-mod support;
-
+use crate::support::app::{certificate_body, TestApp};
+use crate::support::pki::{self, KeyType};
 use axum::body::Body;
 use axum::http::{Method, Request};
 use liqo_auth::http::wire::{CertificateRequest, CertificateResponse, ErrorBody, HealthResponse, IdsResponse};
 use serde_yaml::Value;
-use support::app::{certificate_body, TestApp};
-use support::pki::{self, KeyType};
 
 fn spec() -> Value {
     let text =

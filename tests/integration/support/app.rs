@@ -26,8 +26,6 @@ pub struct TestApp {
     pub token: SharedToken,
     authentication: bool,
     store: Option<Arc<dyn CredentialStore>>,
-    tokens: Option<Arc<dyn SharedTokenSource>>,
-    signer: Option<Arc<dyn Signer>>,
 }
 
 impl TestApp {
@@ -36,7 +34,7 @@ impl TestApp {
         let ca = Arc::new(LocalCa::generate("test ca").expect("ca"));
         let api = ApiServerInfo { url: API_SERVER_URL.into(), ca_pem: Some(ca.cert_pem().to_owned()) };
         let memory = Arc::new(MemoryStore::new(Some(token.clone()), api));
-        Self { memory, ca, token, authentication: true, store: None, tokens: None, signer: None }
+        Self { memory, ca, token, authentication: true, store: None }
     }
 
     pub fn without_authentication(mut self) -> Self {
@@ -49,25 +47,15 @@ impl TestApp {
         self
     }
 
-    pub fn with_tokens(mut self, tokens: Arc<dyn SharedTokenSource>) -> Self {
-        self.tokens = Some(tokens);
-        self
-    }
-
-    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
-        self.signer = Some(signer);
-        self
-    }
-
     pub fn router(&self) -> Router {
         router(self.state())
     }
 
     /// The handlers' state over this app's adapters (fresh metrics and default protection).
     pub fn state(&self) -> AppState {
-        let tokens = self.tokens.clone().unwrap_or_else(|| self.memory.clone());
+        let tokens: Arc<dyn SharedTokenSource> = self.memory.clone();
         let store = self.store.clone().unwrap_or_else(|| self.memory.clone());
-        let signer = self.signer.clone().unwrap_or_else(|| self.ca.clone());
+        let signer: Arc<dyn Signer> = self.ca.clone();
         let auth = Authenticator::new(self.authentication, tokens);
         let policy = IssuePolicy { certificate_ttl: Duration::from_secs(24 * 3600) };
         let issuer = Issuer::new(auth, signer, store, policy);

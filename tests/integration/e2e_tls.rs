@@ -1,15 +1,13 @@
 //! End to end over real TLS: the HTTPS server on a free port, driven by the `src/client`
 //! transport, through the whole protocol with a CSR of every accepted key type.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::app::certificate_body;
+use crate::support::pki::{self, KeyType};
+use crate::support::server::TestServer;
 use liqo_auth::client::transport::{AuthClient, ServerTrust};
 use rcgen::PublicKeyData as _;
-use support::app::certificate_body;
-use support::pki::{self, KeyType};
-use support::server::TestServer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 fn pinned(server: &TestServer) -> AuthClient {

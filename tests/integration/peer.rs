@@ -2,14 +2,13 @@
 //! `peer` as a library call as consumer (local backend, or the Kubernetes backend over the fake
 //! API server), with TCP proxies that count connections or drop the first answer.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::support::fake_apiserver::FakeApiServer;
 use clap::Parser as _;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::client::peer::{self, PeerArgs, PeerError, PeerOutcome, PeerStatus};
@@ -17,7 +16,6 @@ use liqo_auth::error::error_chain;
 use liqo_auth::pki::CertificateSummary;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use support::fake_apiserver::FakeApiServer;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -491,7 +489,7 @@ async fn peering_with_the_kubernetes_backend_writes_a_liqo_identity_secret() {
     let own_token = "c".repeat(128);
     fake.insert_json(
         "/api/v1/namespaces/liqo/secrets",
-        serde_json::json!({"metadata": {"name": "auth-token"}, "data": {"token": support::pki::b64(&own_token)}}),
+        serde_json::json!({"metadata": {"name": "auth-token"}, "data": {"token": crate::support::pki::b64(&own_token)}}),
     );
     let url = provider.https_url();
     let token_file = provider.token_file();
@@ -543,7 +541,7 @@ async fn peering_with_the_kubernetes_backend_writes_a_liqo_identity_secret() {
     let mut keys: Vec<_> = data.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["apiServerCa", "apiServerUrl", "certificate", "namespace", "private-key"]);
-    let text = |key: &str| support::pki::unb64(data[key].as_str().unwrap());
+    let text = |key: &str| crate::support::pki::unb64(data[key].as_str().unwrap());
     let certificate = text("certificate");
     let summary = CertificateSummary::from_pem(certificate.as_bytes()).unwrap();
     assert_eq!(
@@ -634,7 +632,7 @@ async fn on_kubernetes_a_run_that_gave_up_after_sending_is_completed_by_the_next
         .into_iter()
         .find(|s| s["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("liqo-identity-")))
         .expect("identity Secret");
-    assert_eq!(support::pki::unb64(identity["data"]["certificate"].as_str().unwrap()), issued);
+    assert_eq!(crate::support::pki::unb64(identity["data"]["certificate"].as_str().unwrap()), issued);
     assert!(
         !fake
             .list_json("secrets")

@@ -1,17 +1,15 @@
 //! Router tests: every row of the HTTP contract, through `http::router` with in-memory adapters.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::support::app::{certificate_body, get, post_json, TestApp, API_SERVER_URL, PROVIDER_ID, PROVIDER_NAME};
+use crate::support::pki::{self, KeyType};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use liqo_auth::adapter::memory::MemoryStore;
 use liqo_auth::identity::port::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
 use liqo_auth::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
-use support::app::{certificate_body, get, post_json, TestApp, API_SERVER_URL, PROVIDER_ID, PROVIDER_NAME};
-use support::pki::{self, KeyType};
 
 #[tokio::test]
 async fn ids_returns_the_provider_identity_as_json() {

@@ -13,7 +13,8 @@ pub enum KeyType {
 }
 
 /// A CSR with an RSA-1024 key (too small: must be refused), CN=peer-1, O=liqo.io.
-pub const RSA1024_CSR: &str = include_str!("../fixtures/rsa1024.test-only.csr.pem");
+pub const RSA1024_CSR: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rsa1024.test-only.csr.pem"));
 
 impl KeyType {
     pub const ACCEPTED: [KeyType; 4] = [KeyType::P256, KeyType::P384, KeyType::Ed25519, KeyType::Rsa2048];
@@ -26,7 +27,7 @@ pub fn key(kind: KeyType) -> KeyPair {
         KeyType::P384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("p384"),
         KeyType::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519"),
         KeyType::Rsa2048 => KeyPair::from_pem_and_sign_algo(
-            include_str!("../fixtures/rsa2048.test-only.key.pem"),
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rsa2048.test-only.key.pem")),
             &rcgen::PKCS_RSA_SHA256,
         )
         .expect("rsa2048 fixture"),

@@ -2,8 +2,6 @@
 //! `kube` client (or raw HTTP where the exact wire form matters) and checks that it answers as
 //! kube-apiserver does.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,7 +19,7 @@ use kube::ResourceExt as _;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use support::fake_apiserver::{FakeApiServer, SignerMode, KUBE_APISERVER_CLIENT_SIGNER};
+use crate::support::fake_apiserver::{FakeApiServer, SignerMode, KUBE_APISERVER_CLIENT_SIGNER};
 
 const NS: &str = "liqo-tenant-test";
 
@@ -766,7 +764,7 @@ async fn issued_identity_authenticates_over_mutual_tls() {
     let cert_pem = String::from_utf8(signed.status.expect("status").certificate.expect("cert").0).expect("utf-8");
 
     fake.clear_requests();
-    let identity = support::fake_apiserver::ClientIdentity { cert_pem, key_pem: key.serialize_pem() };
+    let identity = crate::support::fake_apiserver::ClientIdentity { cert_pem, key_pem: key.serialize_pem() };
     let client = kube::Client::try_from(fake.kube_config_with_identity(Some(&identity))).expect("client");
     let version = client.apiserver_version().await.expect("/version with the issued certificate");
     assert_eq!(version.major, "1");

@@ -1,14 +1,14 @@
 //! Day-two operations: metrics on the admin router, audit events, failed-authentication rate
 //! limiting, trusted proxies, and serving-certificate hot reload on the real server.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::app::{certificate_body, get, Answer, TestApp};
+use crate::support::pki::{self, KeyType};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
@@ -17,8 +17,6 @@ use clap::Parser as _;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::client::transport::{AuthClient, ServerTrust};
 use liqo_auth::http::{Protection, ProtectionConfig};
-use support::app::{certificate_body, get, Answer, TestApp};
-use support::pki::{self, KeyType};
 use tower::ServiceExt as _;
 
 const ATTACKER: &str = "203.0.113.5:40000";
@@ -267,7 +265,7 @@ async fn send(router: &Router, request: Request<Body>) -> Answer {
 
 /// A certificate request as `server::serve` hands it to the router: with the TCP peer attached.
 fn issue_from(peer: &str, body: &str) -> Request<Body> {
-    let mut request = support::app::post_json("/identity/certificate", body.to_owned());
+    let mut request = crate::support::app::post_json("/identity/certificate", body.to_owned());
     request.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().expect("peer address")));
     request
 }
@@ -455,7 +453,7 @@ impl ReloadingServer {
             .with_safe_default_protocol_versions()
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(support::pki::AcceptAnyServerCert::new(provider))
+            .with_custom_certificate_verifier(crate::support::pki::AcceptAnyServerCert::new(provider))
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let tcp = tokio::net::TcpStream::connect(self.address).await.unwrap();

@@ -2,11 +2,12 @@
 //! and service instances built as `serve` builds them, over the fake API server and the local
 //! backend.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::support::app::{certificate_body, post_json, send, Answer};
+use crate::support::fake_apiserver::FakeApiServer;
+use crate::support::pki::{self, KeyType};
 use axum::http::StatusCode;
 use axum::Router;
 use base64::Engine as _;
@@ -18,11 +19,8 @@ use liqo_auth::adapter::kube::KubeJoinTokens;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::identity::join_token::{ConsumeOutcome, JoinTokenClaims, JoinTokenRecord, AUDIENCE};
 use liqo_auth::identity::port::JoinTokenStore;
-use support::app::{certificate_body, post_json, send, Answer};
-use support::fake_apiserver::FakeApiServer;
-use support::pki::{self, KeyType};
 
-use support::liqo::{NS, PROVIDER_ID};
+use crate::support::liqo::{NS, PROVIDER_ID};
 
 /// A fake cluster with Liqo's namespace, cluster-ID ConfigMap and basic peering ClusterRole,
 /// and a kubeconfig file for the CLI.
@@ -34,9 +32,9 @@ struct Cluster {
 impl Cluster {
     async fn start() -> Self {
         let fake = FakeApiServer::start().await;
-        support::liqo::seed_liqo_cluster(&fake);
+        crate::support::liqo::seed_liqo_cluster(&fake);
         let dir = tempfile::tempdir().unwrap();
-        support::liqo::write_kubeconfig(&fake, dir.path());
+        crate::support::liqo::write_kubeconfig(&fake, dir.path());
         Self { fake, dir }
     }
 

@@ -1,0 +1,15 @@
+//! The one integration test binary (one link instead of ten): each module is a former test
+//! binary, and `support` holds what they share (fake API server, test PKI, `TestApp`,
+//! `TestServer`).
+
+mod deploy;
+mod e2e_tls;
+mod fake_apiserver;
+mod join_tokens;
+mod kube_backend;
+mod mdns_lan;
+mod openapi_contract;
+mod operations;
+mod peer;
+mod router;
+mod support;
