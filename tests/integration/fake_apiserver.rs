@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::fake_apiserver::{FakeApiServer, SignerMode, KUBE_APISERVER_CLIENT_SIGNER};
+use crate::support::pki::{self, KeyType};
 
 const NS: &str = "liqo-tenant-test";
 
@@ -65,13 +66,8 @@ async fn raw_request(fake: &FakeApiServer, method: &str, path: &str, body: Optio
 }
 
 fn client_csr_pem(common_name: &str, organization: &str) -> (String, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, organization);
-    let csr = params.serialize_request(&key).expect("csr");
-    (csr.pem().expect("pem"), key)
+    let key = pki::key(KeyType::P256);
+    (pki::csr_with(&key, Some(common_name), Some(organization), vec![]), key)
 }
 
 fn csr_object(generate_name: &str, pem: &str, expiration_seconds: Option<i32>) -> CertificateSigningRequest {

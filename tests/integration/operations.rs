@@ -348,7 +348,7 @@ impl Logs {
     }
 }
 
-/// A self-signed serving pair with a chosen lifetime.
+/// A serving pair from a test CA with a chosen lifetime.
 struct TestCert {
     cert_pem: String,
     key_pem: String,
@@ -358,15 +358,16 @@ struct TestCert {
 
 impl TestCert {
     fn new(days: i64) -> Self {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
         let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(5);
-        params.not_after = now + time::Duration::days(days);
-        let cert = params.self_signed(&key).unwrap();
-        let pin = liqo_auth::pki::spki_pin(cert.der()).unwrap();
-        let not_after = params.not_after.unix_timestamp();
-        Self { cert_pem: cert.pem(), key_pem: key.serialize_pem(), pin, not_after }
+        let not_after = now + time::Duration::days(days);
+        let pair = pki::TestCa::new("serving CA").issue(&["localhost", "127.0.0.1"], |params| {
+            params.not_before = now - time::Duration::minutes(5);
+            params.not_after = not_after;
+        });
+        let pin = liqo_auth::pki::spki_pin(&pair.chain[0]).unwrap();
+        let (cert_pem, key_pem) = pki::pem_pair(&pair);
+        // X.509 times have whole seconds.
+        Self { cert_pem, key_pem, pin, not_after: not_after.unix_timestamp() }
     }
 
     /// Replaces the pair the way a Secret volume does: new files renamed into place.
@@ -453,7 +454,7 @@ impl ReloadingServer {
             .with_safe_default_protocol_versions()
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(crate::support::pki::AcceptAnyServerCert::new(provider))
+            .with_custom_certificate_verifier(pki::AcceptAnyServerCert::new(provider))
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let tcp = tokio::net::TcpStream::connect(self.address).await.unwrap();

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::support::fake_apiserver::FakeApiServer;
+use crate::support::pki;
 use clap::Parser as _;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::client::peer::{self, PeerArgs, PeerError, PeerOutcome, PeerStatus};
 use liqo_auth::error::error_chain;
 use liqo_auth::pki::CertificateSummary;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -219,12 +220,8 @@ fn with(mut args: Vec<String>, extra: &[&str]) -> Vec<String> {
 /// Returns the common names of the client certificates it accepted.
 async fn start_api_server(listener: TcpListener, ca_dir: &Path) -> Arc<Mutex<Vec<String>>> {
     let ca_cert = std::fs::read_to_string(ca_dir.join("ca.crt")).expect("provider CA");
-    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).expect("CA key"))
-        .expect("CA key parses");
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).expect("issuer");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
-    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+    let ca_key = std::fs::read_to_string(ca_dir.join("ca.key")).expect("CA key");
+    let serving = pki::server_cert_from_ca(&ca_cert, &ca_key, &["127.0.0.1"]);
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -236,10 +233,7 @@ async fn start_api_server(listener: TcpListener, ca_dir: &Path) -> Arc<Mutex<Vec
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key DER"),
-        )
+        .with_single_cert(serving.chain, serving.key)
         .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let users = Arc::new(Mutex::new(Vec::new()));
@@ -397,20 +391,12 @@ async fn a_wrong_pin_is_refused_before_the_token_is_sent() {
 
 #[tokio::test]
 async fn an_expired_server_certificate_is_refused_as_expired() {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let provider = Provider::start_with(true, Some((cert.pem(), key.serialize_pem())), &[]).await;
+    let ca = pki::TestCa::new("expired serving CA");
+    let expired = ca.expired_server_cert(&["127.0.0.1"]);
+    let provider = Provider::start_with(true, Some(pki::pem_pair(&expired)), &[]).await;
     let consumer = tempfile::tempdir().unwrap();
     let ca_file = consumer.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
     let url = provider.https_url();
     let args =
         with(local_consumer(consumer.path(), &url, &provider.token_file()), &["--ca-file", ca_file.to_str().unwrap()]);
@@ -489,7 +475,7 @@ async fn peering_with_the_kubernetes_backend_writes_a_liqo_identity_secret() {
     let own_token = "c".repeat(128);
     fake.insert_json(
         "/api/v1/namespaces/liqo/secrets",
-        serde_json::json!({"metadata": {"name": "auth-token"}, "data": {"token": crate::support::pki::b64(&own_token)}}),
+        serde_json::json!({"metadata": {"name": "auth-token"}, "data": {"token": pki::b64(&own_token)}}),
     );
     let url = provider.https_url();
     let token_file = provider.token_file();
@@ -541,7 +527,7 @@ async fn peering_with_the_kubernetes_backend_writes_a_liqo_identity_secret() {
     let mut keys: Vec<_> = data.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["apiServerCa", "apiServerUrl", "certificate", "namespace", "private-key"]);
-    let text = |key: &str| crate::support::pki::unb64(data[key].as_str().unwrap());
+    let text = |key: &str| pki::unb64(data[key].as_str().unwrap());
     let certificate = text("certificate");
     let summary = CertificateSummary::from_pem(certificate.as_bytes()).unwrap();
     assert_eq!(
@@ -632,7 +618,7 @@ async fn on_kubernetes_a_run_that_gave_up_after_sending_is_completed_by_the_next
         .into_iter()
         .find(|s| s["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("liqo-identity-")))
         .expect("identity Secret");
-    assert_eq!(crate::support::pki::unb64(identity["data"]["certificate"].as_str().unwrap()), issued);
+    assert_eq!(pki::unb64(identity["data"]["certificate"].as_str().unwrap()), issued);
     assert!(
         !fake
             .list_json("secrets")

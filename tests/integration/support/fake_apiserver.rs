@@ -34,10 +34,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-};
+use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -45,6 +42,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch, Notify};
 use tower::ServiceExt as _;
+
+use super::pki::{self, SigningCa};
 
 /// The signer name kube-controller-manager signs and the fake signer imitates.
 pub const KUBE_APISERVER_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
@@ -301,7 +300,7 @@ impl FakeApiServer {
 struct Inner {
     base_url: String,
     tls: bool,
-    ca: CertifiedIssuer<'static, KeyPair>,
+    ca: SigningCa,
     admin: Option<ClientIdentity>,
     state: Mutex<Store>,
     closer: watch::Sender<u64>,
@@ -2141,7 +2140,7 @@ fn push_condition(csr: &mut Value, condition_type: &str, reason: &str, message: 
 
 /// Signs like kube-controller-manager's `kube-apiserver-client` signer: checks usages,
 /// copies the subject and SANs, sets client-auth EKU and the requested (clamped) lifetime.
-fn sign_csr(ca: &CertifiedIssuer<'static, KeyPair>, csr: &Value) -> Result<String, String> {
+fn sign_csr(ca: &SigningCa, csr: &Value) -> Result<String, String> {
     let usages: Vec<&str> = csr
         .pointer("/spec/usages")
         .and_then(Value::as_array)
@@ -2169,7 +2168,7 @@ fn sign_csr(ca: &CertifiedIssuer<'static, KeyPair>, csr: &Value) -> Result<Strin
     let not_before = time::OffsetDateTime::now_utc() - SIGNING_BACKDATE;
     params.not_before = not_before;
     params.not_after = not_before + lifetime;
-    params.serial_number = Some(random_serial());
+    params.serial_number = Some(pki::random_serial());
     params.is_ca = IsCa::NoCa;
     params.key_usages = usages
         .iter()
@@ -2181,64 +2180,21 @@ fn sign_csr(ca: &CertifiedIssuer<'static, KeyPair>, csr: &Value) -> Result<Strin
         .collect();
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
-    let cert = parsed.signed_by(ca).map_err(|e| format!("signing failed: {e}"))?;
+    let cert = parsed.signed_by(ca.issuer()).map_err(|e| format!("signing failed: {e}"))?;
     Ok(cert.pem())
 }
 
-fn random_serial() -> SerialNumber {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill(&mut bytes);
-    bytes[0] &= 0x7f;
-    SerialNumber::from_slice(&bytes)
+fn new_test_ca() -> SigningCa {
+    SigningCa::new("fake-apiserver-ca")
 }
 
-fn new_test_ca() -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, "fake-apiserver-ca");
-    params.distinguished_name = name;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - Duration::from_secs(3600);
-    params.not_after = now + Duration::from_secs(10 * 365 * 24 * 3600);
-    let key = KeyPair::generate().expect("generating the CA key");
-    CertifiedIssuer::self_signed(params, key).expect("self-signing the test CA")
+fn issue_client_identity(ca: &SigningCa, common_name: &str, organizations: &[&str]) -> ClientIdentity {
+    let (cert_pem, key_pem) = ca.client_cert(common_name, organizations, DEFAULT_SIGNING_DURATION);
+    ClientIdentity { cert_pem, key_pem }
 }
 
-fn issue_client_identity(
-    ca: &CertifiedIssuer<'static, KeyPair>,
-    common_name: &str,
-    organizations: &[&str],
-) -> ClientIdentity {
-    let mut params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, common_name);
-    for org in organizations {
-        name.push(DnType::OrganizationName, *org);
-    }
-    params.distinguished_name = name;
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.serial_number = Some(random_serial());
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - SIGNING_BACKDATE;
-    params.not_after = now + DEFAULT_SIGNING_DURATION;
-    let key = KeyPair::generate().expect("generating a client key");
-    let cert = params.signed_by(&key, ca).expect("issuing a client certificate");
-    ClientIdentity { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
-}
-
-fn tls_acceptor(ca: &CertifiedIssuer<'static, KeyPair>, require_client_cert: bool) -> tokio_rustls::TlsAcceptor {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("valid SAN");
-    params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, "fake-apiserver");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate().expect("generating the server key");
-    let cert = params.signed_by(&key, ca).expect("issuing the server certificate");
+fn tls_acceptor(ca: &SigningCa, require_client_cert: bool) -> tokio_rustls::TlsAcceptor {
+    let serving = ca.server_cert("fake-apiserver", &["localhost", "127.0.0.1"]);
 
     // Never rely on a process-wide default provider: tests may link several.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -2251,10 +2207,7 @@ fn tls_acceptor(ca: &CertifiedIssuer<'static, KeyPair>, require_client_cert: boo
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        .with_single_cert(serving.chain, serving.key)
         .expect("server certificate and key match");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     tokio_rustls::TlsAcceptor::from(Arc::new(config))

@@ -1,7 +1,17 @@
-//! Test PKI: keys of every supported type and CSRs made with rcgen.
+//! The test PKI, the one place integration tests get keys, CSRs and certificate authorities
+//! from: keys of every supported type and CSRs made with rcgen, and CAs built on the crate's
+//! [`TestCa`] (a root for server certificates, and [`SigningCa`] below it where a test must sign
+//! CSRs or issue client certificates itself, as the fake API server does).
+
+use std::time::Duration;
 
 use base64::Engine as _;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+pub use liqo_auth::test_support::{ServerCert, TestCa};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::CertificateDer;
 
 /// Key types a peer may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +61,118 @@ pub fn csr_with(key: &KeyPair, cn: Option<&str>, org: Option<&str>, sans: Vec<Sa
 /// The CSR a Liqo consumer sends: CN = its cluster ID, O = liqo.io.
 pub fn liqo_csr(key: &KeyPair, cluster_id: &str) -> String {
     csr_with(key, Some(cluster_id), Some("liqo.io"), vec![])
+}
+
+/// A CA that signs what a test hands it (CSRs, client and server certificates): a CA
+/// certificate issued by a [`TestCa`] root, with its key at hand (`TestCa` keeps its own key
+/// private). Clients and verifiers take it as their trust anchor.
+pub struct SigningCa {
+    issuer: rcgen::Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+    _root: TestCa,
+}
+
+impl SigningCa {
+    /// A CA named `name` (its common name), issued by a fresh `TestCa`.
+    pub fn new(name: &str) -> Self {
+        let root = TestCa::new(&format!("{name} root"));
+        let issued = root.issue(&[], |params| {
+            params.distinguished_name = DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages =
+                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        });
+        let der = issued.chain[0].clone();
+        let key = KeyPair::try_from(&issued.key).expect("the CA key is PKCS#8");
+        let issuer = rcgen::Issuer::from_ca_cert_der(&der, key).expect("the CA certificate parses");
+        Self { issuer, der, _root: root }
+    }
+
+    /// The CA certificate (DER), to trust.
+    pub fn der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+
+    /// The CA certificate (PEM), to trust.
+    pub fn pem(&self) -> String {
+        pem("CERTIFICATE", &self.der)
+    }
+
+    /// The rcgen issuer, for signing CSRs with parameters of the test's choosing.
+    pub fn issuer(&self) -> &rcgen::Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
+    /// A client certificate (EKU clientAuth, random serial, backdated 5 minutes) for
+    /// `common_name` with `organizations` (Kubernetes groups) valid for `lifetime`: PEM
+    /// certificate and PEM PKCS#8 key.
+    pub fn client_cert(&self, common_name: &str, organizations: &[&str], lifetime: Duration) -> (String, String) {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        for org in organizations {
+            params.distinguished_name.push(DnType::OrganizationName, *org);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.serial_number = Some(random_serial());
+        let not_before = time::OffsetDateTime::now_utc() - Duration::from_secs(300);
+        params.not_before = not_before;
+        params.not_after = not_before + lifetime;
+        let key = KeyPair::generate().expect("generating a client key");
+        let cert = params.signed_by(&key, &self.issuer).expect("issuing a client certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A server certificate (EKU serverAuth) for `sans` (DNS names or IP addresses), with
+    /// common name `common_name`; the chain holds the leaf only.
+    pub fn server_cert(&self, common_name: &str, sans: &[&str]) -> ServerCert {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("generating a server key");
+        let cert = params.signed_by(&key, &self.issuer).expect("issuing a server certificate");
+        ServerCert { chain: vec![cert.der().clone()], key: private_key_der(&key) }
+    }
+}
+
+/// A server certificate for `sans` issued by the CA whose PEM certificate and key are given
+/// (the service's own CA from its data dir, say); the chain holds the leaf only.
+pub fn server_cert_from_ca(ca_cert_pem: &str, ca_key_pem: &str, sans: &[&str]) -> ServerCert {
+    let ca_key = KeyPair::from_pem(ca_key_pem).expect("CA key parses");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).expect("CA certificate parses");
+    let key = KeyPair::generate().expect("generating a server key");
+    let params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+    let cert = params.signed_by(&key, &issuer).expect("issuing a server certificate");
+    ServerCert { chain: vec![cert.der().clone()], key: private_key_der(&key) }
+}
+
+/// A serving pair as files hold it: the PEM chain (leaf first) and the PEM PKCS#8 key.
+pub fn pem_pair(cert: &ServerCert) -> (String, String) {
+    let chain = cert.chain.iter().map(|der| pem("CERTIFICATE", der)).collect();
+    (chain, pem("PRIVATE KEY", cert.key.secret_der()))
+}
+
+/// PEM armour around `der`.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> =
+        text.as_bytes().chunks(64).map(|line| std::str::from_utf8(line).expect("base64 is ASCII")).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+fn private_key_der(key: &KeyPair) -> rustls::pki_types::PrivateKeyDer<'static> {
+    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into())
+}
+
+/// A random positive 128-bit serial, as real signers use.
+pub fn random_serial() -> rcgen::SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f;
+    rcgen::SerialNumber::from_slice(&bytes)
 }
 
 /// Standard base64, as the wire encodes PEM.
