@@ -1,10 +1,11 @@
-//! The `liqo-auth` binary. Invoked as `auth-service` it behaves as `liqo-auth serve`, so it can
-//! replace the reference image in the reference Helm chart.
+//! The `liqo-auth` binary: parse the command line, start logging, dispatch. Invoked as
+//! `auth-service` it behaves as `liqo-auth serve`, so it can replace the reference image in the
+//! reference Helm chart.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use liqo_auth::app::operator::CommandError;
+use liqo_auth::app::operator::{self, CommandError};
 use liqo_auth::cli::{Args, Command};
 
 fn main() -> ExitCode {
@@ -20,26 +21,24 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
     };
-    let result = runtime.block_on(async move {
+    let mut out = std::io::stdout();
+    let result: Result<ExitCode, CommandError> = runtime.block_on(async move {
         match args.command {
-            Command::Serve(serve) => {
-                serve.into_config().map_err(boxed)?.serve().await.map_err(boxed).map(|()| ExitCode::SUCCESS)
-            }
+            Command::Serve(serve) => serve.into_config()?.serve().await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
             Command::Token(command) => {
-                liqo_auth::app::operator::token(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
+                let (backend, action) = command.into_options();
+                operator::token(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Tenant(command) => {
-                liqo_auth::app::operator::tenant(command, &mut std::io::stdout()).await.map(|()| ExitCode::SUCCESS)
+                let (backend, action) = command.into_options();
+                operator::tenant(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Check(check) => Ok(check.execute().await),
             Command::Discover(discover) => Ok(discover.execute().await),
             Command::Peer(peer) => Ok(liqo_auth::client::peer::execute(*peer).await),
         }
     });
-    match result {
-        Ok(code) => code,
-        Err(error) => fail(error.as_ref()),
-    }
+    result.unwrap_or_else(|error| fail(error.as_ref()))
 }
 
 /// The arguments, with `serve` inserted when invoked as `auth-service`.
@@ -50,10 +49,6 @@ fn argv() -> Vec<std::ffi::OsString> {
         args.insert(1, "serve".into());
     }
     args
-}
-
-fn boxed<E: std::error::Error + Send + Sync + 'static>(error: E) -> CommandError {
-    Box::new(error)
 }
 
 fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {

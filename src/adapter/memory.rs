@@ -183,8 +183,11 @@ impl JoinTokenStore for MemoryJoinTokens {
     }
 
     async fn revoke(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        if !crate::identity::join_token::valid_id(id) {
+            return Ok(None);
+        }
         Ok(self.lock().records.get_mut(id).map(|record| {
-            record.revoked = true;
+            record.revoke();
             record.clone()
         }))
     }

@@ -1,3 +1,192 @@
-//! Running what `Config::build()` made: the service, and the operator commands.
+//! Running what `Config::build()` made: binding the public and admin listeners, serving until
+//! shutdown, and draining. Used by `serve` and by the integration tests, so both start the
+//! service the same way.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::config::{auth_url, Config, ConfigError};
+use crate::discovery::{Advertisement, AdvertisementConfig};
+use crate::identity::ClusterIdentity;
+use crate::server::tls::ServingCertificate;
+use crate::server::{self, ServerLimits};
+use crate::telemetry::Metrics;
 
 pub mod operator;
+
+impl Config {
+    /// Runs the service until SIGTERM/SIGINT.
+    pub async fn serve(self) -> Result<(), ConfigError> {
+        self.start(server::shutdown_signal()).await?.run().await;
+        Ok(())
+    }
+
+    /// Builds the runtime and binds the public and admin listeners; the returned `Started`
+    /// serves both once `run()` is awaited, until `shutdown` resolves, then drains them.
+    pub async fn start(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Started, ConfigError> {
+        let runtime = self.build().await?;
+        let metrics = Metrics::new();
+        let state = runtime.state.with_metrics(metrics.clone());
+        let listener = server::bind(&self.listen)
+            .await
+            .map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
+        let address =
+            listener.local_addr().map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
+        let admin_bind_err = |source| ConfigError::Bind { address: self.metrics_address.clone(), source };
+        let admin = match &self.metrics_listen {
+            Some(candidates) => {
+                let listener = server::bind(candidates).await.map_err(admin_bind_err)?;
+                let address = listener.local_addr().map_err(admin_bind_err)?;
+                Some((listener, address))
+            }
+            None => None,
+        };
+        let admin_address = admin.as_ref().map(|(_, address)| *address);
+        self.announce(&state.cluster, address, admin_address, runtime.serving.as_ref());
+        let acceptor = match &runtime.serving {
+            Some(serving) => {
+                metrics.set_serving_certificate_expiry(serving.not_after);
+                if let Some((cert, key)) = &serving.watched {
+                    let metrics = metrics.clone();
+                    crate::server::tls::spawn_reloader(
+                        serving.resolver.clone(),
+                        cert.clone(),
+                        key.clone(),
+                        self.tls_reload_interval,
+                        move |not_after| metrics.set_serving_certificate_expiry(not_after),
+                    );
+                }
+                Some(tokio_rustls::TlsAcceptor::from(serving.server_config().map_err(ConfigError::Tls)?))
+            }
+            None => None,
+        };
+        let advertisement = match &self.mdns {
+            Some(mdns) => Some(
+                Advertisement::start(&AdvertisementConfig {
+                    cluster_id: state.cluster.id.to_string(),
+                    cluster_name: state.cluster.name.to_string(),
+                    port: mdns.port.unwrap_or(address.port()),
+                    tls: runtime.serving.is_some(),
+                    interfaces: mdns.interfaces.clone(),
+                })
+                .map_err(ConfigError::Mdns)?,
+            ),
+            None => None,
+        };
+
+        // One shutdown signal, observed by both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let public = server::serve(
+            listener,
+            crate::http::router(state.clone()),
+            acceptor,
+            self.limits.clone(),
+            until_stopped(stopped.clone()),
+        );
+        let admin = admin.map(|(listener, _)| {
+            let limits = ServerLimits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                header_read_timeout: self.limits.header_read_timeout,
+                shutdown_grace: Duration::from_secs(5),
+                ..ServerLimits::default()
+            };
+            server::serve(listener, crate::http::admin_router(state), None, limits, until_stopped(stopped))
+        });
+        let run = async move {
+            match admin {
+                Some(admin) => {
+                    tokio::join!(public, admin);
+                }
+                None => public.await,
+            }
+            if let Some(advertisement) = advertisement {
+                advertisement.stop().await;
+            }
+        };
+        Ok(Started { address, admin_address, metrics, run: Box::pin(run) })
+    }
+
+    fn announce(
+        &self,
+        cluster: &ClusterIdentity,
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+        serving: Option<&ServingCertificate>,
+    ) {
+        match admin {
+            Some(admin) => tracing::info!(
+                admin.listen = %admin,
+                "serving /metrics, /healthz and /readyz on http://{admin} (keep this port private)"
+            ),
+            None => tracing::info!("the admin listener is disabled (--metrics-address off)"),
+        }
+        for flag in &self.ignored_flags {
+            tracing::warn!(
+                flag = %flag,
+                "{flag} is accepted for compatibility with the reference chart and has no effect here"
+            );
+        }
+        if !self.shared_token {
+            tracing::info!("the shared token is disabled (--shared-token=disabled): only join tokens authenticate");
+        }
+        if !self.authentication {
+            tracing::warn!("AUTHENTICATION IS DISABLED (--enable-authentication=false): anyone who reaches this port gets a client certificate for the API server");
+        }
+        match serving {
+            Some(serving) => {
+                tracing::info!(
+                    listen = %addr,
+                    cluster.id = %cluster.id,
+                    cluster.name = %cluster.name,
+                    tls.pin = %serving.pin,
+                    "serving HTTPS on {addr}; peers can pin this certificate with --ca-hash {}", serving.pin
+                );
+                let url = auth_url(self.advertise_auth_address.as_deref(), &self.address)
+                    .unwrap_or_else(|| format!("https://<this-host>:{}", addr.port()));
+                tracing::info!(
+                    auth.url = %url,
+                    tls.pin = %serving.pin,
+                    "peers join with: liqo-auth peer --auth-url {url} --token-file <file> --ca-hash {} (make the token with: liqo-auth token create --print-peer-command)",
+                    serving.pin
+                );
+            }
+            None => {
+                tracing::info!(listen = %addr, cluster.id = %cluster.id, cluster.name = %cluster.name, "serving plain HTTP on {addr}");
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(listen = %addr, "serving plain HTTP on a non-loopback address: only do this behind an Ingress that terminates TLS");
+                }
+            }
+        }
+    }
+}
+
+/// Open connections allowed on the admin listener (the kubelet and one or two scrapers).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// A service with its listeners bound, ready to `run()`.
+pub struct Started {
+    /// The public listener's address (the real port when `--address` asked for port 0).
+    pub address: SocketAddr,
+    /// The admin listener's address, when enabled.
+    pub admin_address: Option<SocketAddr>,
+    /// The metrics both listeners record into.
+    pub metrics: Metrics,
+    run: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Started {
+    /// Serves until the shutdown future given to `Config::start` resolves and both listeners
+    /// have drained.
+    pub async fn run(self) {
+        self.run.await;
+    }
+}

@@ -1,45 +1,75 @@
 //! Operator subcommands other than `serve`: `token show|create|list|revoke|rotate-key` and
-//! `tenant list|remove`, thin wrappers over the backends. Results go to `out` (stdout in the
-//! binary), notes for the operator to stderr.
+//! `tenant list|remove`, over the ports of a backend opened by `BackendConfig::open`. Results
+//! go to `out` (stdout in the binary), notes for the operator to stderr.
+//!
+//! Only `token create` may create state (the data dir, the signing key); every other command
+//! opens existing state and fails clearly when there is none.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::Duration;
 
-use crate::adapter::kube::{KubeJoinTokens, KubeStore};
-use crate::adapter::local::LocalStore;
-use crate::cli::{BackendArgs, BackendKind, TenantCommand, TokenCommand, TokenCreateArgs};
+use crate::config::{Access, Backend, BackendConfig};
 use crate::identity::join_token::{self, JoinTokenSpec};
-use crate::identity::port::{JoinTokenStore, PeerRecord, SharedTokenSource};
+use crate::identity::port::PeerRecord;
 use crate::identity::ClusterId;
 use crate::pki::{format_unix, unix_now, CertificateSummary};
 
 /// Boxed error for command results.
 pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a `token` command does.
+#[derive(Debug, Clone)]
+pub enum TokenAction {
+    /// Print the shared token.
+    Show,
+    /// Mint a join token.
+    Create(TokenCreateOptions),
+    /// List join-token records.
+    List,
+    /// Revoke one join token.
+    Revoke { id: String },
+    /// Replace the join-token signing key.
+    RotateKey,
+}
+
+/// `token create` options.
+#[derive(Debug, Clone)]
+pub struct TokenCreateOptions {
+    pub ttl: Duration,
+    /// Bind the token to this remote cluster.
+    pub cluster_id: Option<String>,
+    pub max_uses: u32,
+    pub print_peer_command: bool,
+    pub advertise_auth_address: Option<String>,
+    pub address: String,
+    pub cert_path: Option<PathBuf>,
+    pub token_out: Option<PathBuf>,
+    pub local_cluster_id: Option<String>,
+}
+
+/// What a `tenant` command does.
+#[derive(Debug, Clone)]
+pub enum TenantAction {
+    List,
+    Remove { cluster_id: String, delete_namespace: bool },
+}
+
 /// Runs a `token` subcommand, writing its result to `out`.
-pub async fn token(command: TokenCommand, out: &mut dyn Write) -> Result<(), CommandError> {
-    match command {
-        TokenCommand::Show(backend) => {
-            let token = match Backend::open(&backend).await? {
-                Backend::Local(store) => store.shared_token(),
-                Backend::Kubernetes { client, namespace } => {
-                    let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, &namespace);
-                    let secret = crate::adapter::kube::call_opt(
-                        "reading Secret auth-token",
-                        api.get(crate::adapter::kube::TOKEN_SECRET),
-                    )
-                    .await?;
-                    secret.as_ref().and_then(crate::adapter::kube::kube_token::token_of)
-                }
-            };
-            let token = token.ok_or("no usable shared token is stored")?;
+pub async fn token(backend: &BackendConfig, action: TokenAction, out: &mut dyn Write) -> Result<(), CommandError> {
+    if let TokenAction::Create(options) = action {
+        return create_token(backend, options, out).await;
+    }
+    let backend = backend.open(Access::Existing).await?;
+    match action {
+        TokenAction::Create(_) => unreachable!("handled above"),
+        TokenAction::Show => {
+            let token = backend.cluster.shared_token().await?.ok_or("no usable shared token is stored")?;
             writeln!(out, "{}", token.expose())?;
             Ok(())
         }
-        TokenCommand::Create(args) => create_token(*args, out).await,
-        TokenCommand::List(backend) => {
-            let store = Backend::open(&backend).await?.join_tokens();
+        TokenAction::List => {
+            let store = &backend.join_tokens;
             let key_id = store.key().await?.map(|k| k.id());
             let now = unix_now();
             writeln!(out, "{:<32}  {:<36}  {:<20}  {:<9}  STATUS", "ID", "BOUND TO", "EXPIRES", "USES LEFT")?;
@@ -56,18 +86,15 @@ pub async fn token(command: TokenCommand, out: &mut dyn Write) -> Result<(), Com
             }
             Ok(())
         }
-        TokenCommand::Revoke(args) => {
-            let store = Backend::open(&args.backend).await?.join_tokens();
-            match store.revoke(&args.id).await? {
-                Some(record) => {
-                    writeln!(out, "revoked join token {}", record.id)?;
-                    Ok(())
-                }
-                None => Err(format!("no join token with ID {:?} (see `liqo-auth token list`)", args.id).into()),
+        TokenAction::Revoke { id } => match backend.join_tokens.revoke(&id).await? {
+            Some(record) => {
+                writeln!(out, "revoked join token {}", record.id)?;
+                Ok(())
             }
-        }
-        TokenCommand::RotateKey(backend) => {
-            let store = Backend::open(&backend).await?.join_tokens();
+            None => Err(format!("no join token with ID {id:?} (see `liqo-auth token list`)").into()),
+        },
+        TokenAction::RotateKey => {
+            let store = &backend.join_tokens;
             let outstanding = store.records().await?.iter().filter(|r| !r.revoked && r.expires_at > unix_now()).count();
             let key = store.rotate_key().await?;
             writeln!(
@@ -81,13 +108,11 @@ pub async fn token(command: TokenCommand, out: &mut dyn Write) -> Result<(), Com
 }
 
 /// Runs a `tenant` subcommand, writing its result to `out`.
-pub async fn tenant(command: TenantCommand, out: &mut dyn Write) -> Result<(), CommandError> {
-    match command {
-        TenantCommand::List(backend) => {
-            let peers = match Backend::open(&backend).await? {
-                Backend::Local(store) => store.peers()?,
-                Backend::Kubernetes { client, namespace } => kube_store(client, namespace).peers().await?,
-            };
+pub async fn tenant(backend: &BackendConfig, action: TenantAction, out: &mut dyn Write) -> Result<(), CommandError> {
+    let backend = backend.open(Access::Existing).await?;
+    match action {
+        TenantAction::List => {
+            let peers = backend.tenants.tenants().await?;
             writeln!(
                 out,
                 "{:<36}  {:<20}  {:<40}  {:<40}  {:<20}  ISSUED",
@@ -113,16 +138,10 @@ pub async fn tenant(command: TenantCommand, out: &mut dyn Write) -> Result<(), C
             }
             Ok(())
         }
-        TenantCommand::Remove(args) => {
-            let cluster = ClusterId::parse(&args.cluster_id)?;
-            let backend = Backend::open(&args.backend).await?;
-            let join_tokens = backend.join_tokens();
-            let mut removed = match backend {
-                Backend::Local(store) => store.remove_peer(&cluster)?,
-                Backend::Kubernetes { client, namespace } => {
-                    kube_store(client, namespace).remove_peer(&cluster, args.delete_namespace).await?
-                }
-            };
+        TenantAction::Remove { cluster_id, delete_namespace } => {
+            let cluster = ClusterId::parse(&cluster_id)?;
+            let join_tokens = &backend.join_tokens;
+            let mut removed = backend.tenants.remove_tenant(&cluster, delete_namespace).await?;
             // A join token bound to the removed cluster would let it peer again at once: an
             // unpeering revokes them (unbound tokens are left alone).
             let now = unix_now();
@@ -150,24 +169,28 @@ pub async fn tenant(command: TenantCommand, out: &mut dyn Write) -> Result<(), C
     }
 }
 
-async fn create_token(args: TokenCreateArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+async fn create_token(
+    backend: &BackendConfig,
+    args: TokenCreateOptions,
+    out: &mut dyn Write,
+) -> Result<(), CommandError> {
     let binding = args.cluster_id.as_deref().map(ClusterId::parse).transpose()?;
     if args.ttl.as_secs() == 0 {
         return Err("--ttl must be at least 1s".into());
     }
-    let backend = Backend::open(&args.backend).await?;
+    let backend = backend.open(Access::Create).await?;
     // Everything the peer command needs is resolved before a token exists, so a failure
     // leaves no orphan token behind.
     let peer_command = if args.print_peer_command {
         let url = crate::config::auth_url(args.advertise_auth_address.as_deref(), &args.address).ok_or(
             "--address names no host peers can reach: pass --advertise-auth-address HOST[:PORT] (the address peers use)",
         )?;
-        Some((url, backend.serving_pin(args.cert_path.as_deref()).await?))
+        Some((url, serving_pin(&backend, args.cert_path.as_deref()).await?))
     } else {
         None
     };
-    let issuer = backend.local_cluster(args.local_cluster_id.as_deref()).await?;
-    let store = backend.join_tokens();
+    let issuer = backend.cluster.cluster_id(args.local_cluster_id.as_deref()).await?;
+    let store = &backend.join_tokens;
     let key = store.ensure_key().await?;
     let spec = JoinTokenSpec { ttl: args.ttl, cluster: binding, max_uses: args.max_uses };
     let minted = join_token::mint(&key, &issuer, &spec, unix_now());
@@ -206,89 +229,24 @@ async fn create_token(args: TokenCreateArgs, out: &mut dyn Write) -> Result<(), 
     Ok(())
 }
 
-/// An opened backend.
-enum Backend {
-    Local(Arc<LocalStore>),
-    Kubernetes { client: kube::Client, namespace: String },
-}
-
-impl Backend {
-    async fn open(args: &BackendArgs) -> Result<Self, CommandError> {
-        match args.backend {
-            BackendKind::Local => Ok(Self::Local(Arc::new(LocalStore::open(
-                &args.data_dir,
-                crate::config::LOCAL_API_SERVER_URL.into(),
-                true,
-            )?))),
-            BackendKind::Kubernetes => {
-                let config = crate::adapter::kube::load_config(args.kubeconfig.as_deref()).await?;
-                let client = crate::adapter::kube::client(config)?;
-                Ok(Self::Kubernetes { client, namespace: args.namespace.clone() })
-            }
-        }
-    }
-
-    fn join_tokens(&self) -> Arc<dyn JoinTokenStore> {
-        match self {
-            Self::Local(store) => store.clone(),
-            Self::Kubernetes { client, namespace } => Arc::new(KubeJoinTokens::new(client.clone(), namespace.clone())),
-        }
-    }
-
-    /// This cluster's ID, the tokens' `iss`: the flag, else what `serve` uses (data dir, or
-    /// ConfigMap `liqo-clusterid-configmap`).
-    async fn local_cluster(&self, flag: Option<&str>) -> Result<ClusterId, CommandError> {
-        match self {
-            Self::Local(store) => Ok(store.cluster_identity(flag, None)?.id),
-            Self::Kubernetes { client, namespace } => {
-                // The name is irrelevant to tokens; passing one skips requiring it.
-                let identity =
-                    crate::config::kube_cluster_identity(client, namespace, flag, Some("unused-name")).await?;
-                Ok(identity.id)
-            }
-        }
-    }
-
-    /// The SPKI pin of the serving certificate: `--cert-path`, else the generated one.
-    async fn serving_pin(&self, cert_path: Option<&Path>) -> Result<Option<String>, CommandError> {
-        let pem = match (cert_path, self) {
-            (Some(path), _) => Some(std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?),
-            (None, Self::Local(store)) => std::fs::read(store.dir().join("tls.crt")).ok(),
-            (None, Self::Kubernetes { client, namespace }) => {
-                let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-                    kube::Api::namespaced(client.clone(), namespace);
-                let secret = crate::adapter::kube::call_opt(
-                    "reading the serving certificate Secret",
-                    api.get(crate::config::SERVING_CERT_SECRET),
-                )
-                .await?;
-                secret.and_then(|s| s.data).and_then(|mut d| d.remove("tls.crt")).map(|b| b.0)
-            }
-        };
-        match pem {
-            Some(pem) => {
-                let spki = crate::pki::first_certificate_spki(&pem)
-                    .ok_or("the serving certificate is not a PEM certificate")?;
-                Ok(Some(crate::pki::spki_pin_of_spki(&spki)))
-            }
-            None => Ok(None),
-        }
-    }
-}
-
-fn kube_store(client: kube::Client, namespace: String) -> KubeStore {
-    let source = crate::adapter::kube::kube_secret::ApiServerSource {
-        advertised_url: None,
-        client_url: String::new(),
-        trusted_ca: true,
-        client_ca_pem: None,
-        ca_file: None,
+/// The SPKI pin of the serving certificate: `--cert-path`, else the generated one.
+async fn serving_pin(backend: &Backend, cert_path: Option<&Path>) -> Result<Option<String>, CommandError> {
+    let pem = match cert_path {
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?),
+        None => backend.cluster.serving_certificate().await?.map(String::into_bytes),
     };
-    KubeStore::new(client, namespace, crate::adapter::kube::KubeTokenCache::default(), source)
+    match pem {
+        Some(pem) => {
+            let spki =
+                crate::pki::first_certificate_spki(&pem).ok_or("the serving certificate is not a PEM certificate")?;
+            Ok(Some(crate::pki::spki_pin_of_spki(&spki)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The peer's name: stored (local backend), else read from the tenant namespace name
-/// `liqo-tenant-<name>-<6 hex>` (spec 3.2).
+/// `liqo-tenant-<name>-<6 hex>` (Liqo names tenant namespaces so).
 fn peer_name(peer: &PeerRecord) -> String {
     if let Some(name) = &peer.cluster_name {
         return name.clone();

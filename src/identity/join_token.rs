@@ -149,6 +149,12 @@ impl JoinTokenRecord {
         }
     }
 
+    /// Marks the record revoked; returns whether that changed it (a second revoke writes
+    /// nothing). Every store applies revocation through this, so all backends agree.
+    pub fn revoke(&mut self) -> bool {
+        !std::mem::replace(&mut self.revoked, true)
+    }
+
     /// A short status for `token list`.
     pub fn status(&self, now: i64, current_key_id: Option<&str>) -> &'static str {
         if self.revoked {

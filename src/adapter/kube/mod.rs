@@ -1,37 +1,147 @@
-//! Shared Kubernetes plumbing for the adapters: client construction, error classification,
-//! request deadlines and the label keys of spec section 3.
+//! Everything that talks to Kubernetes: the adapters of the domain's ports over the API server,
+//! and the few Kubernetes reads the wiring needs (cluster identity, the shared serving Secret).
 //!
-//! Only adapters (`store::kube_*`, `signer::kube_csr`) and wiring use this module.
+//! No other module of the crate imports `kube` or `k8s_openapi`. Adapters get a [`KubeCtx`]
+//! (the client and the per-request deadline) from the composition root; there is no
+//! process-wide state, so two services in one process (as in tests) never share settings.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
+pub mod kube_admin;
+pub mod kube_cluster;
 pub mod kube_csr;
 pub mod kube_join_token;
 pub mod kube_secret;
+pub mod kube_serving;
 pub mod kube_token;
 
+pub use kube_admin::KubeClusterState;
+pub use kube_cluster::{cluster_identity, ClusterIdentityError};
 pub use kube_csr::KubeCsrSigner;
 pub use kube_join_token::KubeJoinTokens;
-pub use kube_secret::KubeStore;
+pub use kube_secret::{ApiServerSource, KubeStore};
 pub use kube_token::KubeTokenCache;
 
 /// Default deadline of one API request (watches have their own bound).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(10_000);
-
-/// Sets the deadline of every API request of this process (`--kube-request-timeout`).
-pub fn set_request_timeout(timeout: Duration) {
-    REQUEST_TIMEOUT_MS.store(timeout.as_millis().clamp(1, u64::MAX as u128) as u64, Ordering::Relaxed);
+/// Where the client configuration comes from.
+#[derive(Clone)]
+pub enum Connection {
+    /// `KUBECONFIG`/`~/.kube/config`, else the in-cluster service account.
+    Infer,
+    /// An explicit kubeconfig file (`--kubeconfig`).
+    Kubeconfig(PathBuf),
+    /// A ready configuration (tests point it at a loopback fake API server).
+    Config(Box<kube::Config>),
 }
 
-/// The deadline of one API request.
-pub fn request_timeout() -> Duration {
-    Duration::from_millis(REQUEST_TIMEOUT_MS.load(Ordering::Relaxed))
+impl Connection {
+    /// `--kubeconfig` when given, else inference.
+    pub fn from_flag(kubeconfig: Option<&Path>) -> Self {
+        kubeconfig.map_or(Self::Infer, |path| Self::Kubeconfig(path.to_path_buf()))
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Infer => f.write_str("Infer"),
+            Self::Kubeconfig(path) => f.debug_tuple("Kubeconfig").field(path).finish(),
+            Self::Config(config) => f.debug_tuple("Config").field(&config.cluster_url.to_string()).finish(),
+        }
+    }
+}
+
+/// Why no client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("reading kubeconfig {}", path.display())]
+    ReadKubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("loading the Kubernetes client configuration")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("loading the Kubernetes client configuration from the kubeconfig")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("building the Kubernetes client")]
+    Client(#[source] kube::Error),
+}
+
+/// A connected client and the deadline of each of its requests: what every adapter gets.
+#[derive(Clone)]
+pub struct KubeCtx {
+    pub client: kube::Client,
+    /// Deadline of one API request (`--kube-request-timeout`).
+    pub request_timeout: Duration,
+    /// The client configuration's server URL (the last fallback for `apiServerUrl`).
+    pub server_url: String,
+    /// The client configuration's CA as PEM, if it names one.
+    pub server_ca_pem: Option<String>,
+}
+
+impl KubeCtx {
+    /// Loads the client configuration and builds a client.
+    pub async fn connect(connection: &Connection, request_timeout: Duration) -> Result<Self, ConnectError> {
+        let config = match connection {
+            Connection::Infer => kube::Config::infer().await.map_err(ConnectError::Infer)?,
+            Connection::Kubeconfig(path) => {
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|source| ConnectError::ReadKubeconfig { path: path.clone(), source })?;
+                kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .map_err(ConnectError::Kubeconfig)?
+            }
+            Connection::Config(config) => (**config).clone(),
+        };
+        let server_url = config.cluster_url.to_string().trim_end_matches('/').to_owned();
+        let server_ca_pem = config
+            .root_cert
+            .as_ref()
+            .map(|certs| certs.iter().map(|der| crate::identity::pem_encode("CERTIFICATE", der)).collect::<String>());
+        let client = kube::Client::try_from(config).map_err(ConnectError::Client)?;
+        Ok(Self { client, request_timeout, server_url, server_ca_pem })
+    }
+
+    /// Runs one API call with the request deadline; a timeout counts as "unavailable".
+    pub async fn call<T>(
+        &self,
+        operation: &str,
+        future: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, KubeFailure> {
+        match tokio::time::timeout(self.request_timeout, future).await {
+            Ok(result) => result.map_err(|e| KubeFailure::classify(operation, e)),
+            Err(elapsed) => {
+                Err(KubeFailure::Unavailable { operation: operation.to_owned(), source: Box::new(elapsed) })
+            }
+        }
+    }
+
+    /// Like `call`, but 404 becomes `Ok(None)`.
+    pub async fn call_opt<T>(
+        &self,
+        operation: &str,
+        future: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Option<T>, KubeFailure> {
+        match self.call(operation, future).await {
+            Ok(value) => Ok(Some(value)),
+            Err(failure) if failure.is_not_found() => Ok(None),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// A namespaced API of this client.
+    pub fn namespaced<K>(&self, namespace: &str) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        kube::Api::namespaced(self.client.clone(), namespace)
+    }
 }
 
 pub const LABEL_CLUSTER_ID: &str = "discovery.liqo.io/cluster-id";
@@ -119,41 +229,4 @@ impl From<KubeFailure> for crate::identity::port::StoreError {
             KubeFailure::Other { operation, source } => StoreError::Backend { operation, source },
         }
     }
-}
-
-/// Runs one API call with the request deadline; a timeout counts as "unavailable".
-pub async fn call<T>(operation: &str, future: impl Future<Output = Result<T, kube::Error>>) -> Result<T, KubeFailure> {
-    match tokio::time::timeout(request_timeout(), future).await {
-        Ok(result) => result.map_err(|e| KubeFailure::classify(operation, e)),
-        Err(elapsed) => Err(KubeFailure::Unavailable { operation: operation.to_owned(), source: Box::new(elapsed) }),
-    }
-}
-
-/// Like `call`, but 404 becomes `Ok(None)`.
-pub async fn call_opt<T>(
-    operation: &str,
-    future: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<Option<T>, KubeFailure> {
-    match call(operation, future).await {
-        Ok(value) => Ok(Some(value)),
-        Err(failure) if failure.is_not_found() => Ok(None),
-        Err(failure) => Err(failure),
-    }
-}
-
-/// Loads the client configuration: `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`, else the
-/// in-cluster service account.
-pub async fn load_config(kubeconfig: Option<&Path>) -> Result<kube::Config, Box<dyn std::error::Error + Send + Sync>> {
-    match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)?;
-            Ok(kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?)
-        }
-        None => Ok(kube::Config::infer().await?),
-    }
-}
-
-/// Builds a client from a configuration (tests pass a loopback fake's).
-pub fn client(config: kube::Config) -> Result<kube::Client, kube::Error> {
-    kube::Client::try_from(config)
 }

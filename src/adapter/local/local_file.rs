@@ -30,7 +30,8 @@ use crate::fs::{ensure_private_dir, read_string, write_private_file};
 use crate::adapter::local::LocalCa;
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{
-    ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError, StoredIdentity,
+    ApiServerInfo, ClusterState, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError,
+    StoredIdentity, TenantAdmin,
 };
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace};
 
@@ -42,7 +43,10 @@ const JOIN_TOKEN_DIR: &str = "join-tokens";
 /// The data-dir backend.
 pub struct LocalStore {
     dir: PathBuf,
-    token: RwLock<SharedToken>,
+    token: Option<SharedToken>,
+    /// Opened by `serve` or `token create`, which may create what they need; other commands
+    /// open an existing data dir and never write this cluster's own state.
+    writable: bool,
     api_server_url: String,
     advertise_ca: bool,
     ca_pem: RwLock<Option<String>>,
@@ -71,15 +75,45 @@ struct IdentityFile {
 }
 
 impl LocalStore {
-    /// Opens (creating when needed) the data dir and its shared token.
+    /// Opens the data dir for `serve` and `token create`, creating it and the shared token
+    /// when needed.
     pub fn open(dir: &Path, api_server_url: String, advertise_ca: bool) -> Result<Self, StoreError> {
         ensure_private_dir(dir)?;
         let token = load_or_create_token(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
-            token: RwLock::new(token),
+            token: Some(token),
+            writable: true,
             api_server_url,
             advertise_ca,
+            ca_pem: RwLock::new(None),
+        })
+    }
+
+    /// Opens an existing data dir without creating anything: a missing dir is
+    /// `StoreError::Missing`, a missing token file just means no shared token.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.is_dir() {
+            return Err(StoreError::Missing {
+                what: format!("data dir {}", dir.display()),
+                hint: "start `liqo-auth serve --backend local` with this --data-dir once, or pass the right --data-dir"
+                    .into(),
+            });
+        }
+        let path = dir.join("token");
+        let token = match crate::fs::read_string_opt(&path)? {
+            Some(text) => Some(SharedToken::from_stored(&text).ok_or_else(|| StoreError::Corrupt {
+                what: path.display().to_string(),
+                reason: "the token file is empty; delete it to generate a new token".into(),
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            token,
+            writable: false,
+            api_server_url: String::new(),
+            advertise_ca: false,
             ca_pem: RwLock::new(None),
         })
     }
@@ -139,6 +173,16 @@ impl LocalStore {
             name: ClusterName::parse(&name).map_err(corrupt)?,
         };
         if stored.as_ref().is_none_or(|f| f.cluster_id != id || f.cluster_name != name) {
+            if !self.writable {
+                // Commands other than `serve` never invent this cluster's identity.
+                if stored.is_none() && id_flag.is_none() {
+                    return Err(StoreError::Missing {
+                        what: format!("cluster identity in {}", path.display()),
+                        hint: "start `liqo-auth serve --backend local` once, or pass --cluster-id".into(),
+                    });
+                }
+                return Ok(identity);
+            }
             write_json(&path, &ClusterFile { cluster_id: id, cluster_name: name })?;
         }
         Ok(identity)
@@ -335,9 +379,45 @@ impl CredentialStore for LocalStore {
     }
 }
 
+#[async_trait::async_trait]
+impl ClusterState for LocalStore {
+    async fn cluster_identity(
+        &self,
+        id_flag: Option<&str>,
+        name_flag: Option<&str>,
+    ) -> Result<ClusterIdentity, StoreError> {
+        LocalStore::cluster_identity(self, id_flag, name_flag)
+    }
+
+    async fn cluster_id(&self, id_flag: Option<&str>) -> Result<ClusterId, StoreError> {
+        Ok(LocalStore::cluster_identity(self, id_flag, None)?.id)
+    }
+
+    async fn shared_token(&self) -> Result<Option<SharedToken>, StoreError> {
+        Ok(self.token.clone())
+    }
+
+    async fn serving_certificate(&self) -> Result<Option<String>, StoreError> {
+        Ok(crate::fs::read_string_opt(&self.dir.join("tls.crt"))?)
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantAdmin for LocalStore {
+    async fn tenants(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        self.peers()
+    }
+
+    /// Without a cluster there is no namespace or RBAC to remove: the stored state is the
+    /// whole grant, so `delete_namespace` changes nothing here.
+    async fn remove_tenant(&self, cluster: &ClusterId, _delete_namespace: bool) -> Result<Vec<String>, StoreError> {
+        self.remove_peer(cluster)
+    }
+}
+
 impl SharedTokenSource for LocalStore {
     fn shared_token(&self) -> Option<SharedToken> {
-        Some(self.token.read().unwrap_or_else(|p| p.into_inner()).clone())
+        self.token.clone()
     }
 }
 
@@ -405,10 +485,7 @@ impl JoinTokenStore for LocalStore {
             return Ok(None);
         }
         self.update_join_record(id, |record| match record {
-            Some(record) => {
-                record.revoked = true;
-                (true, Some(record.clone()))
-            }
+            Some(record) => (record.revoke(), Some(record.clone())),
             None => (false, None),
         })
     }

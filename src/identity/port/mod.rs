@@ -4,9 +4,13 @@
 //! the domain and the HTTP layer only ever see the traits. Each trait says what "not found"
 //! and "conflict" mean for it.
 
+mod admin;
+mod peer_identity;
 mod signer;
 mod store;
 
+pub use admin::{ClusterState, TenantAdmin};
+pub use peer_identity::{KubeconfigParts, PeerIdentity, PeerIdentityStore, PendingKey, RenderKubeconfig};
 pub use signer::{SignRequest, SignedCertificate, Signer, SignerError};
 pub use store::{
     ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError, StoredIdentity,

@@ -1,8 +1,8 @@
-//! Persistence: the `CredentialStore` and `SharedTokenSource` ports and their adapters.
+//! Persistence ports: `CredentialStore` (peers' identities), `SharedTokenSource` (the shared
+//! token, read from memory) and `JoinTokenStore` (join-token key and records), with `StoreError`.
 //!
-//! The local backend (`local_file`) keeps everything in the data dir; the Kubernetes backend
-//! keeps the objects of spec section 3. "Not found" is `Ok(None)`; creating something that
-//! exists is `StoreError::AlreadyExists`, which the issuer resolves by reading it back.
+//! "Not found" is `Ok(None)`; creating something that exists is `StoreError::AlreadyExists`,
+//! which the issuer resolves by reading it back.
 
 use std::fmt;
 
@@ -142,6 +142,8 @@ pub enum StoreError {
     },
     #[error("{what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
+    #[error("no {what}: {hint}")]
+    Missing { what: String, hint: String },
 }
 
 impl StoreError {

@@ -1,0 +1,107 @@
+//! The generated serving pair shared by every replica, in Secret `liqo-auth-serving-cert`, so
+//! peers see one certificate and one pin, kept across restarts.
+//!
+//! The adapter only stores and reads PEM; deciding whether a stored pair is still good and
+//! generating a new one is the caller's (`server::tls`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+
+use crate::adapter::kube::{KubeCtx, KubeFailure};
+
+/// Secret holding the generated serving pair.
+pub const SERVING_CERT_SECRET: &str = "liqo-auth-serving-cert";
+
+/// A PEM certificate chain and its key.
+#[derive(Clone)]
+pub struct PemPair {
+    pub cert: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for PemPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PemPair(<redacted>)")
+    }
+}
+
+/// Why the shared pair could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ServingSecretError {
+    #[error("storing the serving certificate in Secret {SERVING_CERT_SECRET}")]
+    Kube(#[source] KubeFailure),
+    #[error("generating the serving certificate")]
+    Generate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("Secret {SERVING_CERT_SECRET} has no tls.crt/tls.key")]
+    Incomplete,
+}
+
+/// The stored pair when `reusable` accepts its certificate, else a `generate`d one, stored for
+/// the other replicas. When another replica stores first, its pair wins.
+pub async fn shared_serving_pair<E>(
+    ctx: &KubeCtx,
+    namespace: &str,
+    reusable: impl Fn(&str) -> bool,
+    generate: impl FnOnce() -> Result<PemPair, E>,
+) -> Result<PemPair, ServingSecretError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let api: kube::Api<Secret> = ctx.namespaced(namespace);
+    let existing = ctx
+        .call_opt("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
+        .await
+        .map_err(ServingSecretError::Kube)?;
+    if let Some(pair) = existing.as_ref().and_then(pair_of) {
+        if reusable(&pair.cert) {
+            return Ok(pair);
+        }
+    }
+    let pair = generate().map_err(|e| ServingSecretError::Generate(Box::new(e)))?;
+    let mut secret = existing.unwrap_or_default();
+    secret.metadata.name = Some(SERVING_CERT_SECRET.into());
+    secret.type_ = Some("kubernetes.io/tls".into());
+    secret.data = Some(BTreeMap::from([
+        ("tls.crt".to_owned(), ByteString(pair.cert.clone().into_bytes())),
+        ("tls.key".to_owned(), ByteString(pair.key.clone().into_bytes())),
+    ]));
+    let pp = kube::api::PostParams::default();
+    let written = if secret.metadata.resource_version.is_some() {
+        ctx.call("replacing the serving certificate Secret", api.replace(SERVING_CERT_SECRET, &pp, &secret)).await
+    } else {
+        ctx.call("creating the serving certificate Secret", api.create(&pp, &secret)).await
+    };
+    match written {
+        Ok(_) => {
+            tracing::info!(
+                secret.name = SERVING_CERT_SECRET,
+                "generated a self-signed serving certificate shared by all replicas"
+            );
+            Ok(pair)
+        }
+        // Another replica wrote first: serve what it wrote.
+        Err(failure) if failure.is_already_exists() || matches!(failure, KubeFailure::Conflict { .. }) => {
+            let secret = ctx
+                .call("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET))
+                .await
+                .map_err(ServingSecretError::Kube)?;
+            pair_of(&secret).ok_or(ServingSecretError::Incomplete)
+        }
+        Err(failure) => Err(ServingSecretError::Kube(failure)),
+    }
+}
+
+/// The certificate of the stored pair, if any (for `token create --print-peer-command`).
+pub async fn stored_serving_certificate(ctx: &KubeCtx, namespace: &str) -> Result<Option<String>, KubeFailure> {
+    let api: kube::Api<Secret> = ctx.namespaced(namespace);
+    let secret = ctx.call_opt("reading the serving certificate Secret", api.get(SERVING_CERT_SECRET)).await?;
+    Ok(secret.as_ref().and_then(pair_of).map(|pair| pair.cert))
+}
+
+fn pair_of(secret: &Secret) -> Option<PemPair> {
+    let data = secret.data.as_ref()?;
+    let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
+    Some(PemPair { cert: text("tls.crt")?, key: text("tls.key")? })
+}

@@ -1,0 +1,307 @@
+//! `serve` flags and their validation into a `Config`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args as ClapArgs, ValueEnum};
+
+use crate::cli::{parse_cidr, parse_duration, BackendArgs, BackendKind};
+use crate::config::{normalize_api_server_url, BackendConfig, Config, ConfigError, MdnsConfig, SignerConfig};
+use crate::discovery::InterfaceSelection;
+use crate::http::ProtectionConfig;
+use crate::server::tls::ServingSource;
+use crate::server::{self, ServerLimits};
+
+/// Whether `serve` accepts the shared token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SharedTokenMode {
+    Enabled,
+    Disabled,
+}
+
+/// Signer selection (Kubernetes backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SignerKind {
+    Kubernetes,
+    LocalCa,
+}
+
+/// Flags the reference chart passes that mean nothing here: accepted so the chart works
+/// unchanged, hidden from `--help`, and warned about at start when given another value.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct CompatArgs {
+    /// Informer resync of the reference; a watch needs no resync.
+    #[arg(long = "resync-period", env = "LIQO_AUTH_RESYNC_PERIOD", default_value = "30s", value_parser = parse_duration, hide = true)]
+    pub resync_period: Duration,
+    /// Client-side throttling of the reference; kube-rs does none.
+    #[arg(long = "client-qps", env = "LIQO_AUTH_CLIENT_QPS", default_value_t = 100.0, hide = true)]
+    pub client_qps: f32,
+    /// Client-side throttling of the reference; kube-rs does none.
+    #[arg(long = "client-max-burst", env = "LIQO_AUTH_CLIENT_MAX_BURST", default_value_t = 100, hide = true)]
+    pub client_max_burst: u32,
+}
+
+impl CompatArgs {
+    /// The compatibility flags given a value other than their default, as `--flag=value`.
+    pub fn non_default(&self) -> Vec<String> {
+        let mut given = Vec::new();
+        if self.resync_period != Duration::from_secs(30) {
+            given.push(format!("--resync-period={:?}", self.resync_period));
+        }
+        if self.client_qps != 100.0 {
+            given.push(format!("--client-qps={}", self.client_qps));
+        }
+        if self.client_max_burst != 100 {
+            given.push(format!("--client-max-burst={}", self.client_max_burst));
+        }
+        given
+    }
+}
+
+/// `serve` flags.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Listen address (`:5000` means every interface).
+    #[arg(long, env = "LIQO_AUTH_ADDRESS", default_value = ":5000")]
+    pub address: String,
+    /// Serve HTTPS (bare flag or `=true|false`).
+    #[arg(long = "enable-tls", env = "LIQO_AUTH_ENABLE_TLS", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_tls: bool,
+    /// TLS certificate (PEM). Generated (self-signed P-256) when absent.
+    #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH", default_value = "/certs/cert.pem")]
+    pub cert_path: PathBuf,
+    /// TLS private key (PEM).
+    #[arg(long = "key-path", env = "LIQO_AUTH_KEY_PATH", default_value = "/certs/key.pem")]
+    pub key_path: PathBuf,
+    /// Extra subject alternative name for a generated serving certificate (repeatable).
+    #[arg(long = "tls-san", env = "LIQO_AUTH_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// This cluster's ID (DNS-1123 label; Liqo uses a UUID).
+    #[arg(long = "cluster-id", env = "LIQO_AUTH_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// This cluster's name (DNS-1123 label).
+    #[arg(long = "cluster-name", env = "LIQO_AUTH_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Check the token (`=false` accepts every caller; never do this outside a lab).
+    #[arg(long = "enable-authentication", env = "LIQO_AUTH_ENABLE_AUTHENTICATION", num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_authentication: bool,
+    /// API server URL given to peers (NAT, load balancers, public names); `https://` is added when missing.
+    #[arg(long = "advertise-api-server-address", env = "LIQO_AUTH_ADVERTISE_API_SERVER_ADDRESS")]
+    pub advertise_api_server_address: Option<String>,
+    /// Do not send `apiServerCA`: peers trust the API server through their system roots.
+    #[arg(long = "advertise-api-server-trusted-ca", env = "LIQO_AUTH_ADVERTISE_API_SERVER_TRUSTED_CA", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub advertise_api_server_trusted_ca: bool,
+    /// Lifetime of issued certificates (Go duration, e.g. `8760h`).
+    #[arg(long = "certificate-ttl", env = "LIQO_AUTH_CERTIFICATE_TTL", default_value = "8760h", value_parser = parse_duration)]
+    pub certificate_ttl: Duration,
+    #[command(flatten)]
+    pub compat: CompatArgs,
+    /// Reference IAM mode (not supported: refused at start when set).
+    #[arg(long = "aws-access-key-id", env = "LIQO_AUTH_AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+    /// Reference IAM mode (not supported: refused at start when set).
+    #[arg(long = "aws-secret-access-key", env = "LIQO_AUTH_AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+    /// Reference IAM mode (not supported: refused at start when set).
+    #[arg(long = "aws-region", env = "LIQO_AUTH_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Reference IAM mode (not supported: refused at start when set).
+    #[arg(long = "aws-cluster-name", env = "LIQO_AUTH_AWS_CLUSTER_NAME")]
+    pub aws_cluster_name: Option<String>,
+    /// Who signs peers' certificates on the Kubernetes backend: the cluster's CSR API, or a mounted CA.
+    #[arg(long, env = "LIQO_AUTH_SIGNER", value_enum, default_value_t = SignerKind::Kubernetes)]
+    pub signer: SignerKind,
+    /// CA certificate (PEM) for `--signer local-ca` (e.g. the kubeadm CA).
+    #[arg(long = "ca-cert", env = "LIQO_AUTH_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// CA private key (PEM) for `--signer local-ca`.
+    #[arg(long = "ca-key", env = "LIQO_AUTH_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+    /// Longest wait for the cluster signer to issue a certificate.
+    #[arg(long = "signing-timeout", env = "LIQO_AUTH_SIGNING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub signing_timeout: Duration,
+    /// Deadline of each Kubernetes API request.
+    #[arg(long = "kube-request-timeout", env = "LIQO_AUTH_KUBE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub kube_request_timeout: Duration,
+    /// Accept the shared token (`disabled` once every peer uses join tokens).
+    #[arg(long = "shared-token", env = "LIQO_AUTH_SHARED_TOKEN", value_enum, default_value_t = SharedTokenMode::Enabled)]
+    pub shared_token: SharedTokenMode,
+    /// Where peers reach this service (HOST[:PORT]) behind NAT, an Ingress or a load balancer;
+    /// only used to log the `liqo-auth peer` command template at start.
+    #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
+    pub advertise_auth_address: Option<String>,
+    /// Maximum open connections on the public listener.
+    #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Announce this service on the LAN over mDNS as `<cluster-id>._liqo_auth._tcp.local.` (bare
+    /// flag or `=true|false`).
+    #[arg(long = "mdns-advertise", env = "LIQO_AUTH_MDNS_ADVERTISE", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub mdns_advertise: bool,
+    /// Announce on this interface only (repeatable); by default on every non-loopback interface
+    /// outside pod networks.
+    #[arg(long = "mdns-interface", env = "LIQO_AUTH_MDNS_INTERFACE", value_name = "NAME", value_delimiter = ',')]
+    pub mdns_interface: Vec<String>,
+    /// Port announced over mDNS, the one peers reach (e.g. the NodePort); default: the listen port.
+    #[arg(long = "mdns-port", env = "LIQO_AUTH_MDNS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub mdns_port: Option<u16>,
+    /// Admin listener for /metrics, /healthz and /readyz in plain HTTP (`""` or `off` disables it).
+    #[arg(long = "metrics-address", env = "LIQO_AUTH_METRICS_ADDRESS", default_value = ":9090")]
+    pub metrics_address: String,
+    /// Believe `X-Forwarded-For` from peers in this CIDR, e.g. the Ingress controller's pods (repeatable).
+    #[arg(long = "trusted-proxy", env = "LIQO_AUTH_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
+    /// Failed authentications allowed per source address and minute before 429 (0 disables the limit).
+    #[arg(long = "auth-failure-limit", env = "LIQO_AUTH_AUTH_FAILURE_LIMIT", default_value_t = crate::http::protect::DEFAULT_AUTH_FAILURES_PER_MINUTE)]
+    pub auth_failure_limit: u32,
+    /// Identity requests processed at once; more wait for a slot (up to 30s, then 503 with Retry-After).
+    #[arg(long = "max-concurrent-issuances", env = "LIQO_AUTH_MAX_CONCURRENT_ISSUANCES", default_value_t = crate::http::protect::DEFAULT_MAX_CONCURRENT_ISSUANCES)]
+    pub max_concurrent_issuances: usize,
+    /// Longest time a client may take to send its request headers.
+    #[arg(long = "header-read-timeout", env = "LIQO_AUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How often --cert-path/--key-path are checked for a new pair.
+    #[arg(long = "tls-reload-interval", env = "LIQO_AUTH_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+}
+
+impl ServeArgs {
+    /// Validates the flags.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let aws = [&self.aws_access_key_id, &self.aws_secret_access_key, &self.aws_region, &self.aws_cluster_name];
+        if aws.iter().any(|v| v.as_deref().is_some_and(|s| !s.is_empty())) {
+            return Err(ConfigError::IamUnsupported);
+        }
+        let listen = server::parse_listen_address(&self.address).map_err(ConfigError::Invalid)?;
+        let metrics_listen = match self.metrics_address.trim() {
+            "" | "off" => None,
+            address => Some(
+                server::parse_listen_address(address)
+                    .map_err(|e| ConfigError::Invalid(format!("--metrics-address: {e}")))?,
+            ),
+        };
+        if self.tls_reload_interval.is_zero() || self.header_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--tls-reload-interval and --header-read-timeout must be positive".into(),
+            ));
+        }
+        for (value, field) in [(&self.cluster_id, "--cluster-id"), (&self.cluster_name, "--cluster-name")] {
+            if let Some(value) = value {
+                crate::identity::validate_dns1123_label(value, field)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            }
+        }
+        if self.certificate_ttl < Duration::from_secs(600) {
+            return Err(ConfigError::Invalid(
+                "--certificate-ttl must be at least 10m (the Kubernetes signer's minimum)".into(),
+            ));
+        }
+        let backend = self.backend.to_config_with_timeout(self.kube_request_timeout);
+        let signer = match (self.signer, &self.ca_cert, &self.ca_key) {
+            (SignerKind::Kubernetes, None, None) => SignerConfig::KubernetesCsr { timeout: self.signing_timeout },
+            (SignerKind::Kubernetes, _, _) => {
+                return Err(ConfigError::Invalid("--ca-cert and --ca-key need --signer local-ca".into()))
+            }
+            (SignerKind::LocalCa, Some(cert), Some(key)) => {
+                SignerConfig::LocalCa { cert: cert.clone(), key: key.clone() }
+            }
+            (SignerKind::LocalCa, _, _) => {
+                return Err(ConfigError::Invalid("--signer local-ca needs both --ca-cert and --ca-key".into()))
+            }
+        };
+        if self.backend.backend == BackendKind::Local && self.signer == SignerKind::LocalCa {
+            return Err(ConfigError::Invalid(
+                "--signer local-ca is for the Kubernetes backend; the local backend signs with its own CA".into(),
+            ));
+        }
+        let persist_dir = match &backend {
+            BackendConfig::Local { data_dir } => Some(data_dir.clone()),
+            BackendConfig::Kubernetes { .. } => None,
+        };
+        let tls = self.enable_tls.then(|| ServingSource {
+            cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
+            persist_dir,
+            extra_sans: self.tls_san.clone(),
+        });
+        let mdns = if self.mdns_advertise {
+            Some(MdnsConfig { port: self.mdns_port, interfaces: InterfaceSelection::from_names(self.mdns_interface) })
+        } else if self.mdns_port.is_some() || !self.mdns_interface.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--mdns-port and --mdns-interface only apply with --mdns-advertise".into(),
+            ));
+        } else {
+            None
+        };
+        let api_server_url = self
+            .advertise_api_server_address
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(normalize_api_server_url)
+            .transpose()?;
+        Ok(Config {
+            backend,
+            signer,
+            ignored_flags: self.compat.non_default(),
+            address: self.address,
+            listen,
+            tls,
+            cluster_id: self.cluster_id,
+            cluster_name: self.cluster_name,
+            authentication: self.enable_authentication,
+            shared_token: self.shared_token == SharedTokenMode::Enabled,
+            advertise_auth_address: self.advertise_auth_address.filter(|s| !s.trim().is_empty()),
+            api_server_url,
+            advertise_ca: !self.advertise_api_server_trusted_ca,
+            certificate_ttl: self.certificate_ttl,
+            limits: ServerLimits {
+                max_connections: self.max_connections.max(1),
+                header_read_timeout: self.header_read_timeout,
+                ..ServerLimits::default()
+            },
+            mdns,
+            metrics_address: self.metrics_address,
+            metrics_listen,
+            protection: ProtectionConfig {
+                trusted_proxies: self.trusted_proxy,
+                auth_failures_per_minute: self.auth_failure_limit,
+                max_concurrent_issuances: self.max_concurrent_issuances.max(1),
+                ..ProtectionConfig::default()
+            },
+            tls_reload_interval: self.tls_reload_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MdnsConfig;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        let args =
+            crate::cli::Args::try_parse_from(["liqo-auth", "serve"].iter().chain(extra).copied()).expect("valid flags");
+        match args.command {
+            crate::cli::Command::Serve(serve) => *serve,
+            _ => unreachable!("serve was parsed"),
+        }
+    }
+
+    #[test]
+    fn mdns_advertisement_is_configured_only_when_asked_for() {
+        assert_eq!(serve_args(&[]).into_config().expect("config").mdns, None);
+        let config = serve_args(&["--mdns-advertise", "--mdns-interface", "eth1"]).into_config().expect("config");
+        assert_eq!(
+            config.mdns,
+            Some(MdnsConfig { port: None, interfaces: InterfaceSelection::Named(vec!["eth1".into()]) })
+        );
+    }
+
+    #[test]
+    fn mdns_port_without_mdns_advertise_is_refused() {
+        let result = serve_args(&["--mdns-port", "30443"]).into_config();
+        assert!(matches!(result, Err(ConfigError::Invalid(ref m)) if m.contains("--mdns-advertise")), "{result:?}");
+    }
+}

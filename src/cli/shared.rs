@@ -1,0 +1,108 @@
+//! Flag groups and value parsers shared by several subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, ValueEnum};
+
+use crate::config::{BackendConfig, Connection, DEFAULT_KUBE_REQUEST_TIMEOUT};
+
+/// Which backend holds the state, shared by every subcommand that reads it.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct BackendArgs {
+    /// Where state lives: the Kubernetes cluster, or a local data dir (no cluster needed).
+    #[arg(long, env = "LIQO_AUTH_BACKEND", value_enum, default_value_t = BackendKind::Kubernetes)]
+    pub backend: BackendKind,
+    /// Data dir of the local backend.
+    #[arg(long = "data-dir", env = "LIQO_AUTH_DATA_DIR", default_value = "./liqo-auth-data")]
+    pub data_dir: PathBuf,
+    /// Namespace holding `auth-token` and `remote-token-*` (Kubernetes backend).
+    #[arg(long, env = "LIQO_AUTH_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Out-of-cluster kubeconfig (default: KUBECONFIG, then the in-cluster service account).
+    #[arg(long, env = "LIQO_AUTH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl BackendArgs {
+    /// The backend these flags name, with the default Kubernetes request deadline.
+    pub fn to_config(&self) -> BackendConfig {
+        self.to_config_with_timeout(DEFAULT_KUBE_REQUEST_TIMEOUT)
+    }
+
+    /// The backend these flags name, each Kubernetes request bounded by `request_timeout`.
+    pub fn to_config_with_timeout(&self, request_timeout: Duration) -> BackendConfig {
+        match self.backend {
+            BackendKind::Local => BackendConfig::Local { data_dir: self.data_dir.clone() },
+            BackendKind::Kubernetes => BackendConfig::Kubernetes {
+                namespace: self.namespace.clone(),
+                connection: Connection::from_flag(self.kubeconfig.as_deref()),
+                request_timeout,
+            },
+        }
+    }
+}
+
+/// Backend selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Kubernetes,
+    Local,
+}
+
+/// How a client command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned text for people.
+    Text,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Parses a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (a /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("invalid CIDR {text:?}: use an address or a network such as 10.0.0.0/8 or fd00::/8"))
+}
+
+/// Parses a Go duration: a sequence of `<number><unit>` with units ns, us, µs, ms, s, m, h.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: use Go syntax such as 30s, 20m, 8760h or 1h30m");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let value: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// Parses a Go duration that must be longer than zero (client timeouts).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("the timeout must be longer than zero".to_owned()),
+        timeout => Ok(timeout),
+    }
+}

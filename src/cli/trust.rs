@@ -1,0 +1,4 @@
+//! `trust` flags.
+// TODO(client split): the flags move here from `client`; re-exported meanwhile.
+
+pub use crate::client::trust::TrustArgs;
