@@ -128,8 +128,9 @@ pub struct ServeArgs {
     /// Accept the shared token (`disabled` once every peer uses join tokens).
     #[arg(long = "shared-token", env = "LIQO_AUTH_SHARED_TOKEN", value_enum, default_value_t = SharedTokenMode::Enabled)]
     pub shared_token: SharedTokenMode,
-    /// Where peers reach this service (HOST[:PORT]) behind NAT, an Ingress or a load balancer;
-    /// only used to log the `liqo-auth peer` command template at start.
+    /// Where peers reach this service (HOST[:PORT]) behind NAT, an Ingress or a load balancer: a
+    /// generated serving certificate names this host, and the `liqo-auth peer` command logged at
+    /// start uses it.
     #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
     pub advertise_auth_address: Option<String>,
     /// Maximum open connections on the public listener.
@@ -223,7 +224,7 @@ impl ServeArgs {
             cert_path: self.cert_path.clone(),
             key_path: self.key_path.clone(),
             persist_dir,
-            extra_sans: self.tls_san.clone(),
+            extra_sans: sans_with_advertised_host(&self.tls_san, self.advertise_auth_address.as_deref()),
         });
         let mdns = if self.mdns_advertise {
             Some(MdnsConfig { port: self.mdns_port, interfaces: InterfaceSelection::from_names(self.mdns_interface) })
@@ -274,6 +275,26 @@ impl ServeArgs {
     }
 }
 
+/// `--tls-san` plus the host of `--advertise-auth-address`: a generated certificate then names
+/// the host peers actually dial, so a peer that verifies by name (not by pin) accepts it.
+fn sans_with_advertised_host(sans: &[String], advertised: Option<&str>) -> Vec<String> {
+    let mut sans = sans.to_vec();
+    let host = advertised.and_then(|text| crate::config::auth_url(Some(text), "")).and_then(|url| {
+        let authority = url.trim_start_matches("https://");
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+        };
+        (!host.is_empty()).then(|| host.to_owned())
+    });
+    if let Some(host) = host {
+        if !sans.contains(&host) {
+            sans.push(host);
+        }
+    }
+    sans
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +324,17 @@ mod tests {
     fn mdns_port_without_mdns_advertise_is_refused() {
         let result = serve_args(&["--mdns-port", "30443"]).into_config();
         assert!(matches!(result, Err(ConfigError::Invalid(ref m)) if m.contains("--mdns-advertise")), "{result:?}");
+    }
+
+    #[test]
+    fn the_advertised_host_is_added_to_the_generated_certificate_names() {
+        let config = serve_args(&["--enable-tls", "--advertise-auth-address", "auth.example.com:30443"])
+            .into_config()
+            .expect("config");
+        assert_eq!(config.tls.expect("tls").extra_sans, ["auth.example.com"]);
+        let sans = sans_with_advertised_host(&["10.0.0.1".into()], Some("fd00::1"));
+        assert_eq!(sans, ["10.0.0.1", "fd00::1"]);
+        let sans = sans_with_advertised_host(&["auth.example.com".into()], Some("https://auth.example.com/"));
+        assert_eq!(sans, ["auth.example.com"], "no duplicate");
     }
 }
