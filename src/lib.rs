@@ -11,6 +11,8 @@ pub mod error;
 pub mod fs;
 pub mod http;
 pub mod identity;
+#[cfg(test)]
+mod layering;
 pub mod pki;
 pub mod retry;
 pub mod server;

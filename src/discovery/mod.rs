@@ -1,4 +1,4 @@
-//! LAN discovery of liqo-auth services over mDNS / DNS-SD (spec section 12).
+//! LAN discovery of liqo-auth services over mDNS / DNS-SD.
 //!
 //! A serving cluster announces itself as an instance of [`SERVICE_TYPE`] named after its cluster
 //! ID, with the externally visible port (a NodePort, typically) and two optional TXT records; a

@@ -1,3 +1,7 @@
+//! Issuance, observed: `ObservedIssuer` wraps the domain's `Issuer` with the audit event and
+//! the issuance metrics, so every attempt (refused before the issuer, or answered by it) is
+//! recorded once, in one place, the way linkerd wraps its credentials with metrics.
+//!
 //! Audit events: one structured `tracing` event with target `audit` per issuance attempt.
 //!
 //! Operators route them with the target (`RUST_LOG=audit=info`, or a log pipeline matching
@@ -9,8 +13,131 @@
 //! key, CSR or certificate PEM.
 
 use crate::http::protect::Source;
-use crate::identity::{ClusterIdentity, TokenKind};
+use crate::http::ApiError;
+use crate::identity::{ClusterIdentity, IssueError, IssueRequest, Issued, Issuer, Outcome, TokenKind};
 use crate::pki::CertificateSummary;
+use crate::telemetry::Metrics;
+
+/// Longest claimed cluster ID or name copied into an audit event (a DNS label is at most 63).
+const MAX_CLAIMED_LEN: usize = 253;
+
+/// What an unvalidated request claims to be, as recorded when it is refused.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Claimed {
+    /// The claimed values, cut to a bounded length (they are untrusted input).
+    pub fn new(id: &str, name: &str) -> Self {
+        Self { id: Some(truncate(id).to_owned()), name: Some(truncate(name).to_owned()) }
+    }
+}
+
+/// The issuer with its audit event and metrics.
+pub struct ObservedIssuer<'a> {
+    issuer: &'a Issuer,
+    metrics: &'a Metrics,
+    source: &'a Source,
+    claimed: Claimed,
+}
+
+impl<'a> ObservedIssuer<'a> {
+    /// Observes issuance for one request from `source`.
+    pub fn new(issuer: &'a Issuer, metrics: &'a Metrics, source: &'a Source, claimed: Claimed) -> Self {
+        Self { issuer, metrics, source, claimed }
+    }
+
+    /// Runs the issuer; records the outcome, the signer latency and the audit event.
+    pub async fn issue(&self, request: IssueRequest) -> Result<Issued, ApiError> {
+        let signer = self.issuer.signer_kind();
+        match self.issuer.issue(request).await {
+            Ok(issued) => {
+                let outcome = match issued.outcome {
+                    Outcome::Issued => AuditOutcome::Issued,
+                    Outcome::Repeated => AuditOutcome::Repeated,
+                };
+                self.metrics.observe_issuance(signer, outcome.label());
+                if let Some(took) = issued.signer_duration {
+                    self.metrics.observe_signer(signer, took);
+                }
+                self.emit(outcome, None, Some(&issued.cluster), Some(&issued.certificate), Some(&issued.token_kind));
+                Ok(issued)
+            }
+            Err(error) => {
+                if let Some(took) = error.signer_elapsed() {
+                    self.metrics.observe_signer(signer, took);
+                }
+                let auth_reason = match &error {
+                    IssueError::Unauthenticated(reason) => {
+                        self.metrics.observe_token_failure(reason.reason());
+                        Some(reason.reason())
+                    }
+                    _ => None,
+                };
+                let validated = error.validated_cluster().cloned();
+                let error = ApiError::from(error);
+                let outcome = outcome_of(&error);
+                self.metrics.observe_issuance(signer, outcome.label());
+                self.emit(outcome, Some(auth_reason.unwrap_or(error.code())), validated.as_ref(), None, None);
+                Err(error)
+            }
+        }
+    }
+
+    /// Records a request refused before it reached the issuer (rate limit, bad body, busy).
+    pub fn refuse(&self, error: ApiError, reason: &str) -> ApiError {
+        let outcome = outcome_of(&error);
+        self.metrics.observe_issuance(self.issuer.signer_kind(), outcome.label());
+        self.emit(outcome, Some(reason), None, None, None);
+        error
+    }
+
+    fn emit(
+        &self,
+        outcome: AuditOutcome,
+        reason: Option<&str>,
+        cluster: Option<&ClusterIdentity>,
+        certificate: Option<&CertificateSummary>,
+        token: Option<&TokenKind>,
+    ) {
+        // Past validation the claimed values are the cluster's: the event names them so.
+        let unvalidated = cluster.is_none();
+        AuditEvent {
+            outcome,
+            reason,
+            cluster,
+            claimed_id: self.claimed.id.as_deref().filter(|_| unvalidated),
+            claimed_name: self.claimed.name.as_deref().filter(|_| unvalidated),
+            source: self.source,
+            certificate,
+            token,
+            signer: self.issuer.signer_kind(),
+        }
+        .emit();
+    }
+}
+
+fn outcome_of(error: &ApiError) -> AuditOutcome {
+    if error.status().is_server_error() {
+        AuditOutcome::Error
+    } else {
+        AuditOutcome::Refused
+    }
+}
+
+/// At most `MAX_CLAIMED_LEN` bytes of an untrusted value, cut on a character boundary.
+fn truncate(text: &str) -> &str {
+    if text.len() <= MAX_CLAIMED_LEN {
+        return text;
+    }
+    let mut end = MAX_CLAIMED_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The tracing target of audit events.
 pub const TARGET: &str = "audit";

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::error::error_chain;
 use crate::http::wire::ErrorBody;
 use crate::identity::IssueError;
 
@@ -151,7 +152,9 @@ impl From<IssueError> for ApiError {
                 code: "csr_subject_mismatch",
                 message: "the certificate signing request common name must equal cluster.clusterID".into(),
             },
-            IssueError::IdentityExists { cluster, namespace } => Self::IdentityExists { cluster, namespace },
+            IssueError::IdentityExists { cluster, namespace } => {
+                Self::IdentityExists { cluster: cluster.id.to_string(), namespace }
+            }
             other if transient => Self::Unavailable { detail: error_chain(&other) },
             other @ IssueError::Sign {
                 source:
@@ -165,18 +168,6 @@ impl From<IssueError> for ApiError {
             other => Self::Internal { code: "internal", message: "internal error", detail: error_chain(&other) },
         }
     }
-}
-
-/// Renders an error with its sources, for logs only.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `GET /ids`: the provider's cluster ID and name (spec 1.3).
+//! `GET /ids`: the provider's cluster ID and name (what a consumer asks first, to learn whom it peers with).
 
 use axum::extract::State;
 use axum::http::header;

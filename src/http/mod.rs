@@ -1,6 +1,6 @@
 //! The public HTTP API: `router(state)` and its middleware.
 //!
-//! Routes: `GET /ids`, `POST /identity/certificate` (spec section 1), `GET /healthz` and
+//! Routes: `GET /ids`, `POST /identity/certificate` (the wire contract of Liqo), `GET /healthz` and
 //! `GET /readyz`. Unknown paths get 404, wrong methods 405 with `Allow`, both in the JSON error
 //! envelope; a wrong trailing slash or letter case redirects to the canonical path like the
 //! reference router (301 for GET, 307 otherwise).

@@ -1,4 +1,4 @@
-//! Wire DTOs, exactly as `openapi/liqo-auth.yaml` and spec section 1 describe them.
+//! Wire DTOs, exactly as `openapi/liqo-auth.yaml` describes them.
 //!
 //! Spellings follow the reference byte for byte (`clusterId` in `/ids`, `clusterID` in requests,
 //! `apiServerUrl` next to `apiServerCA`, an `aws` object that is always present) because real
@@ -43,7 +43,7 @@ pub struct CertificateRequest {
     #[serde(rename = "certificateSigningRequest", default, alias = "CertificateSigningRequest")]
     pub certificate_signing_request: String,
     /// Liqo v0.3 sent a top-level `clusterID` instead of `cluster`; recognised only to refuse it
-    /// clearly instead of issuing for an empty identity (spec 11, U3).
+    /// clearly instead of issuing for an empty identity.
     #[serde(rename = "clusterID", default, skip_serializing_if = "Option::is_none")]
     pub legacy_cluster_id: Option<String>,
 }

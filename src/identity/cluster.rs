@@ -1,6 +1,6 @@
 //! Cluster identity values: `ClusterId`, `ClusterName`, and the tenant namespace derived from them.
 //!
-//! Both values are DNS-1123 labels, as Liqo itself requires since v0.4.0 (spec section 5), so
+//! Both values are DNS-1123 labels, as Liqo itself requires since v0.4.0, so
 //! they can be used in Kubernetes object names and label values without further escaping.
 
 use std::fmt;
@@ -100,7 +100,7 @@ impl ClusterIdentity {
         Ok(identity)
     }
 
-    /// The tenant namespace this cluster gets on a provider (spec 3.2, Liqo v0.4.0 and later).
+    /// The tenant namespace this cluster gets on a provider (Liqo v0.4.0 and later).
     pub fn tenant_namespace(&self) -> TenantNamespace {
         TenantNamespace::for_cluster(&self.id, &self.name)
     }

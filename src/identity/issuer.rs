@@ -1,10 +1,10 @@
-//! `Issuer`: the issuance use case (spec 3.1), idempotent and safe under concurrency.
+//! `Issuer`: the issuance use case, idempotent and safe under concurrency.
 //!
 //! Order: authenticate, validate, tenant namespace, then under a per-cluster lock either return
 //! the stored certificate (same key) or sign and store a new one, bind the peering permissions,
 //! and only then store the caller's `originClusterToken`. A caller that does not hold the key of
 //! the stored identity never gets past the conflict check, so it cannot overwrite another
-//! peer's origin token (spec 11, S7).
+//! peer's origin token.
 //!
 //! Join tokens are authenticated first, but a use is consumed only right before a new
 //! certificate is signed: an idempotent repeat (the same key gets its stored certificate back)
@@ -99,27 +99,51 @@ pub enum IssueError {
     InvalidCsr(#[source] CsrError),
     #[error("the certificate signing request common name must equal cluster.clusterID")]
     CommonNameMismatch,
-    #[error("cluster {cluster} already holds an identity for another key")]
-    IdentityExists { cluster: String, namespace: String },
-    #[error("signing the certificate for cluster {cluster}")]
+    #[error("cluster {} already holds an identity for another key", cluster.id)]
+    IdentityExists { cluster: ClusterIdentity, namespace: String },
+    #[error("signing the certificate for cluster {}", cluster.id)]
     Sign {
-        cluster: String,
+        cluster: ClusterIdentity,
         /// How long the signer took to fail (for the signer latency metric).
         elapsed: Duration,
         #[source]
         source: SignerError,
     },
-    #[error("storing state for cluster {cluster}")]
+    #[error("storing state for cluster {}", cluster.id)]
     Store {
-        cluster: String,
+        cluster: ClusterIdentity,
         #[source]
         source: StoreError,
     },
-    #[error("the signer returned an unusable certificate for cluster {cluster}")]
-    BadCertificate { cluster: String },
+    #[error("the signer returned an unusable certificate for cluster {}", cluster.id)]
+    BadCertificate { cluster: ClusterIdentity },
 }
 
 impl IssueError {
+    /// The cluster identity, once the request passed validation (the variants after it carry
+    /// it), so callers never re-parse what the issuer already checked.
+    pub fn validated_cluster(&self) -> Option<&ClusterIdentity> {
+        match self {
+            Self::IdentityExists { cluster, .. }
+            | Self::Sign { cluster, .. }
+            | Self::Store { cluster, .. }
+            | Self::BadCertificate { cluster } => Some(cluster),
+            Self::Unauthenticated(_)
+            | Self::TokenState(_)
+            | Self::InvalidCluster(_)
+            | Self::InvalidCsr(_)
+            | Self::CommonNameMismatch => None,
+        }
+    }
+
+    /// How long the signer took to fail, when signing is what failed.
+    pub fn signer_elapsed(&self) -> Option<Duration> {
+        match self {
+            Self::Sign { elapsed, .. } => Some(*elapsed),
+            _ => None,
+        }
+    }
+
     /// True when the same request may succeed later (503 with Retry-After).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -175,7 +199,7 @@ impl Issuer {
         if csr.common_name() != cluster.id.as_str() {
             return Err(IssueError::CommonNameMismatch);
         }
-        let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
+        let store_err = |source| IssueError::Store { cluster: cluster.clone(), source };
 
         // One issuance per cluster at a time in this process; across replicas the backends
         // rely on create-if-absent semantics (AlreadyExists is resolved below).
@@ -184,9 +208,9 @@ impl Issuer {
         let (certificate_pem, outcome, signer_duration) =
             self.certificate_for(&cluster, &namespace, &csr, &grant, &fingerprint).await?;
         let certificate = CertificateSummary::from_pem(certificate_pem.as_bytes())
-            .ok_or_else(|| IssueError::BadCertificate { cluster: cluster.id.to_string() })?;
+            .ok_or_else(|| IssueError::BadCertificate { cluster: cluster.clone() })?;
         // Binding runs on repeats too, so a request that failed after storing is completed by
-        // its retry instead of being stuck (spec 11, R4).
+        // its retry instead of being stuck half-way.
         self.store.grant_peering_permissions(&namespace, &cluster.id).await.map_err(store_err)?;
         let api_server = self.store.api_server().await.map_err(store_err)?;
         if let Some(origin) = request.origin_token.as_ref().filter(|t| !t.is_empty()) {
@@ -212,7 +236,7 @@ impl Issuer {
         grant: &Grant,
         fingerprint: &str,
     ) -> Result<(String, Outcome, Option<Duration>), IssueError> {
-        let store_err = |source| IssueError::Store { cluster: cluster.id.to_string(), source };
+        let store_err = |source| IssueError::Store { cluster: cluster.clone(), source };
         let stored = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
         match stored {
             Some(stored) => match self.decide(&stored, csr) {
@@ -273,7 +297,7 @@ impl Issuer {
         let request = SignRequest { cluster, csr, ttl: self.policy.certificate_ttl };
         let started = Instant::now();
         let signed = self.signer.sign(request).await.map_err(|source| IssueError::Sign {
-            cluster: cluster.id.to_string(),
+            cluster: cluster.clone(),
             elapsed: started.elapsed(),
             source,
         })?;
@@ -281,7 +305,7 @@ impl Issuer {
     }
 
     fn conflict(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace) -> IssueError {
-        IssueError::IdentityExists { cluster: cluster.id.to_string(), namespace: namespace.to_string() }
+        IssueError::IdentityExists { cluster: cluster.clone(), namespace: namespace.to_string() }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Join tokens: per-peer, expiring, use-limited HS256 JWS (issue 5), the alternative to the one
-//! shared token that never expires (spec 11, S6).
+//! Join tokens: per-peer, expiring, use-limited HS256 JWS, the alternative to the one shared
+//! token, which never expires and, once leaked, lets anyone peer.
 //!
 //! This module owns the token format, minting, the staged verification of a presented token, and
 //! the record transition that consumes one use. Where the key and the records live, and making

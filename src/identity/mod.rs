@@ -1,9 +1,10 @@
 //! The domain: who may get which identity. Imports neither axum nor kube.
 //!
-//! `Issuer` authorises a request, validates it, and drives the `Signer` and `CredentialStore`
-//! ports in the order of spec 3.1 with the fixes of section 11: every step is idempotent, so a
-//! request that failed half-way is completed by the next identical one. `join_token` holds the
-//! per-peer expiring tokens that may replace the shared one.
+//! `Issuer` authorises a request, validates it, and drives the ports of `port` (signer,
+//! credential store, tokens): every step is idempotent, so a request that failed half-way is
+//! completed by the next identical one instead of being stuck. `join_token` holds the per-peer
+//! expiring tokens that may replace the shared one. Adapters implement the ports
+//! (`crate::adapter`); this module never sees which.
 
 mod auth;
 mod cluster;

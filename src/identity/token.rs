@@ -1,8 +1,9 @@
 //! Tokens: the provider's shared token and the bearer value a peer presents.
 //!
 //! The comparison hashes both sides with SHA-256 and compares the digests in constant time, so
-//! neither the content nor the length of the stored token leaks through timing (spec 11, S2).
-//! An empty stored token never matches anything (S3).
+//! neither the content nor the length of the stored token leaks through timing. An empty stored
+//! token never matches anything, so a Secret emptied by mistake locks everyone out instead of
+//! letting everyone in.
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! The listener: accept loop, optional TLS, HTTP/1.1 and HTTP/2, limits, graceful shutdown.
 //!
-//! Hardening the reference lacks (spec 11, R11): a TLS handshake timeout, a header-read timeout
+//! Hardening the reference lacks: a TLS handshake timeout, a header-read timeout
 //! (slow-header clients are cut), a connection limit, and a graceful shutdown in which in-flight
 //! requests finish while no new connection is accepted.
 

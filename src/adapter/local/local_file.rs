@@ -296,7 +296,7 @@ impl CredentialStore for LocalStore {
         let dir = self.peer_dir(&cluster.id);
         let path = dir.join("tenant.json");
         // Keyed by cluster ID only: a later request with another name reuses the first namespace,
-        // as in Liqo (spec 3.2).
+        // as in Liqo.
         if let Some(existing) = read_json::<TenantFile>(&path)? {
             return Ok(TenantNamespace::from_stored(existing.namespace));
         }
