@@ -1,7 +1,8 @@
 //! A real mDNS advertisement and a real browse over a network: two network namespaces joined by
 //! a veth pair, `liqo-auth serve --mdns-advertise` in one, `liqo-auth discover` in the other.
 //!
-//! NEEDS ROOT AND IPROUTE2 (`ip netns`, `ip link`): without them the test prints `SKIPPED: ...`
+//! NEEDS ROOT AND IPROUTE2 (`ip netns`, `ip link`): without them the test fails when
+//! `LIQO_AUTH_REQUIRE_ALL_TESTS=1` (as `.ci/run` sets it); otherwise it prints `SKIPPED: ...`
 //! and passes without asserting. Everything it creates has a per-run name (suffix = PID) and is
 //! removed by a drop guard, also when an assertion fails. The addresses (10.213.0.1/24 and
 //! 10.213.0.2/24) exist only inside the two namespaces, which have no route anywhere else, so no
@@ -143,6 +144,10 @@ impl Drop for Lab {
 fn discover_finds_an_advertising_server_in_another_namespace_and_forgets_it_after_goodbye() {
     let mut lab = match Lab::create() {
         Ok(lab) => lab,
+        Err(why) if crate::support::all_tests_required() => panic!(
+            "cannot build the veth lab ({why}): this test needs root and iproute2 (ip netns), and \
+             LIQO_AUTH_REQUIRE_ALL_TESTS=1 forbids skipping it"
+        ),
         Err(why) => {
             println!("SKIPPED: needs root and iproute2 (ip netns) to build a veth lab: {why}");
             return;
