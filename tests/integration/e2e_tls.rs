@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use crate::support::app::certificate_body;
+use crate::support::fake_apiserver::FakeApiServer;
+use crate::support::liqo;
 use crate::support::pki::{self, KeyType};
 use crate::support::server::TestServer;
 use liqo_auth::client::transport::{AuthClient, ServerTrust};
@@ -118,28 +120,23 @@ async fn plain_http_mode_serves_the_same_api() {
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections() {
-    use axum::routing::get;
-    let router = axum::Router::new().route(
-        "/slow",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            "done"
-        }),
-    );
-    let listener = liqo_auth::server::bind(&["127.0.0.1:0".parse().unwrap()]).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(liqo_auth::server::serve(listener, router, None, Default::default(), async {
-        let _ = stopped.await;
-    }));
-    let client =
-        AuthClient::new(&format!("http://{addr}"), ServerTrust::InsecureSkipVerify, Duration::from_secs(5)).unwrap();
-    let in_flight = tokio::spawn(async move { client.get("/slow").await });
+    // The real service over the fake API server, whose answer to the readiness probe's
+    // `/version` call is held back: a request still in flight when shutdown begins.
+    let fake = FakeApiServer::start().await;
+    liqo::seed_liqo_cluster(&fake);
+    let server = TestServer::start_over(&fake, &["--namespace", liqo::NS]).await;
+    let addr = server.addr;
+    let client = AuthClient::new(&server.http_url(), ServerTrust::InsecureSkipVerify, Duration::from_secs(5)).unwrap();
+    assert_eq!(client.get("/readyz").await.unwrap().status, 200, "ready before the test begins");
+    fake.delay_next(None, "/version", Duration::from_millis(400));
+    let in_flight = tokio::spawn(async move { client.get("/readyz").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stop.send(()).unwrap();
+    let stopped = tokio::spawn(server.stop());
     let answer = in_flight.await.unwrap().expect("the in-flight request completes");
-    assert_eq!((answer.status, &answer.body[..]), (200, &b"done"[..]));
-    server.await.unwrap();
+    assert_eq!(answer.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(body, serde_json::json!({"status": "ready"}));
+    stopped.await.unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections after shutdown");
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::support::app::{certificate_body, post_json, send, Answer};
 use crate::support::fake_apiserver::FakeApiServer;
 use crate::support::pki::{self, KeyType};
+use crate::support::server;
 use axum::http::StatusCode;
 use axum::Router;
 use base64::Engine as _;
@@ -43,9 +44,7 @@ impl Cluster {
         let mut argv =
             vec!["liqo-auth", "serve", "--namespace", NS, "--kube-request-timeout", "2s", "--signing-timeout", "5s"];
         argv.extend_from_slice(extra);
-        let Command::Serve(serve) = Args::try_parse_from(argv).expect("flags").command else { unreachable!() };
-        let runtime = serve.into_config().expect("config").build_with_kube(self.fake.kube_config()).await.unwrap();
-        liqo_auth::http::router(runtime.state)
+        server::router(&server::serve_config_over(&self.fake, &argv)).await
     }
 
     /// Runs `liqo-auth <args> --namespace liqo --kubeconfig <fake>` and returns its stdout.
@@ -471,8 +470,7 @@ impl Local {
         let mut argv =
             vec!["liqo-auth", "serve", "--backend", "local", "--data-dir", self.data_dir().to_str().unwrap()];
         argv.extend_from_slice(extra);
-        let Command::Serve(serve) = Args::try_parse_from(argv).expect("flags").command else { unreachable!() };
-        liqo_auth::http::router(serve.into_config().unwrap().build().await.unwrap().state)
+        server::router(&server::serve_config(&argv)).await
     }
 
     async fn cli(&self, args: &[&str]) -> String {

@@ -6,13 +6,12 @@ use std::time::Duration;
 use crate::support::app::{certificate_body, get, post_json, send, Answer};
 use crate::support::fake_apiserver::{FakeApiServer, SignerMode};
 use crate::support::pki::{self, KeyType};
+use crate::support::server;
 use axum::http::StatusCode;
 use axum::Router;
-use clap::Parser as _;
 use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use liqo_auth::cli::{Args, Command};
 
 use crate::support::liqo::{seed_liqo_cluster as seed, NS};
 
@@ -28,10 +27,7 @@ async fn instance(fake: &FakeApiServer, extra: &[&str]) -> Router {
     let mut argv =
         vec!["liqo-auth", "serve", "--namespace", NS, "--kube-request-timeout", "1s", "--signing-timeout", "5s"];
     argv.extend_from_slice(extra);
-    let Command::Serve(serve) = Args::try_parse_from(argv).expect("flags").command else { unreachable!() };
-    let config = serve.into_config().expect("config");
-    let runtime = config.build_with_kube(fake.kube_config()).await.expect("backend builds");
-    liqo_auth::http::router(runtime.state)
+    server::router(&server::serve_config_over(fake, &argv)).await
 }
 
 async fn token(fake: &FakeApiServer) -> String {
@@ -352,10 +348,8 @@ async fn readiness_follows_the_api_server() {
 async fn start_fails_clearly_without_a_cluster_identity() {
     let fake = FakeApiServer::start().await;
     fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": NS}}));
-    let Command::Serve(serve) = Args::try_parse_from(["liqo-auth", "serve", "--namespace", NS]).unwrap().command else {
-        unreachable!()
-    };
-    let error = serve.into_config().unwrap().build_with_kube(fake.kube_config()).await.err().expect("refused");
+    let config = server::serve_config_over(&fake, &["liqo-auth", "serve", "--namespace", NS]);
+    let error = server::build(&config).await.err().expect("refused");
     assert!(error.to_string().contains("liqo-clusterid-configmap"), "{error}");
 }
 

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use crate::support::app::{certificate_body, get, Answer, TestApp};
 use crate::support::pki::{self, KeyType};
+use crate::support::server::TestServer;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use clap::Parser as _;
-use liqo_auth::cli::{Args, Command};
 use liqo_auth::client::transport::{AuthClient, ServerTrust};
 use liqo_auth::http::{Protection, ProtectionConfig};
 use tower::ServiceExt as _;
@@ -380,14 +379,13 @@ impl TestCert {
     }
 }
 
-/// The real server from `Config::start` with TLS from files and a 100 ms reload interval.
+/// The real server (`TestServer`, from `Config::start`) with TLS from files and a 100 ms
+/// reload interval.
 struct ReloadingServer {
     dir: std::path::PathBuf,
     address: SocketAddr,
     first: TestCert,
-    metrics: liqo_auth::telemetry::Metrics,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    server: TestServer,
     _tmp: tempfile::TempDir,
 }
 
@@ -398,32 +396,16 @@ impl ReloadingServer {
         let first = TestCert::new(30);
         first.write(&dir);
         let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-        let argv = [
-            "liqo-auth".to_owned(),
-            "serve".into(),
-            "--backend=local".into(),
-            format!("--data-dir={}", path("data")),
-            "--address=127.0.0.1:0".into(),
-            "--metrics-address=127.0.0.1:0".into(),
-            "--enable-tls".into(),
+        let flags = [
+            "--enable-tls".to_owned(),
             format!("--cert-path={}", path("tls.crt")),
             format!("--key-path={}", path("tls.key")),
             "--tls-reload-interval=100ms".into(),
         ];
-        let Command::Serve(serve) = Args::try_parse_from(argv).expect("flags").command else { unreachable!() };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let started = serve
-            .into_config()
-            .expect("config")
-            .start(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("started");
-        let (address, metrics) = (started.address, started.metrics.clone());
-        assert!(started.admin_address.is_some(), "the admin listener is bound");
-        let task = tokio::spawn(started.run());
-        Self { dir, address, first, metrics, stop, task, _tmp: tmp }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let server = TestServer::start_in(&dir.join("data"), &flags).await;
+        assert!(server.admin_addr.is_some(), "the admin listener is bound");
+        Self { dir, address: server.addr, first, server, _tmp: tmp }
     }
 
     /// A new TLS handshake's leaf certificate pin.
@@ -468,13 +450,12 @@ impl ReloadingServer {
     }
 
     fn gauge(&self) -> i64 {
-        let samples = Samples::parse(&self.metrics.encode());
+        let samples = Samples::parse(&self.server.metrics.encode());
         samples.value("auth_serving_certificate_expiry_timestamp_seconds", &[]).unwrap() as i64
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
+        self.server.stop().await;
     }
 }
 

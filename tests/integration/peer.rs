@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::support::fake_apiserver::FakeApiServer;
 use crate::support::pki;
+use crate::support::server::TestServer;
 use clap::Parser as _;
 use liqo_auth::cli::{Args, Command};
 use liqo_auth::client::peer::{self, PeerArgs, PeerError, PeerOutcome, PeerStatus};
@@ -28,8 +29,7 @@ const CONSUMER_ID: &str = "consumer-id-1";
 struct Provider {
     dir: TempDir,
     addr: SocketAddr,
-    pin: Option<String>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    server: TestServer,
 }
 
 impl Provider {
@@ -46,45 +46,15 @@ impl Provider {
             std::fs::write(&cert_path, cert).expect("write cert");
             std::fs::write(&key_path, key).expect("write key");
         }
-        let data_dir = dir.path().join("data");
-        let mut argv: Vec<String> = [
-            "liqo-auth",
-            "serve",
-            "--backend",
-            "local",
-            "--address",
-            "127.0.0.1:0",
-            "--cluster-id",
-            PROVIDER_ID,
-            "--cluster-name",
-            "provider",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        argv.extend(["--data-dir".into(), data_dir.display().to_string()]);
-        argv.extend(["--cert-path".into(), cert_path.display().to_string()]);
-        argv.extend(["--key-path".into(), key_path.display().to_string()]);
+        let (cert_flag, key_flag) =
+            (format!("--cert-path={}", cert_path.display()), format!("--key-path={}", key_path.display()));
+        let mut flags = vec!["--cluster-id", PROVIDER_ID, "--cluster-name", "provider", &cert_flag, &key_flag];
         if tls {
-            argv.push("--enable-tls".into());
+            flags.push("--enable-tls");
         }
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        let Command::Serve(serve) = Args::try_parse_from(argv).expect("serve flags").command else { unreachable!() };
-        let config = serve.into_config().expect("config");
-        let runtime = config.build().await.expect("provider builds");
-        let listener = liqo_auth::server::bind(&config.listen).await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let pin = runtime.serving.as_ref().map(|s| s.pin.clone());
-        let acceptor = runtime
-            .serving
-            .as_ref()
-            .map(|s| tokio_rustls::TlsAcceptor::from(s.server_config().expect("server config")));
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let router = liqo_auth::http::router(runtime.state);
-        tokio::spawn(liqo_auth::server::serve(listener, router, acceptor, config.limits.clone(), async move {
-            let _ = stop.await;
-        }));
-        Self { dir, addr, pin, _shutdown: shutdown }
+        flags.extend_from_slice(extra);
+        let server = TestServer::start_in(&dir.path().join("data"), &flags).await;
+        Self { dir, addr: server.addr, server }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -96,7 +66,7 @@ impl Provider {
     }
 
     fn pin(&self) -> &str {
-        self.pin.as_deref().expect("a TLS provider has a pin")
+        self.server.pin.as_deref().expect("a TLS provider has a pin")
     }
 
     /// The provider's token in a file, as an operator would hand it over.
