@@ -33,9 +33,41 @@ fn main() -> ExitCode {
                 let (backend, action) = command.into_options();
                 operator::tenant(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
             }
-            Command::Check(check) => Ok(check.execute().await),
-            Command::Discover(discover) => Ok(discover.execute().await),
-            Command::Peer(peer) => Ok(liqo_auth::client::peer::execute(*peer).await),
+            Command::Check(args) => match args.into_options() {
+                Ok((options, output)) => Ok(liqo_auth::client::check::execute(options, output).await),
+                Err(error) => {
+                    eprintln!("error: {}", liqo_auth::error::error_chain(&error));
+                    Ok(ExitCode::from(64))
+                }
+            },
+            Command::Discover(args) => match args.into_options() {
+                Ok(options) => Ok(liqo_auth::client::discover::execute(options).await),
+                Err(error) => {
+                    eprintln!("error: {}", liqo_auth::error::error_chain(&error));
+                    Ok(ExitCode::from(64))
+                }
+            },
+            Command::Peer(args) => {
+                // TODO(client split): `backend.open(Access::ReadOnly).await?.peer_backend()` once
+                // config.rs has them; until then the same wiring, spelled out.
+                let (config, options) = args.into_options()?;
+                let opened = config.open(liqo_auth::config::Access::Existing).await?;
+                let identities: std::sync::Arc<dyn liqo_auth::identity::port::PeerIdentityStore> = match &config {
+                    liqo_auth::config::BackendConfig::Local { data_dir } => {
+                        std::sync::Arc::new(liqo_auth::client::identity_store::LocalIdentityStore::new(data_dir))
+                    }
+                    liqo_auth::config::BackendConfig::Kubernetes { connection, request_timeout, .. } => {
+                        let ctx = liqo_auth::adapter::kube::KubeCtx::connect(connection, *request_timeout).await?;
+                        std::sync::Arc::new(liqo_auth::adapter::kube::kube_identity::KubeIdentityStore::new(ctx))
+                    }
+                };
+                let backend = liqo_auth::client::peer::PeerBackend {
+                    cluster: opened.cluster,
+                    identities,
+                    render_kubeconfig: liqo_auth::adapter::kube::kube_kubeconfig::render,
+                };
+                Ok(liqo_auth::client::peer::execute(options, backend).await)
+            }
         }
     });
     result.unwrap_or_else(|error| fail(error.as_ref()))

@@ -1,4 +1,127 @@
-//! `check` flags.
-// TODO(client split): the flags move here from `client`; re-exported meanwhile.
+//! `check` flags, turned into `client::check::CheckOptions`.
 
-pub use crate::client::check::CheckArgs;
+use std::time::Duration;
+
+use crate::cli::trust::{TrustArgs, TrustArgsError};
+use crate::cli::{parse_timeout, OutputFormat};
+use crate::client::check::CheckOptions;
+use crate::client::Output;
+
+/// `liqo-auth check` flags. Every flag can also be set with `LIQO_AUTH_<FLAG>`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Base URL of the liqo-auth service to check, e.g. https://auth.example.org:8443.
+    #[arg(long, env = "LIQO_AUTH_AUTH_URL", value_name = "URL")]
+    pub auth_url: String,
+
+    /// Kubernetes API server URL to check as well (TCP, TLS, anonymous GET /version).
+    #[arg(long, env = "LIQO_AUTH_API_SERVER", value_name = "URL")]
+    pub api_server: Option<String>,
+
+    /// How the auth service's certificate is verified.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+
+    /// Time allowed for each step (Go duration, e.g. 5s or 500ms).
+    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Output format.
+    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+impl CheckArgs {
+    /// Turns the flags into [`CheckOptions`] and the output format, reading `--ca-file`.
+    pub fn into_options(self) -> Result<(CheckOptions, Output), TrustArgsError> {
+        let trust = self.trust.into_server_trust()?;
+        let options =
+            CheckOptions { auth_url: self.auth_url, api_server: self.api_server, trust, timeout: self.timeout };
+        Ok((options, self.output.into()))
+    }
+}
+
+// Shared by `check`, `discover` and `peer`: the client's own output switch.
+impl From<OutputFormat> for Output {
+    fn from(format: OutputFormat) -> Self {
+        match format {
+            OutputFormat::Text => Output::Text,
+            OutputFormat::Json => Output::Json,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::client::transport::ServerTrust;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        check: CheckArgs,
+    }
+
+    #[test]
+    fn check_args_parse_pins_timeout_and_output() {
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let cli = Cli::try_parse_from([
+            "check",
+            "--auth-url",
+            "https://a:8443",
+            "--ca-hash",
+            &pin,
+            "--ca-hash",
+            &pin,
+            "--timeout",
+            "500ms",
+            "--output",
+            "json",
+        ])
+        .expect("parses");
+        assert_eq!(cli.check.trust.ca_hash, vec![[0xab; 32], [0xab; 32]]);
+        assert_eq!(cli.check.timeout, Duration::from_millis(500));
+        assert_eq!(cli.check.output, OutputFormat::Json);
+        let (options, output) = cli.check.into_options().expect("options");
+        assert_eq!(options.trust, ServerTrust::Pin(vec![[0xab; 32], [0xab; 32]]));
+        assert_eq!(output, Output::Json);
+    }
+
+    #[test]
+    fn check_args_refuse_a_pin_together_with_insecure_and_bad_pins() {
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        assert!(Cli::try_parse_from([
+            "check",
+            "--auth-url",
+            "https://a",
+            "--ca-hash",
+            &pin,
+            "--insecure-skip-tls-verify"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--ca-hash", "sha256:zz"]).is_err());
+        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "5"]).is_err());
+        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn insecure_flag_takes_a_bare_or_explicit_value() {
+        let bare =
+            Cli::try_parse_from(["check", "--auth-url", "https://a", "--insecure-skip-tls-verify"]).expect("parses");
+        assert_eq!(bare.check.into_options().expect("options").0.trust, ServerTrust::InsecureSkipVerify);
+        let off = Cli::try_parse_from(["check", "--auth-url", "https://a", "--insecure-skip-tls-verify=false"])
+            .expect("parses");
+        assert_eq!(off.check.into_options().expect("options").0.trust, ServerTrust::SystemRoots);
+    }
+
+    #[test]
+    fn check_args_default_to_system_roots_and_five_seconds() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["check", "--auth-url", "https://a"]).expect("parses");
+        assert_eq!(cli.check.timeout, Duration::from_secs(5));
+        assert_eq!(cli.check.into_options().expect("options").0.trust, ServerTrust::SystemRoots);
+    }
+}

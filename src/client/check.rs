@@ -9,7 +9,7 @@
 //! without SANs. When a step fails, the later steps of the same target are marked as skipped.
 //!
 //! The network work is done with the building blocks of [`super::transport`], so `check` sees
-//! exactly what `peer` would see. Printing and exit codes happen only in [`CheckArgs::execute`].
+//! exactly what `peer` would see. Printing and exit codes happen only in [`execute`].
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -25,7 +25,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::client::transport::{
     self, ChainRecorder, ConnectFailure, Deadline, Endpoint, ServerTrust, Sniffed, TlsFailure, TransportError,
 };
-use crate::client::trust::{TrustArgs, TrustArgsError};
+use crate::client::Output;
+use crate::error::error_chain;
 use crate::pki;
 
 /// What to check.
@@ -83,47 +84,6 @@ pub enum StepStatus {
     Fail,
     /// Not run because an earlier step for the same target failed.
     Skip,
-}
-
-/// `liqo-auth check` flags. Every flag can also be set with `LIQO_AUTH_<FLAG>`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct CheckArgs {
-    /// Base URL of the liqo-auth service to check, e.g. https://auth.example.org:8443.
-    #[arg(long, env = "LIQO_AUTH_AUTH_URL", value_name = "URL")]
-    pub auth_url: String,
-
-    /// Kubernetes API server URL to check as well (TCP, TLS, anonymous GET /version).
-    #[arg(long, env = "LIQO_AUTH_API_SERVER", value_name = "URL")]
-    pub api_server: Option<String>,
-
-    /// How the auth service's certificate is verified.
-    #[command(flatten)]
-    pub trust: TrustArgs,
-
-    /// Time allowed for each step (Go duration, e.g. 5s or 500ms).
-    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
-    pub timeout: Duration,
-
-    /// Output format.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-}
-
-/// How the report is printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// An aligned table with causes and fixes.
-    Text,
-    /// The report as JSON, for scripts.
-    Json,
-}
-
-/// Invalid `check` arguments.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckArgsError {
-    /// The trust flags are unusable (e.g. an unreadable `--ca-file`).
-    #[error(transparent)]
-    Trust(#[from] TrustArgsError),
 }
 
 /// Runs every step and never fails: failures are rows of the report.
@@ -217,42 +177,24 @@ impl Serialize for CheckReport {
     }
 }
 
-impl CheckArgs {
-    /// Turns the flags into [`CheckOptions`], reading `--ca-file`.
-    pub fn into_options(self) -> Result<CheckOptions, CheckArgsError> {
-        let trust = self.trust.into_server_trust()?;
-        Ok(CheckOptions { auth_url: self.auth_url, api_server: self.api_server, trust, timeout: self.timeout })
+/// Runs the check and prints the report. Exit code 0 only when every step passed, 1 when a
+/// step failed.
+pub async fn execute(options: CheckOptions, output: Output) -> ExitCode {
+    if options.trust == ServerTrust::InsecureSkipVerify {
+        eprintln!("warning: --insecure-skip-tls-verify: the auth service's certificate is not verified");
     }
-
-    /// Runs the check and prints the report. Exit code 0 only when every step passed, 1 when a
-    /// step failed, 64 on unusable arguments.
-    pub async fn execute(self) -> ExitCode {
-        let output = self.output;
-        let options = match self.into_options() {
-            Ok(options) => options,
-            Err(error) => {
-                eprintln!("error: {}", error_chain(&error));
-                return ExitCode::from(64);
-            }
-        };
-        if options.trust == ServerTrust::InsecureSkipVerify {
-            eprintln!("warning: --insecure-skip-tls-verify: the auth service's certificate is not verified");
-        }
-        if options.auth_url.trim_start().to_ascii_lowercase().starts_with("http://") {
-            eprintln!("warning: {} is plain http: tokens and certificates would travel unencrypted", options.auth_url);
-        }
-        let report = run_check(options).await;
-        match output {
-            OutputFormat::Text => print!("{}", report.render_table()),
-            OutputFormat::Json => {
-                println!("{}", serde_json::to_string_pretty(&report).expect("a CheckReport always serialises"))
-            }
-        }
-        if report.passed() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
+    if options.auth_url.trim_start().to_ascii_lowercase().starts_with("http://") {
+        eprintln!("warning: {} is plain http: tokens and certificates would travel unencrypted", options.auth_url);
+    }
+    let report = run_check(options).await;
+    match output {
+        Output::Text => print!("{}", report.render_table()),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("a CheckReport always serialises")),
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -432,7 +374,7 @@ async fn walk(
                 return;
             }
         };
-        let recorder = Arc::new(ChainRecorder::new(verifier));
+        let recorder = Arc::new(ChainRecorder::new(verifier, &provider));
         let config = transport::client_config(recorder.clone(), provider);
         match transport::tls_handshake(tcp, config, &endpoint, peer, Deadline::after(timeout)).await {
             Ok(stream) => {
@@ -774,13 +716,6 @@ fn protocol_name(version: rustls::ProtocolVersion) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
-pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match crate::cli::parse_duration(text)? {
-        Duration::ZERO => Err("the timeout must be longer than zero".to_owned()),
-        timeout => Ok(timeout),
-    }
-}
-
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -798,23 +733,10 @@ fn humanize(duration: Duration) -> String {
     }
 }
 
-/// An error and its sources on one line, for the detail column.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::{closed_port, TestCa, TestServer};
-    use clap::Parser;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -983,71 +905,5 @@ mod tests {
         assert_eq!(steps[1]["duration_ms"], 12);
         assert_eq!(steps[1]["cause"], "nothing listens");
         assert_eq!(steps[0]["cause"], serde_json::Value::Null);
-    }
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        check: CheckArgs,
-    }
-
-    #[test]
-    fn check_args_parse_pins_timeout_and_output() {
-        let pin = format!("sha256:{}", "ab".repeat(32));
-        let cli = Cli::try_parse_from([
-            "check",
-            "--auth-url",
-            "https://a:8443",
-            "--ca-hash",
-            &pin,
-            "--ca-hash",
-            &pin,
-            "--timeout",
-            "500ms",
-            "--output",
-            "json",
-        ])
-        .expect("parses");
-        assert_eq!(cli.check.trust.ca_hash, vec![[0xab; 32], [0xab; 32]]);
-        assert_eq!(cli.check.timeout, Duration::from_millis(500));
-        assert_eq!(cli.check.output, OutputFormat::Json);
-        let options = cli.check.into_options().expect("options");
-        assert_eq!(options.trust, ServerTrust::Pin(vec![[0xab; 32], [0xab; 32]]));
-    }
-
-    #[test]
-    fn check_args_refuse_a_pin_together_with_insecure_and_bad_pins() {
-        let pin = format!("sha256:{}", "ab".repeat(32));
-        assert!(Cli::try_parse_from([
-            "check",
-            "--auth-url",
-            "https://a",
-            "--ca-hash",
-            &pin,
-            "--insecure-skip-tls-verify"
-        ])
-        .is_err());
-        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--ca-hash", "sha256:zz"]).is_err());
-        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "5"]).is_err());
-        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--timeout", "0"]).is_err());
-    }
-
-    #[test]
-    fn insecure_flag_takes_a_bare_or_explicit_value() {
-        let bare =
-            Cli::try_parse_from(["check", "--auth-url", "https://a", "--insecure-skip-tls-verify"]).expect("parses");
-        assert_eq!(bare.check.into_options().expect("options").trust, ServerTrust::InsecureSkipVerify);
-        let off = Cli::try_parse_from(["check", "--auth-url", "https://a", "--insecure-skip-tls-verify=false"])
-            .expect("parses");
-        assert_eq!(off.check.into_options().expect("options").trust, ServerTrust::SystemRoots);
-    }
-
-    #[test]
-    fn check_args_default_to_system_roots_and_five_seconds() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["check", "--auth-url", "https://a"]).expect("parses");
-        assert_eq!(cli.check.timeout, Duration::from_secs(5));
-        assert_eq!(cli.check.into_options().expect("options").trust, ServerTrust::SystemRoots);
     }
 }

@@ -4,7 +4,7 @@
 //! The browse itself belongs to [`crate::discovery`]; this module probes what the browse
 //! returned with the same [`AuthClient`] `peer` uses (so a service that answers here will answer
 //! `peer` with the same trust flags), and renders the result as a table or JSON. Printing and the
-//! exit code happen only in [`DiscoverArgs::execute`].
+//! exit code happen only in [`execute`].
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::check::{parse_timeout, OutputFormat};
 use crate::client::transport::{AuthClient, ServerTrust, TlsFailure, TransportError};
-use crate::client::trust::TrustArgs;
+use crate::client::Output;
 use crate::discovery::{self, DiscoveredService, InterfaceSelection};
 use crate::error::error_chain;
 use crate::http::wire::IdsResponse;
@@ -29,25 +28,18 @@ const MAX_ADDRESSES_TRIED: usize = 3;
 /// Placeholder for the token file in the printed `peer` commands.
 const TOKEN_FILE_PLACEHOLDER: &str = "TOKEN_FILE";
 
-/// `liqo-auth discover` flags. Every flag can also be set with `LIQO_AUTH_<FLAG>`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct DiscoverArgs {
-    /// How long to listen for mDNS answers (Go duration, e.g. 3s or 1500ms).
-    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "3s", value_parser = parse_timeout)]
+/// What `discover` should do, from its flags.
+#[derive(Clone, Debug)]
+pub struct DiscoverOptions {
+    /// How long to listen for mDNS answers.
     pub timeout: Duration,
-
-    /// Output format.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-
-    /// Browse on this interface only (repeatable); by default on every non-loopback interface
-    /// outside pod networks.
-    #[arg(long = "mdns-interface", env = "LIQO_AUTH_MDNS_INTERFACE", value_name = "NAME", value_delimiter = ',')]
+    /// How the result is printed.
+    pub output: Output,
+    /// Browse on these interfaces only; empty means every non-loopback interface outside pod
+    /// networks.
     pub mdns_interface: Vec<String>,
-
     /// How the certificates of the services found are verified.
-    #[command(flatten)]
-    pub trust: TrustArgs,
+    pub trust: ServerTrust,
 }
 
 /// One service found on the LAN, after probing it.
@@ -71,40 +63,32 @@ pub struct DiscoveryEntry {
     pub peer_command: Option<String>,
 }
 
-impl DiscoverArgs {
-    /// Browses, probes and prints. Exit code 0 when the browse ran (even if nothing was found),
-    /// 1 when mDNS could not be used, 64 on unusable arguments.
-    pub async fn execute(self) -> ExitCode {
-        let trust = match self.trust.into_server_trust() {
-            Ok(trust) => trust,
-            Err(error) => {
-                eprintln!("error: {}", error_chain(&error));
-                return ExitCode::from(64);
-            }
-        };
-        if trust == ServerTrust::InsecureSkipVerify {
-            eprintln!("warning: --insecure-skip-tls-verify: the certificates of the services found are not verified");
-        }
-        let interfaces = InterfaceSelection::from_names(self.mdns_interface);
-        let services = match discovery::browse(self.timeout, &interfaces).await {
-            Ok(services) => services,
-            Err(error) => {
-                eprintln!("error: {}", error_chain(&error));
-                return ExitCode::FAILURE;
-            }
-        };
-        let entries = futures::future::join_all(services.iter().map(|s| probe(s, &trust, PROBE_TIMEOUT))).await;
-        match self.output {
-            OutputFormat::Text => print!("{}", render_table(&entries)),
-            OutputFormat::Json => {
-                if entries.is_empty() {
-                    eprintln!("{}", nothing_found());
-                }
-                println!("{}", render_json(&entries));
-            }
-        }
-        ExitCode::SUCCESS
+/// Browses, probes and prints. Exit code 0 when the browse ran (even if nothing was found), 1
+/// when mDNS could not be used.
+pub async fn execute(options: DiscoverOptions) -> ExitCode {
+    let trust = options.trust;
+    if trust == ServerTrust::InsecureSkipVerify {
+        eprintln!("warning: --insecure-skip-tls-verify: the certificates of the services found are not verified");
     }
+    let interfaces = InterfaceSelection::from_names(options.mdns_interface);
+    let services = match discovery::browse(options.timeout, &interfaces).await {
+        Ok(services) => services,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let entries = futures::future::join_all(services.iter().map(|s| probe(s, &trust, PROBE_TIMEOUT))).await;
+    match options.output {
+        Output::Text => print!("{}", render_table(&entries)),
+        Output::Json => {
+            if entries.is_empty() {
+                eprintln!("{}", nothing_found());
+            }
+            println!("{}", render_json(&entries));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Calls `GET /ids` on the instance's addresses, IPv4 first, until one answers; reports the

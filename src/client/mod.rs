@@ -2,16 +2,27 @@
 //! cluster's authentication service.
 //!
 //! [`transport`] owns connections (DNS, TCP, TLS trust, one HTTP/1.1 exchange per connection) and
-//! classifies what went wrong; [`trust`] holds the TLS trust flags every command shares;
-//! [`check`] walks the same path step by step for the `liqo-auth check` diagnostics;
-//! [`discover`] finds services on the LAN over mDNS and probes them; [`peer`] obtains and stores
-//! an identity, with [`identity_store`] and [`kubeconfig`] for its outputs.
+//! classifies what went wrong; [`check`] walks the same path step by step for the
+//! `liqo-auth check` diagnostics; [`discover`] finds services on the LAN over mDNS and probes
+//! them; [`peer`] obtains an identity, with [`verify`] for the checks of what the provider
+//! returned, [`key`] for the key and CSR, and [`identity_store`] for the local store.
+//!
+//! Flags are parsed in `cli`, which hands this module plain option structs; backends come
+//! injected from the composition root (`config`). Nothing here talks to Kubernetes.
 
 pub mod check;
 pub mod discover;
 pub mod identity_store;
-pub mod kubeconfig;
+pub mod key;
 pub mod peer;
 pub mod transport;
-pub mod trust;
+pub mod verify;
 
+/// How a client command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned text for people.
+    Text,
+    /// JSON, for scripts.
+    Json,
+}

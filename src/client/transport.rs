@@ -281,8 +281,12 @@ impl ServerTrust {
                 webpki_verifier(roots, provider)
             }
             ServerTrust::Pin(pins) if pins.is_empty() => Err(load(TrustProblem::NoPins)),
-            ServerTrust::Pin(pins) => Ok(Arc::new(PinVerifier { pins: pins.clone(), provider: provider.clone() })),
-            ServerTrust::InsecureSkipVerify => Ok(Arc::new(AnyCertificate { provider: provider.clone() })),
+            ServerTrust::Pin(pins) => {
+                Ok(Arc::new(PinVerifier { pins: pins.clone(), signatures: HandshakeSignatures::new(provider) }))
+            }
+            ServerTrust::InsecureSkipVerify => {
+                Ok(Arc::new(AnyCertificate { signatures: HandshakeSignatures::new(provider) }))
+            }
         }
     }
 }
@@ -744,12 +748,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffed<S> {
 #[derive(Debug)]
 pub(crate) struct ChainRecorder {
     inner: Arc<dyn ServerCertVerifier>,
+    signatures: HandshakeSignatures,
     chain: Mutex<Vec<Vec<u8>>>,
 }
 
 impl ChainRecorder {
-    pub(crate) fn new(inner: Arc<dyn ServerCertVerifier>) -> Self {
-        Self { inner, chain: Mutex::new(Vec::new()) }
+    /// Records around `inner`; `provider` must be the one `inner` was built with, so handshake
+    /// signatures are checked exactly as `inner` would.
+    pub(crate) fn new(inner: Arc<dyn ServerCertVerifier>, provider: &Arc<CryptoProvider>) -> Self {
+        Self { inner, signatures: HandshakeSignatures::new(provider), chain: Mutex::new(Vec::new()) }
     }
 
     /// The presented chain, leaf first; empty if the handshake never got that far.
@@ -778,7 +785,7 @@ impl ServerCertVerifier for ChainRecorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.signatures.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -787,16 +794,52 @@ impl ServerCertVerifier for ChainRecorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.signatures.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.signatures.supported_schemes()
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Private helpers.
+
+/// The handshake-signature half of a [`ServerCertVerifier`], the same for every trust setting:
+/// whatever decides to trust the certificate, the server must prove it holds the certificate's
+/// key, checked with the provider's algorithms.
+#[derive(Debug)]
+struct HandshakeSignatures {
+    provider: Arc<CryptoProvider>,
+}
+
+impl HandshakeSignatures {
+    fn new(provider: &Arc<CryptoProvider>) -> Self {
+        Self { provider: provider.clone() }
+    }
+
+    fn verify_tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
 
 fn webpki_verifier(
     roots: RootCertStore,
@@ -812,7 +855,7 @@ fn webpki_verifier(
 #[derive(Debug)]
 struct PinVerifier {
     pins: Vec<[u8; 32]>,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 /// Carried inside `rustls::Error` so [`classify_tls_error`] can recover the presented pins.
@@ -860,7 +903,7 @@ impl ServerCertVerifier for PinVerifier {
                     &roots,
                     &others,
                     now,
-                    self.provider.signature_verification_algorithms.all,
+                    self.signatures.provider.signature_verification_algorithms.all,
                 )?;
                 return Ok(ServerCertVerified::assertion());
             }
@@ -875,7 +918,7 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -884,18 +927,18 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.supported_schemes()
     }
 }
 
 /// `--insecure-skip-tls-verify`: any certificate, but still a valid handshake signature.
 #[derive(Debug)]
 struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl ServerCertVerifier for AnyCertificate {
@@ -916,7 +959,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -925,11 +968,11 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.supported_schemes()
     }
 }
 
