@@ -1,142 +1,146 @@
-//! `KubeCsrSigner`: signs through the `certificates.k8s.io/v1` CSR API (spec 3.4, 3.5).
+//! `KubeCsrSigner`: signs through the `certificates.k8s.io/v1` CertificateSigningRequest API
+//! with the `kubernetes.io/kube-apiserver-client` signer, approving its own requests.
 //!
-//! Fixes of spec 11: one CSR object per (cluster, CSR) with a deterministic name, so retries and
-//! replicas never create two (R7); `expirationSeconds` set from `--certificate-ttl` (S11);
-//! `Denied`/`Failed` end the wait at once and the object is removed so a retry starts clean; the
-//! wait is a watch bounded by `--signing-timeout` (R8); the object is deleted once the
-//! certificate is stored.
+//! - One CSR object per (cluster, CSR) under a deterministic name, so retries and replicas never
+//!   create two: a second request for the same pair continues from the object that exists.
+//! - `expirationSeconds` comes from `--certificate-ttl`, so the cluster signer issues the
+//!   lifetime asked for instead of its default of a year.
+//! - The wait is a watch bounded by `--signing-timeout`; `Denied`/`Failed` end it at once, and a
+//!   refused object is removed so a retry starts clean.
+//! - The object is deleted once the certificate is stored (`forget`); what is left behind (a
+//!   timed-out wait) is picked up by the next identical request, or garbage-collected by
+//!   Kubernetes within an hour.
+//!
+//! Storing the certificate is the caller's; this adapter only turns a CSR into a certificate.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, ObjectMeta, PostParams, WatchEvent, WatchParams};
-use kube::{Api, Client};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::runtime::{wait, watcher};
+use kube::Api;
 use sha2::{Digest, Sha256};
 
-use crate::adapter::kube::{call, KubeFailure, LABEL_CLUSTER_ID, LABEL_REMOTE_TENANT_CSR};
+use crate::adapter::kube::{KubeCtx, KubeFailure, LABEL_CLUSTER_ID, LABEL_REMOTE_TENANT_CSR};
 use crate::identity::port::{SignRequest, SignedCertificate, Signer, SignerError};
+use crate::retry::{retry, RetryPolicy};
 
 /// The signer Kubernetes uses for client certificates of the API server.
 pub const KUBE_APISERVER_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
-/// The reference's approval reason and message (spec 3.5).
+/// The approval reason and message Liqo's own auth service writes, so operators and tools that
+/// look for them see the same approval whichever implementation approved.
 pub const APPROVAL_REASON: &str = "IdentityManagerApproval";
 pub const APPROVAL_MESSAGE: &str = "This CSR was approved by Liqo Identity Manager";
+
+/// Restarts of the wait after its watch broke (410 Gone after a compaction, a dropped stream).
+/// Each restart lists the object again, so nothing is missed; the number of restarts is not
+/// bounded here because the whole wait is bounded by the signing timeout.
+const WATCH_RESTART: RetryPolicy = RetryPolicy {
+    min_delay: Duration::from_millis(50),
+    max_delay: Duration::from_secs(1),
+    max_retries: usize::MAX,
+    total: None,
+};
 
 /// Signs with the cluster's CSR API.
 #[derive(Clone)]
 pub struct KubeCsrSigner {
-    client: Client,
+    ctx: KubeCtx,
     timeout: Duration,
 }
 
 impl KubeCsrSigner {
     /// A signer waiting at most `timeout` for each certificate.
-    pub fn new(client: Client, timeout: Duration) -> Self {
-        Self { client, timeout }
+    pub fn new(ctx: KubeCtx, timeout: Duration) -> Self {
+        Self { ctx, timeout }
     }
 
     fn api(&self) -> Api<CertificateSigningRequest> {
-        Api::all(self.client.clone())
+        Api::all(self.ctx.client.clone())
     }
 
-    async fn approve(&self, mut csr: CertificateSigningRequest) -> Result<CertificateSigningRequest, KubeFailure> {
+    /// Approves `csr` unless it is approved, issued or refused already. The approval is a
+    /// replace carrying the `resourceVersion` that was read, so it fails with 409 Conflict when
+    /// the signer or another replica changed the object meanwhile; the next attempt reads it
+    /// again, and usually finds it approved by the other replica.
+    async fn approve(&self, csr: CertificateSigningRequest) -> Result<CertificateSigningRequest, KubeFailure> {
         let name = csr.metadata.name.clone().unwrap_or_default();
-        for _ in 0..3 {
-            if is_approved(&csr) || certificate_of(&csr).is_some() || refusal_of(&csr).is_some() {
-                return Ok(csr);
-            }
-            let status = csr.status.get_or_insert_with(Default::default);
-            status.conditions.get_or_insert_with(Vec::new).push(CertificateSigningRequestCondition {
-                type_: "Approved".into(),
-                status: "True".into(),
-                reason: Some(APPROVAL_REASON.into()),
-                message: Some(APPROVAL_MESSAGE.into()),
-                last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-                last_transition_time: None,
-            });
-            match call(
-                &format!("approving CertificateSigningRequest {name}"),
-                self.api().replace_subresource("approval", &name, &PostParams::default(), &csr),
-            )
-            .await
-            {
-                Ok(approved) => return Ok(approved),
-                // Modified meanwhile (the signer or another replica): read it again.
-                Err(KubeFailure::Conflict { .. }) => {
-                    csr = call(&format!("reading CertificateSigningRequest {name}"), self.api().get(&name)).await?
+        // The first attempt uses the object the caller just created or read; later ones re-read.
+        let fresh = Mutex::new(Some(csr));
+        let (this, name, fresh) = (self, name.as_str(), &fresh);
+        retry(
+            &RetryPolicy::CONFLICT,
+            move || async move {
+                let given = fresh.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let mut csr = match given {
+                    Some(csr) => csr,
+                    None => {
+                        this.ctx
+                            .call(&format!("reading CertificateSigningRequest {name}"), this.api().get(name))
+                            .await?
+                    }
+                };
+                if is_approved(&csr) || is_settled(&csr) {
+                    return Ok(csr);
                 }
-                Err(failure) => return Err(failure),
-            }
-        }
-        Ok(csr)
+                let status = csr.status.get_or_insert_with(Default::default);
+                status.conditions.get_or_insert_with(Vec::new).push(CertificateSigningRequestCondition {
+                    type_: "Approved".into(),
+                    status: "True".into(),
+                    reason: Some(APPROVAL_REASON.into()),
+                    message: Some(APPROVAL_MESSAGE.into()),
+                    last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                    last_transition_time: None,
+                });
+                this.ctx
+                    .call(
+                        &format!("approving CertificateSigningRequest {name}"),
+                        this.api().replace_subresource("approval", name, &PostParams::default(), &csr),
+                    )
+                    .await
+            },
+            |failure| matches!(failure, KubeFailure::Conflict { .. }),
+            |_| None,
+        )
+        .await
     }
 
-    /// Watches the object until it holds a certificate or is refused.
-    async fn await_certificate(
-        &self,
-        name: &str,
-        mut current: CertificateSigningRequest,
-    ) -> Result<String, SignerError> {
-        loop {
-            if let Some(pem) = certificate_of(&current) {
-                return Ok(pem);
-            }
-            if let Some(refusal) = refusal_of(&current) {
-                return Err(self.refused(name, refusal).await);
-            }
-            let version = current.metadata.resource_version.clone().unwrap_or_else(|| "0".into());
-            let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
-            let mut events = match self.api().watch(&params, &version).await {
-                Ok(events) => events.boxed(),
-                Err(error) => {
-                    return Err(signer_error(KubeFailure::classify(
-                        format!("watching CertificateSigningRequest {name}"),
-                        error,
-                    )))
-                }
-            };
-            let mut next = None;
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(WatchEvent::Added(csr) | WatchEvent::Modified(csr)) => {
-                        if certificate_of(&csr).is_some() || refusal_of(&csr).is_some() {
-                            next = Some(csr);
-                            break;
-                        }
-                    }
-                    Ok(WatchEvent::Deleted(_)) => {
-                        return Err(SignerError::Failed {
-                            name: name.into(),
-                            reason: "the CertificateSigningRequest was deleted while waiting".into(),
-                        })
-                    }
-                    Ok(WatchEvent::Bookmark(_)) => {}
-                    // 410 Gone or a broken stream: fall through to a fresh read.
-                    Ok(WatchEvent::Error(_)) | Err(_) => break,
-                }
-            }
-            current = match next {
-                Some(csr) => csr,
-                None => call(&format!("reading CertificateSigningRequest {name}"), self.api().get(name))
-                    .await
-                    .map_err(signer_error)?,
-            };
-        }
+    /// Waits until the object holds a certificate or is refused; `None` when it was deleted
+    /// meanwhile. Not bounded here: the caller wraps it in the signing timeout.
+    async fn await_settled(&self, name: &str) -> Result<Option<CertificateSigningRequest>, SignerError> {
+        let settled = |csr: Option<&CertificateSigningRequest>| csr.is_none_or(is_settled);
+        retry(
+            &WATCH_RESTART,
+            || wait::await_condition(self.api(), name, settled),
+            // A watch that broke after it started: a fresh list and watch continue the wait.
+            // Failing to list or to start watching is an answer of the API server: give up.
+            |error| {
+                matches!(
+                    error,
+                    wait::Error::ProbeFailed(watcher::Error::WatchError(_) | watcher::Error::WatchFailed(_))
+                )
+            },
+            |_| None,
+        )
+        .await
+        .map_err(|error| wait_failure(name, error))
     }
 
     /// Removes a refused object so a later identical request gets a fresh one.
     async fn refused(&self, name: &str, refusal: Refusal) -> SignerError {
-        if let Err(failure) = call(
-            &format!("deleting refused CertificateSigningRequest {name}"),
-            self.api().delete(name, &DeleteParams::default()),
-        )
-        .await
+        if let Err(failure) = self
+            .ctx
+            .call(
+                &format!("deleting refused CertificateSigningRequest {name}"),
+                self.api().delete(name, &DeleteParams::default()),
+            )
+            .await
         {
             tracing::warn!(csr.name = name, error = %failure, "could not delete a refused CertificateSigningRequest");
         }
@@ -168,42 +172,67 @@ impl Signer for KubeCsrSigner {
                 request: ByteString(request.csr.to_pem().into_bytes()),
                 signer_name: KUBE_APISERVER_CLIENT_SIGNER.into(),
                 usages: Some(vec!["digital signature".into(), "key encipherment".into(), "client auth".into()]),
+                // The API server refuses durations under ten minutes.
                 expiration_seconds: Some(i32::try_from(request.ttl.as_secs()).unwrap_or(i32::MAX).max(600)),
                 ..CertificateSigningRequestSpec::default()
             },
             status: None,
         };
-        let current = match call(
-            &format!("creating CertificateSigningRequest {name}"),
-            self.api().create(&PostParams::default(), &desired),
-        )
-        .await
+        let current = match self
+            .ctx
+            .call(
+                &format!("creating CertificateSigningRequest {name}"),
+                self.api().create(&PostParams::default(), &desired),
+            )
+            .await
         {
             Ok(created) => created,
             // A previous attempt (or another replica) created it: continue from where it is.
-            Err(failure) if failure.is_already_exists() => {
-                call(&format!("reading CertificateSigningRequest {name}"), self.api().get(&name))
-                    .await
-                    .map_err(signer_error)?
-            }
+            Err(failure) if failure.is_already_exists() => self
+                .ctx
+                .call(&format!("reading CertificateSigningRequest {name}"), self.api().get(&name))
+                .await
+                .map_err(signer_error)?,
             Err(failure) => return Err(signer_error(failure)),
         };
         let approved = self.approve(current).await.map_err(signer_error)?;
-        let pem = match tokio::time::timeout(self.timeout, self.await_certificate(&name, approved)).await {
-            Ok(result) => result?,
-            // The approved object stays: the next identical request picks its certificate up.
-            Err(_) => return Err(SignerError::NotIssued { name, waited: self.timeout }),
+        let settled = if is_settled(&approved) {
+            Some(approved)
+        } else {
+            match tokio::time::timeout(self.timeout, self.await_settled(&name)).await {
+                Ok(result) => result?,
+                // The approved object stays: the next identical request picks its certificate up.
+                Err(_) => return Err(SignerError::NotIssued { name, waited: self.timeout }),
+            }
+        };
+        let Some(csr) = settled else {
+            return Err(SignerError::Failed {
+                name,
+                reason: "the CertificateSigningRequest was deleted while waiting".into(),
+            });
+        };
+        let pem = match (certificate_of(&csr), refusal_of(&csr)) {
+            (Some(pem), _) => pem,
+            (None, Some(refusal)) => return Err(self.refused(&name, refusal).await),
+            (None, None) => {
+                return Err(SignerError::Failed {
+                    name,
+                    reason: "the wait ended with neither a certificate nor a refusal".into(),
+                })
+            }
         };
         Ok(SignedCertificate { pem })
     }
 
     async fn forget(&self, request: SignRequest<'_>) {
         let name = object_name(request);
-        match call(
-            &format!("deleting CertificateSigningRequest {name}"),
-            self.api().delete(&name, &DeleteParams::default()),
-        )
-        .await
+        match self
+            .ctx
+            .call(
+                &format!("deleting CertificateSigningRequest {name}"),
+                self.api().delete(&name, &DeleteParams::default()),
+            )
+            .await
         {
             Ok(_) => {}
             Err(failure) if failure.is_not_found() => {}
@@ -227,6 +256,11 @@ pub fn object_name(request: SignRequest<'_>) -> String {
 enum Refusal {
     Denied(String),
     Failed(String),
+}
+
+/// True once the object holds a certificate or is refused: nothing more will happen to it.
+fn is_settled(csr: &CertificateSigningRequest) -> bool {
+    certificate_of(csr).is_some() || refusal_of(csr).is_some()
 }
 
 fn is_approved(csr: &CertificateSigningRequest) -> bool {
@@ -262,4 +296,25 @@ fn signer_error(failure: KubeFailure) -> SignerError {
         }
         other => SignerError::Api { operation: other.to_string(), source: Box::new(other) },
     }
+}
+
+/// A wait that ended without an answer: an API failure, classified like every other call.
+fn wait_failure(name: &str, error: wait::Error) -> SignerError {
+    let wait::Error::ProbeFailed(error) = error;
+    let (operation, source) = match error {
+        watcher::Error::InitialListFailed(source) => (format!("listing CertificateSigningRequest {name}"), source),
+        watcher::Error::WatchStartFailed(source) | watcher::Error::WatchFailed(source) => {
+            (format!("watching CertificateSigningRequest {name}"), source)
+        }
+        watcher::Error::WatchError(status) => {
+            (format!("watching CertificateSigningRequest {name}"), kube::Error::Api(status))
+        }
+        other @ watcher::Error::NoResourceVersion => {
+            return SignerError::Api {
+                operation: format!("watching CertificateSigningRequest {name}"),
+                source: Box::new(other),
+            }
+        }
+    };
+    signer_error(KubeFailure::classify(operation, source))
 }

@@ -10,17 +10,17 @@
 //! never together take more uses than a record allows.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{ListParams, ObjectMeta, PostParams};
-use kube::{Api, Client};
-use rand::Rng as _;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::Api;
 
-use crate::adapter::kube::{call, call_opt, KubeFailure};
+use crate::adapter::kube::{KubeCtx, KubeFailure};
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{JoinTokenStore, StoreError};
+use crate::retry::{retry, RetryPolicy};
 
 /// Secret holding the join-token signing key.
 pub const TOKEN_KEY_SECRET: &str = "liqo-auth-token-key";
@@ -31,40 +31,39 @@ pub const LABEL_JOIN_TOKEN: &str = "auth.liqo.io/join-token";
 /// Name prefix of the record Secrets.
 pub const JOIN_TOKEN_SECRET_PREFIX: &str = "liqo-auth-join-token-";
 const RECORD_DATA: &str = "record";
-/// Attempts of one read-modify-write under contention before answering 503.
-const MAX_ATTEMPTS: usize = 64;
+/// Server-side apply field manager of the key Secret.
+const FIELD_MANAGER: &str = "liqo-auth";
+/// Retries of one read-modify-write under contention before answering 503. More than for other
+/// conflicts: many peers may use one token at once, and each conflict a consumer loses means
+/// another consumer's use was counted, so retrying makes progress. The policy's total deadline
+/// still bounds the wait.
+const MAX_CONFLICT_RETRIES: usize = 63;
 
 /// The Kubernetes join-token store.
 #[derive(Clone)]
 pub struct KubeJoinTokens {
-    client: Client,
+    ctx: KubeCtx,
     namespace: String,
 }
 
 impl KubeJoinTokens {
     /// A store keeping its Secrets in `namespace` (`--namespace`).
-    pub fn new(client: Client, namespace: String) -> Self {
-        Self { client, namespace }
+    pub fn new(ctx: KubeCtx, namespace: String) -> Self {
+        Self { ctx, namespace }
     }
 
     fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.namespace)
+        Api::namespaced(self.ctx.client.clone(), &self.namespace)
     }
 
-    async fn write_key(&self, existing: Option<Secret>) -> Result<JoinTokenKey, KubeFailure> {
+    /// Creates the key Secret with a new key; fails with AlreadyExists when it is there, so
+    /// of replicas starting together exactly one key wins and every replica signs with it.
+    async fn create_key(&self) -> Result<JoinTokenKey, KubeFailure> {
         let key = JoinTokenKey::generate();
-        let mut secret = existing.unwrap_or_else(|| Secret {
-            metadata: ObjectMeta { name: Some(TOKEN_KEY_SECRET.into()), ..ObjectMeta::default() },
-            ..Secret::default()
-        });
-        secret.string_data = None;
-        secret.data = Some(BTreeMap::from([(TOKEN_KEY_DATA.to_owned(), ByteString(key.expose().to_vec()))]));
-        let pp = PostParams::default();
-        if secret.metadata.resource_version.is_some() {
-            call("replacing the join-token key Secret", self.secrets().replace(TOKEN_KEY_SECRET, &pp, &secret)).await?;
-        } else {
-            call("creating the join-token key Secret", self.secrets().create(&pp, &secret)).await?;
-        }
+        let secret = key_secret(&key);
+        self.ctx
+            .call("creating the join-token key Secret", self.secrets().create(&PostParams::default(), &secret))
+            .await?;
         Ok(key)
     }
 
@@ -80,43 +79,58 @@ impl KubeJoinTokens {
             return Ok(change(None).1);
         }
         let name = secret_name(id);
-        for attempt in 0..MAX_ATTEMPTS {
-            let secret = call_opt(&format!("reading Secret {name}"), self.secrets().get(&name)).await?;
+        // Each attempt runs `change` on a fresh read; the lock only hands it to that attempt.
+        let change = Mutex::new(change);
+        let (this, name, change) = (self, name.as_str(), &change);
+        let attempt = move || async move {
+            let secret = this.ctx.call_opt(&format!("reading Secret {name}"), this.secrets().get(name)).await?;
             let Some(mut secret) = secret else {
-                return Ok(change(None).1);
+                return Ok(Ok(lock(change)(None).1));
             };
-            let mut record = record_of(&secret)?;
-            let (write, answer) = change(Some(&mut record));
+            let mut record = match record_of(&secret) {
+                Ok(record) => record,
+                Err(corrupt) => return Ok(Err(corrupt)),
+            };
+            let (write, answer) = lock(change)(Some(&mut record));
             if !write {
-                return Ok(answer);
+                return Ok(Ok(answer));
             }
             set_record(&mut secret, &record);
             // The resourceVersion of the read stays in `secret`: a concurrent writer makes this 409.
-            match call(
-                &format!("{operation} Secret {name}"),
-                self.secrets().replace(&name, &PostParams::default(), &secret),
-            )
-            .await
-            {
-                Ok(_) => return Ok(answer),
-                Err(KubeFailure::Conflict { .. }) => {
-                    let backoff = rand::rng().random_range(1..=5 + 5 * attempt.min(10) as u64);
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                }
-                Err(failure) => return Err(failure.into()),
-            }
+            this.ctx
+                .call(
+                    &format!("{operation} Secret {name}"),
+                    this.secrets().replace(name, &PostParams::default(), &secret),
+                )
+                .await?;
+            Ok(Ok(answer))
+        };
+        // Only a conflict is retried: it means another use was counted meanwhile, so the next
+        // read sees it and the transition is decided again. A corrupt record is an answer
+        // (`Ok(Err(_))`), not something to retry.
+        match retry(
+            &RetryPolicy::CONFLICT.with_max_retries(MAX_CONFLICT_RETRIES),
+            attempt,
+            |failure| matches!(failure, KubeFailure::Conflict { .. }),
+            |_| None,
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            Err(KubeFailure::Conflict { .. }) => Err(StoreError::Unavailable {
+                operation: format!("{operation} Secret {name}"),
+                source: "kept conflicting with concurrent writers".into(),
+            }),
+            Err(failure) => Err(failure.into()),
         }
-        Err(StoreError::Unavailable {
-            operation: format!("{operation} Secret {name}"),
-            source: "kept conflicting with concurrent writers".into(),
-        })
     }
 }
 
 #[async_trait::async_trait]
 impl JoinTokenStore for KubeJoinTokens {
     async fn key(&self) -> Result<Option<JoinTokenKey>, StoreError> {
-        let secret = call_opt("reading the join-token key Secret", self.secrets().get(TOKEN_KEY_SECRET)).await?;
+        let secret =
+            self.ctx.call_opt("reading the join-token key Secret", self.secrets().get(TOKEN_KEY_SECRET)).await?;
         secret.as_ref().map(key_of).transpose()
     }
 
@@ -124,7 +138,7 @@ impl JoinTokenStore for KubeJoinTokens {
         if let Some(key) = self.key().await? {
             return Ok(key);
         }
-        match self.write_key(None).await {
+        match self.create_key().await {
             Ok(key) => {
                 tracing::info!(secret.name = TOKEN_KEY_SECRET, "created the join-token signing key");
                 Ok(key)
@@ -139,8 +153,18 @@ impl JoinTokenStore for KubeJoinTokens {
     }
 
     async fn rotate_key(&self) -> Result<JoinTokenKey, StoreError> {
-        let existing = call_opt("reading the join-token key Secret", self.secrets().get(TOKEN_KEY_SECRET)).await?;
-        Ok(self.write_key(existing).await?)
+        // Server-side apply creates the Secret or replaces its key in one request. Forced: the
+        // operator asked for a new key, so it takes the field over from whoever set it before,
+        // and of two rotations racing the last one wins.
+        let key = JoinTokenKey::generate();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.ctx
+            .call(
+                "rotating the join-token key Secret",
+                self.secrets().patch(TOKEN_KEY_SECRET, &params, &Patch::Apply(&key_secret(&key))),
+            )
+            .await?;
+        Ok(key)
     }
 
     async fn create_record(&self, record: &JoinTokenRecord) -> Result<(), StoreError> {
@@ -154,7 +178,9 @@ impl JoinTokenStore for KubeJoinTokens {
             ..Secret::default()
         };
         set_record(&mut secret, record);
-        call(&format!("creating Secret {name}"), self.secrets().create(&PostParams::default(), &secret)).await?;
+        self.ctx
+            .call(&format!("creating Secret {name}"), self.secrets().create(&PostParams::default(), &secret))
+            .await?;
         Ok(())
     }
 
@@ -163,26 +189,27 @@ impl JoinTokenStore for KubeJoinTokens {
             return Ok(None);
         }
         let name = secret_name(id);
-        let secret = call_opt(&format!("reading Secret {name}"), self.secrets().get(&name)).await?;
+        let secret = self.ctx.call_opt(&format!("reading Secret {name}"), self.secrets().get(&name)).await?;
         secret.as_ref().map(record_of).transpose()
     }
 
     async fn records(&self) -> Result<Vec<JoinTokenRecord>, StoreError> {
         let selector = format!("{LABEL_JOIN_TOKEN}=true");
-        let list =
-            call("listing join-token Secrets", self.secrets().list(&ListParams::default().labels(&selector))).await?;
+        let list = self
+            .ctx
+            .call("listing join-token Secrets", self.secrets().list(&ListParams::default().labels(&selector)))
+            .await?;
         let mut records = list.items.iter().map(record_of).collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(records)
     }
 
     async fn revoke(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        if !join_token::valid_id(id) {
+            return Ok(None);
+        }
         self.update(id, "revoking join token in", |record| match record {
-            Some(record) => {
-                let write = !record.revoked;
-                record.revoked = true;
-                (write, Some(record.clone()))
-            }
+            Some(record) => (record.revoke(), Some(record.clone())),
             None => (false, None),
         })
         .await
@@ -203,6 +230,21 @@ impl JoinTokenStore for KubeJoinTokens {
 /// The record Secret's name for token `id`.
 pub fn secret_name(id: &str) -> String {
     format!("{JOIN_TOKEN_SECRET_PREFIX}{id}")
+}
+
+/// The key Secret as this service writes it: only the name and the key, so an apply owns just
+/// `data.key` and a create sets nothing else.
+fn key_secret(key: &JoinTokenKey) -> Secret {
+    Secret {
+        metadata: ObjectMeta { name: Some(TOKEN_KEY_SECRET.into()), ..ObjectMeta::default() },
+        data: Some(BTreeMap::from([(TOKEN_KEY_DATA.to_owned(), ByteString(key.expose().to_vec()))])),
+        ..Secret::default()
+    }
+}
+
+/// The caller's `change`, also after a panic in another attempt (it holds no invariant).
+fn lock<F>(change: &Mutex<F>) -> MutexGuard<'_, F> {
+    change.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn key_of(secret: &Secret) -> Result<JoinTokenKey, StoreError> {

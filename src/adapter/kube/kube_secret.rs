@@ -1,8 +1,13 @@
-//! `KubeStore`: the Kubernetes backend's storage, creating and reading exactly the objects of
-//! spec section 3 so it interoperates with real Liqo clusters.
+//! `KubeStore`: the Kubernetes backend's storage, creating and reading exactly the objects Liqo
+//! itself creates and reads (tenant namespace, `liqo-remote-certificate` Secret, `liqo-binding-*`
+//! RoleBindings, `remote-token-<id>` Secrets), so it interoperates with real Liqo clusters.
 //!
-//! Every step is create-or-get through direct API calls (no informer cache between steps, spec
-//! 11 R6) and tolerates what a previous, interrupted attempt left behind (R4).
+//! Every step is create-or-get through direct API calls, with no informer cache between steps:
+//! a cache may lag behind another replica's write, and a step based on a stale view would create
+//! a duplicate or overwrite a newer object. Every step also tolerates what a previous,
+//! interrupted attempt left behind, so a peer's retry completes a half-done issuance.
+//!
+//! The shared token comes from [`KubeTokenCache`]; deciding what to store is the domain's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,20 +18,22 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 
 use crate::adapter::kube::kube_token::KubeTokenCache;
 use crate::adapter::kube::{
-    call, call_opt, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS, LABEL_TENANT_NAMESPACE,
+    KubeCtx, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS, LABEL_TENANT_NAMESPACE,
     REMOTE_CERTIFICATE_SECRET, TOKEN_KEY,
 };
 use crate::identity::port::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity};
-use crate::identity::{pem_encode, BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
+use crate::retry::{retry, RetryPolicy};
 
 /// In-cluster service-account CA, re-read at request time so a rotation needs no restart.
 const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
-/// How `apiServerUrl` and `apiServerCA` are found (spec 3.9, read at request time: R9).
+/// How `apiServerUrl` and `apiServerCA` are found. They are resolved at request time, not at
+/// start, so a rotated CA or a moved control plane needs no restart.
 #[derive(Debug, Clone)]
 pub struct ApiServerSource {
     /// `--advertise-api-server-address`, normalised.
@@ -43,17 +50,13 @@ pub struct ApiServerSource {
 
 impl ApiServerSource {
     /// Derives the source from a client configuration.
-    pub fn from_config(config: &kube::Config, advertised_url: Option<String>, trusted_ca: bool) -> Self {
-        let client_ca_pem = config
-            .root_cert
-            .as_ref()
-            .map(|certs| certs.iter().map(|der| pem_encode("CERTIFICATE", der)).collect::<String>());
+    pub fn from_ctx(ctx: &KubeCtx, advertised_url: Option<String>, trusted_ca: bool) -> Self {
         let ca_file = Some(PathBuf::from(SERVICE_ACCOUNT_CA)).filter(|p| p.exists());
         Self {
             advertised_url,
-            client_url: config.cluster_url.to_string().trim_end_matches('/').to_owned(),
+            client_url: ctx.server_url.clone(),
             trusted_ca,
-            client_ca_pem,
+            client_ca_pem: ctx.server_ca_pem.clone(),
             ca_file,
         }
     }
@@ -62,7 +65,7 @@ impl ApiServerSource {
 /// The Kubernetes credential store.
 #[derive(Clone)]
 pub struct KubeStore {
-    client: Client,
+    ctx: KubeCtx,
     namespace: String,
     tokens: KubeTokenCache,
     api_server: Arc<ApiServerSource>,
@@ -70,8 +73,8 @@ pub struct KubeStore {
 
 impl KubeStore {
     /// A store over `client`, keeping tokens in `namespace`.
-    pub fn new(client: Client, namespace: String, tokens: KubeTokenCache, api_server: ApiServerSource) -> Self {
-        Self { client, namespace, tokens, api_server: Arc::new(api_server) }
+    pub fn new(ctx: KubeCtx, namespace: String, tokens: KubeTokenCache, api_server: ApiServerSource) -> Self {
+        Self { ctx, namespace, tokens, api_server: Arc::new(api_server) }
     }
 
     /// The token cache (also the `SharedTokenSource`).
@@ -81,10 +84,11 @@ impl KubeStore {
 
     /// Every peer with a tenant namespace, and its stored certificate if any.
     pub async fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let list =
-            call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(LABEL_TENANT_NAMESPACE)))
-                .await?;
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let list = self
+            .ctx
+            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(LABEL_TENANT_NAMESPACE)))
+            .await?;
         let mut peers = Vec::new();
         for ns in list.items {
             let Some(name) = ns.metadata.name.clone() else {
@@ -93,8 +97,10 @@ impl KubeStore {
             let Some(cluster_id) = ns.metadata.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER_ID)).cloned() else {
                 continue;
             };
-            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &name);
-            let identity = call_opt("reading the stored certificate", secrets.get(REMOTE_CERTIFICATE_SECRET))
+            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &name);
+            let identity = self
+                .ctx
+                .call_opt("reading the stored certificate", secrets.get(REMOTE_CERTIFICATE_SECRET))
                 .await?
                 .and_then(|s| identity_of(&s));
             peers.push(PeerRecord { cluster_id, cluster_name: None, namespace: name, identity });
@@ -109,28 +115,39 @@ impl KubeStore {
     /// so a partly failed removal can simply be run again.
     pub async fn remove_peer(&self, cluster: &ClusterId, delete_namespace: bool) -> Result<Vec<String>, StoreError> {
         let mut removed = Vec::new();
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
         let selector = format!("{LABEL_CLUSTER_ID}={cluster},{LABEL_TENANT_NAMESPACE}");
-        let found =
-            call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector))).await?;
+        let found = self
+            .ctx
+            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector)))
+            .await?;
         for namespace in found.items.iter().filter_map(|ns| ns.metadata.name.clone()) {
-            let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), &namespace);
+            let bindings: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), &namespace);
             for name in self.binding_names(&bindings).await? {
-                if deleted(&format!("deleting RoleBinding {name}"), bindings.delete(&name, &DeleteParams::default()))
-                    .await?
+                if deleted(
+                    &self.ctx,
+                    &format!("deleting RoleBinding {name}"),
+                    bindings.delete(&name, &DeleteParams::default()),
+                )
+                .await?
                 {
                     removed.push(format!("RoleBinding {namespace}/{name}"));
                 }
             }
-            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
             let what = format!("Secret {namespace}/{REMOTE_CERTIFICATE_SECRET}");
-            if deleted(&format!("deleting {what}"), secrets.delete(REMOTE_CERTIFICATE_SECRET, &DeleteParams::default()))
-                .await?
+            if deleted(
+                &self.ctx,
+                &format!("deleting {what}"),
+                secrets.delete(REMOTE_CERTIFICATE_SECRET, &DeleteParams::default()),
+            )
+            .await?
             {
                 removed.push(what);
             }
             if delete_namespace
                 && deleted(
+                    &self.ctx,
                     &format!("deleting namespace {namespace}"),
                     namespaces.delete(&namespace, &DeleteParams::default()),
                 )
@@ -139,9 +156,11 @@ impl KubeStore {
                 removed.push(format!("Namespace {namespace}"));
             }
         }
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let origin = format!("remote-token-{cluster}");
-        if deleted(&format!("deleting Secret {origin}"), secrets.delete(&origin, &DeleteParams::default())).await? {
+        if deleted(&self.ctx, &format!("deleting Secret {origin}"), secrets.delete(&origin, &DeleteParams::default()))
+            .await?
+        {
             removed.push(format!("Secret {}/{origin}", self.namespace));
         }
         Ok(removed)
@@ -151,7 +170,7 @@ impl KubeStore {
     /// else derived from the peering ClusterRoles (the deployed RBAC grants no list on
     /// RoleBindings; `list` on ClusterRoles and `delete` on RoleBindings suffice).
     async fn binding_names(&self, bindings: &Api<RoleBinding>) -> Result<Vec<String>, KubeFailure> {
-        match call("listing RoleBindings", bindings.list(&ListParams::default())).await {
+        match self.ctx.call("listing RoleBindings", bindings.list(&ListParams::default())).await {
             Ok(list) => Ok(list
                 .items
                 .into_iter()
@@ -159,12 +178,14 @@ impl KubeStore {
                 .filter(|name| name.starts_with("liqo-binding-"))
                 .collect()),
             Err(KubeFailure::Forbidden { .. }) => {
-                let roles: Api<ClusterRole> = Api::all(self.client.clone());
-                let list = call(
-                    "listing the peering ClusterRoles",
-                    roles.list(&ListParams::default().labels(LABEL_PEERING_PERMISSIONS)),
-                )
-                .await?;
+                let roles: Api<ClusterRole> = Api::all(self.ctx.client.clone());
+                let list = self
+                    .ctx
+                    .call(
+                        "listing the peering ClusterRoles",
+                        roles.list(&ListParams::default().labels(LABEL_PEERING_PERMISSIONS)),
+                    )
+                    .await?;
                 Ok(list
                     .items
                     .into_iter()
@@ -177,12 +198,13 @@ impl KubeStore {
     }
 
     async fn grant(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), KubeFailure> {
-        let roles: Api<ClusterRole> = Api::all(self.client.clone());
+        let roles: Api<ClusterRole> = Api::all(self.ctx.client.clone());
         let selector = format!("{LABEL_PEERING_PERMISSIONS}=basic");
-        let roles =
-            call("listing the basic peering ClusterRoles", roles.list(&ListParams::default().labels(&selector)))
-                .await?;
-        let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), namespace.as_str());
+        let roles = self
+            .ctx
+            .call("listing the basic peering ClusterRoles", roles.list(&ListParams::default().labels(&selector)))
+            .await?;
+        let bindings: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), namespace.as_str());
         for role in roles.items {
             let (Some(role_name), Some(uid)) = (role.metadata.name.clone(), role.metadata.uid.clone()) else {
                 continue;
@@ -211,11 +233,13 @@ impl KubeStore {
                     namespace: None,
                 }]),
             };
-            match call(
-                &format!("creating RoleBinding liqo-binding-{role_name}"),
-                bindings.create(&PostParams::default(), &binding),
-            )
-            .await
+            match self
+                .ctx
+                .call(
+                    &format!("creating RoleBinding liqo-binding-{role_name}"),
+                    bindings.create(&PostParams::default(), &binding),
+                )
+                .await
             {
                 Ok(_) => {
                     tracing::debug!(namespace = %namespace, clusterrole = %role_name, "bound peering ClusterRole")
@@ -228,13 +252,14 @@ impl KubeStore {
     }
 
     async fn control_plane_url(&self) -> Result<Option<String>, KubeFailure> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
         for label in [
             "node-role.kubernetes.io/control-plane",
             "node-role.kubernetes.io/master",
             "node-role.kubernetes.io/controlplane",
         ] {
-            let list = call("listing control-plane nodes", nodes.list(&ListParams::default().labels(label))).await?;
+            let list =
+                self.ctx.call("listing control-plane nodes", nodes.list(&ListParams::default().labels(label))).await?;
             if let Some(address) = list.items.iter().find_map(preferred_address) {
                 return Ok(Some(format!("https://{}:6443", bracket_ipv6(&address))));
             }
@@ -253,8 +278,8 @@ impl KubeStore {
         if let Some(pem) = &source.client_ca_pem {
             return Ok(Some(pem.clone()));
         }
-        let configmaps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        let root = call_opt("reading ConfigMap kube-root-ca.crt", configmaps.get("kube-root-ca.crt")).await?;
+        let configmaps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let root = self.ctx.call_opt("reading ConfigMap kube-root-ca.crt", configmaps.get("kube-root-ca.crt")).await?;
         Ok(root.and_then(|cm| cm.data).and_then(|mut data| data.remove("ca.crt")))
     }
 }
@@ -262,10 +287,12 @@ impl KubeStore {
 #[async_trait::async_trait]
 impl CredentialStore for KubeStore {
     async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
         let selector = format!("{LABEL_CLUSTER_ID}={},{LABEL_TENANT_NAMESPACE}", cluster.id);
-        let found =
-            call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector))).await?;
+        let found = self
+            .ctx
+            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector)))
+            .await?;
         match found.items.as_slice() {
             [one] => return Ok(TenantNamespace::from_stored(one.metadata.name.clone().unwrap_or_default())),
             [] => {}
@@ -288,7 +315,11 @@ impl CredentialStore for KubeStore {
             },
             ..Namespace::default()
         };
-        match call(&format!("creating namespace {name}"), namespaces.create(&PostParams::default(), &namespace)).await {
+        match self
+            .ctx
+            .call(&format!("creating namespace {name}"), namespaces.create(&PostParams::default(), &namespace))
+            .await
+        {
             Ok(_) => {
                 tracing::info!(namespace = %name, cluster.id = %cluster.id, "created tenant namespace {name}");
                 Ok(name)
@@ -304,8 +335,9 @@ impl CredentialStore for KubeStore {
         namespace: &TenantNamespace,
         _: &ClusterId,
     ) -> Result<Option<StoredIdentity>, StoreError> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace.as_str());
-        let secret = call_opt("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace.as_str());
+        let secret =
+            self.ctx.call_opt("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
         Ok(secret.as_ref().and_then(identity_of))
     }
 
@@ -315,25 +347,33 @@ impl CredentialStore for KubeStore {
         cluster: &ClusterId,
         identity: &StoredIdentity,
     ) -> Result<(), StoreError> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace.as_str());
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace.as_str());
         let secret = identity_secret(cluster, identity, None);
-        match call("creating Secret liqo-remote-certificate", secrets.create(&PostParams::default(), &secret)).await {
+        match self
+            .ctx
+            .call("creating Secret liqo-remote-certificate", secrets.create(&PostParams::default(), &secret))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(failure) if failure.is_already_exists() => {
-                // A Secret left without usable keys (spec 3.3, last row) must not block issuance.
-                let existing =
-                    call("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
+                // A Secret without both `csr` and `certificate` holds no identity (Liqo treats
+                // it as absent too); it must not block issuance, so it is repaired in place.
+                let existing = self
+                    .ctx
+                    .call("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET))
+                    .await?;
                 if identity_of(&existing).is_some() {
                     return Err(StoreError::AlreadyExists {
                         what: format!("Secret {REMOTE_CERTIFICATE_SECRET} in {namespace}"),
                     });
                 }
                 let repaired = identity_secret(cluster, identity, Some(existing));
-                call(
-                    "repairing Secret liqo-remote-certificate",
-                    secrets.replace(REMOTE_CERTIFICATE_SECRET, &PostParams::default(), &repaired),
-                )
-                .await?;
+                self.ctx
+                    .call(
+                        "repairing Secret liqo-remote-certificate",
+                        secrets.replace(REMOTE_CERTIFICATE_SECRET, &PostParams::default(), &repaired),
+                    )
+                    .await?;
                 Ok(())
             }
             Err(failure) => Err(failure.into()),
@@ -347,18 +387,21 @@ impl CredentialStore for KubeStore {
         identity: &StoredIdentity,
         previous: &StoredIdentity,
     ) -> Result<(), StoreError> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace.as_str());
-        let existing = call("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace.as_str());
+        let existing =
+            self.ctx.call("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
         if identity_of(&existing).as_ref() != Some(previous) {
             return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
         }
         // resourceVersion is kept from the read: a concurrent change gets 409 Conflict.
         let replacement = identity_secret(cluster, identity, Some(existing));
-        match call(
-            "replacing Secret liqo-remote-certificate",
-            secrets.replace(REMOTE_CERTIFICATE_SECRET, &PostParams::default(), &replacement),
-        )
-        .await
+        match self
+            .ctx
+            .call(
+                "replacing Secret liqo-remote-certificate",
+                secrets.replace(REMOTE_CERTIFICATE_SECRET, &PostParams::default(), &replacement),
+            )
+            .await
         {
             Ok(_) => Ok(()),
             Err(KubeFailure::Conflict { .. }) => {
@@ -373,55 +416,64 @@ impl CredentialStore for KubeStore {
     }
 
     async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let name = format!("remote-token-{cluster}");
         // Create first: the common case (a first peering) then costs one request.
-        let created = call(
-            &format!("creating Secret {name}"),
-            secrets.create(&PostParams::default(), &origin_token_secret(&name, cluster, token, None)),
-        )
-        .await;
+        let created = self
+            .ctx
+            .call(
+                &format!("creating Secret {name}"),
+                secrets.create(&PostParams::default(), &origin_token_secret(&name, cluster, token, None)),
+            )
+            .await;
         match created {
             Ok(_) => return Ok(()),
             Err(failure) if failure.is_already_exists() => {}
             Err(failure) => return Err(failure.into()),
         }
-        for _ in 0..3 {
-            let existing = call_opt(&format!("reading Secret {name}"), secrets.get(&name)).await?;
-            if existing.as_ref().is_some_and(|s| holds_origin_token(s, cluster, token)) {
-                return Ok(());
-            }
-            let result = match existing {
-                None => {
-                    call(
-                        &format!("creating Secret {name}"),
-                        secrets.create(&PostParams::default(), &origin_token_secret(&name, cluster, token, None)),
-                    )
-                    .await
+        // It exists: make it hold this token. A concurrent writer (another replica peering the
+        // same cluster) makes the write fail with 409, or a create race with AlreadyExists;
+        // the next attempt reads what that writer left and usually finds the token already there.
+        let (ctx, secrets, name) = (&self.ctx, &secrets, name.as_str());
+        let written = retry(
+            &RetryPolicy::CONFLICT,
+            move || async move {
+                let existing = ctx.call_opt(&format!("reading Secret {name}"), secrets.get(name)).await?;
+                match existing {
+                    Some(existing) if holds_origin_token(&existing, cluster, token) => Ok(()),
+                    None => ctx
+                        .call(
+                            &format!("creating Secret {name}"),
+                            secrets.create(&PostParams::default(), &origin_token_secret(name, cluster, token, None)),
+                        )
+                        .await
+                        .map(drop),
+                    // The resourceVersion of the read stays in the object: a concurrent change is 409.
+                    Some(existing) => ctx
+                        .call(
+                            &format!("updating Secret {name}"),
+                            secrets.replace(
+                                name,
+                                &PostParams::default(),
+                                &origin_token_secret(name, cluster, token, Some(existing)),
+                            ),
+                        )
+                        .await
+                        .map(drop),
                 }
-                Some(existing) => {
-                    call(
-                        &format!("updating Secret {name}"),
-                        secrets.replace(
-                            &name,
-                            &PostParams::default(),
-                            &origin_token_secret(&name, cluster, token, Some(existing)),
-                        ),
-                    )
-                    .await
-                }
-            };
-            match result {
-                Ok(_) => return Ok(()),
-                // Raced with another writer: read again and retry.
-                Err(KubeFailure::AlreadyExists { .. } | KubeFailure::Conflict { .. }) => continue,
-                Err(failure) => return Err(failure.into()),
-            }
+            },
+            |failure| matches!(failure, KubeFailure::AlreadyExists { .. } | KubeFailure::Conflict { .. }),
+            |_| None,
+        )
+        .await;
+        match written {
+            Ok(()) => Ok(()),
+            Err(KubeFailure::AlreadyExists { .. } | KubeFailure::Conflict { .. }) => Err(StoreError::Unavailable {
+                operation: format!("updating Secret {name}"),
+                source: "kept conflicting with concurrent writers".into(),
+            }),
+            Err(failure) => Err(failure.into()),
         }
-        Err(StoreError::Unavailable {
-            operation: format!("updating Secret {name}"),
-            source: "kept conflicting with concurrent writers".into(),
-        })
     }
 
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
@@ -439,21 +491,22 @@ impl CredentialStore for KubeStore {
                 source: "the first list has not completed".into(),
             });
         }
-        call("asking the API server for its version", self.client.apiserver_version()).await?;
+        self.ctx.call("asking the API server for its version", self.ctx.client.apiserver_version()).await?;
         Ok(())
     }
 }
 
 /// Runs a delete: `Ok(true)` when deleted, `Ok(false)` when it was not there.
 async fn deleted<T>(
+    ctx: &KubeCtx,
     operation: &str,
     future: impl std::future::Future<Output = Result<T, kube::Error>>,
 ) -> Result<bool, KubeFailure> {
-    Ok(call_opt(operation, future).await?.is_some())
+    Ok(ctx.call_opt(operation, future).await?.is_some())
 }
 
 /// Reads `csr` and `certificate` from a `liqo-remote-certificate` Secret; `None` when either is
-/// missing (such a Secret is treated as absent, as in the reference).
+/// missing (such a Secret is treated as absent, as Liqo does).
 fn identity_of(secret: &Secret) -> Option<StoredIdentity> {
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|s| !s.is_empty());
@@ -474,8 +527,9 @@ fn identity_secret(cluster: &ClusterId, identity: &StoredIdentity, existing: Opt
     secret
 }
 
-/// `remote-token-<id>` (spec 3.8). Labels are (re)set on an existing Secret even when it had
-/// none: the reference panics there (R15).
+/// `remote-token-<id>`: the token the peer sent for reaching it back, labelled as Liqo looks it
+/// up. Labels are (re)set on an existing Secret even when it had none (one made by hand, say):
+/// Liqo's own auth service fails on such a Secret, and an unlabelled one is never found.
 fn origin_token_secret(name: &str, cluster: &ClusterId, token: &BearerToken, existing: Option<Secret>) -> Secret {
     let mut secret = existing.unwrap_or_else(|| Secret {
         metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },

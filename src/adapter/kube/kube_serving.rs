@@ -67,6 +67,10 @@ where
         ("tls.crt".to_owned(), ByteString(pair.cert.clone().into_bytes())),
         ("tls.key".to_owned(), ByteString(pair.key.clone().into_bytes())),
     ]));
+    // Create, or replace with the resourceVersion that was read; not server-side apply: apply
+    // lets the last writer win, so two replicas generating together would each serve their own
+    // pair while only one is stored. Here the second writer gets AlreadyExists or Conflict and
+    // serves the first one's pair.
     let pp = kube::api::PostParams::default();
     let written = if secret.metadata.resource_version.is_some() {
         ctx.call("replacing the serving certificate Secret", api.replace(SERVING_CERT_SECRET, &pp, &secret)).await

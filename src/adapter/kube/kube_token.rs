@@ -1,21 +1,26 @@
 //! `KubeTokenCache`: the shared token from Secret `auth-token`, kept current by a watch.
 //!
-//! Fixes of spec 11: a re-list after any watch gap repairs a Secret deleted meanwhile (R10); a
-//! Secret without a usable `token` never authenticates anyone and is repaired (S3); reads
-//! come from memory, never a request per call.
+//! - Reads come from memory, never a request per call: the token is checked on every request.
+//! - After any gap in the watch, kube's watcher lists again, so a Secret deleted while the
+//!   watch was down is noticed and created anew instead of the old token staying valid.
+//! - A Secret without a usable `token` (missing, blank, not UTF-8) never authenticates anyone:
+//!   an empty token would otherwise match an empty bearer. It is repaired with a new token.
+//!
+//! Checking a presented token against the cached one is the domain's.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::Api;
+use tokio::sync::watch;
 
-use crate::adapter::kube::{call, TOKEN_KEY, TOKEN_SECRET};
+use crate::adapter::kube::{KubeCtx, KubeFailure, TOKEN_KEY, TOKEN_SECRET};
 use crate::identity::port::SharedTokenSource;
 use crate::identity::SharedToken;
 
@@ -25,56 +30,58 @@ pub struct KubeTokenCache {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     token: RwLock<Option<SharedToken>>,
-    synced: AtomicBool,
+    /// Becomes true once the first list completed; a channel so start-up can await it.
+    synced: watch::Sender<bool>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self { token: RwLock::new(None), synced: watch::Sender::new(false) }
+    }
 }
 
 impl KubeTokenCache {
     /// Starts the watch in the background and returns the cache it fills.
-    pub fn start(client: kube::Client, namespace: &str) -> Self {
+    pub fn start(ctx: &KubeCtx, namespace: &str) -> Self {
         let cache = Self::default();
-        let api: Api<Secret> = Api::namespaced(client, namespace);
-        let task_cache = cache.clone();
-        tokio::spawn(async move { task_cache.run(api).await });
+        let api: Api<Secret> = ctx.namespaced(namespace);
+        let (task_cache, ctx) = (cache.clone(), ctx.clone());
+        tokio::spawn(async move { task_cache.run(&ctx, api).await });
         cache
     }
 
     /// True once the first list completed (readiness).
     pub fn synced(&self) -> bool {
-        self.inner.synced.load(Ordering::Acquire)
+        *self.inner.synced.borrow()
     }
 
-    /// Waits until synced, polling cheaply (start-up only).
-    pub async fn wait_synced(&self, timeout: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.synced() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        true
+    /// Waits at most `timeout` until synced; false when the first list did not complete in time.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let mut synced = self.inner.synced.subscribe();
+        // `wait_for` cannot fail here: `self` keeps the sender alive.
+        let in_time = matches!(tokio::time::timeout(timeout, synced.wait_for(|synced| *synced)).await, Ok(Ok(_)));
+        in_time
     }
 
-    async fn run(self, api: Api<Secret>) {
+    async fn run(self, ctx: &KubeCtx, api: Api<Secret>) {
         let config = watcher::Config::default().fields(&format!("metadata.name={TOKEN_SECRET}"));
-        let mut stream = watcher(api.clone(), config).boxed();
+        // kube's watcher backoff spaces out re-lists after errors; errors still reach us to log.
+        let mut stream = watcher(api.clone(), config).default_backoff().boxed();
         let mut listed: Option<Secret> = None;
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Init) => listed = None,
                 Ok(watcher::Event::InitApply(secret)) => listed = Some(secret),
                 Ok(watcher::Event::InitDone) => {
-                    self.observe(&api, listed.take()).await;
-                    self.inner.synced.store(true, Ordering::Release);
+                    self.observe(ctx, &api, listed.take()).await;
+                    self.inner.synced.send_replace(true);
                 }
-                Ok(watcher::Event::Apply(secret)) => self.observe(&api, Some(secret)).await,
-                Ok(watcher::Event::Delete(_)) => self.observe(&api, None).await,
+                Ok(watcher::Event::Apply(secret)) => self.observe(ctx, &api, Some(secret)).await,
+                Ok(watcher::Event::Delete(_)) => self.observe(ctx, &api, None).await,
                 Err(error) => {
                     tracing::warn!(secret.name = TOKEN_SECRET, error = %error, "watching the token Secret failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
         }
@@ -82,7 +89,7 @@ impl KubeTokenCache {
 
     /// Applies what the watch saw: use a usable token; create a missing Secret; repair one
     /// without a usable value.
-    async fn observe(&self, api: &Api<Secret>, secret: Option<Secret>) {
+    async fn observe(&self, ctx: &KubeCtx, api: &Api<Secret>, secret: Option<Secret>) {
         let usable = secret.as_ref().and_then(token_of);
         self.set(usable.clone());
         if usable.is_some() {
@@ -92,7 +99,7 @@ impl KubeTokenCache {
         let result = match secret {
             None => {
                 tracing::info!(secret.name = TOKEN_SECRET, "the token Secret is missing; creating it with a new token");
-                call("creating the token Secret", api.create(&PostParams::default(), &token_secret(&fresh, None)))
+                ctx.call("creating the token Secret", api.create(&PostParams::default(), &token_secret(&fresh, None)))
                     .await
                     .map(|_| ())
             }
@@ -101,7 +108,7 @@ impl KubeTokenCache {
                     secret.name = TOKEN_SECRET,
                     "the token Secret has no usable token; replacing it with a new token"
                 );
-                call(
+                ctx.call(
                     "repairing the token Secret",
                     api.replace(TOKEN_SECRET, &PostParams::default(), &token_secret(&fresh, Some(existing))),
                 )
@@ -124,6 +131,14 @@ impl KubeTokenCache {
     }
 }
 
+/// Reads the shared token straight from Secret `auth-token` (for commands, which run no watch);
+/// `None` when the Secret is missing or holds no usable token.
+pub async fn read_shared_token(ctx: &KubeCtx, namespace: &str) -> Result<Option<SharedToken>, KubeFailure> {
+    let api: Api<Secret> = ctx.namespaced(namespace);
+    let secret = ctx.call_opt("reading Secret auth-token", api.get(TOKEN_SECRET)).await?;
+    Ok(secret.as_ref().and_then(token_of))
+}
+
 impl SharedTokenSource for KubeTokenCache {
     fn shared_token(&self) -> Option<SharedToken> {
         self.inner.token.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -136,7 +151,7 @@ pub fn token_of(secret: &Secret) -> Option<SharedToken> {
     SharedToken::from_stored(std::str::from_utf8(&bytes.0).ok()?)
 }
 
-/// The token Secret as the reference writes it (`Opaque`, key `token`), keeping an existing
+/// The token Secret as Liqo writes it (`Opaque`, key `token`), keeping an existing
 /// object's metadata (resourceVersion included) when repairing.
 fn token_secret(token: &SharedToken, existing: Option<Secret>) -> Secret {
     let mut secret = existing.unwrap_or_else(|| Secret {
