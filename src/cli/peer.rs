@@ -98,7 +98,7 @@ impl PeerArgs {
     /// The backend to open and what to do with it; reads `--ca-file`. The tokens are read when
     /// the run starts, so their errors and warnings belong to the run.
     pub fn into_options(self) -> Result<(BackendConfig, PeerOptions), PeerArgsError> {
-        let backend = backend_config(&self.backend);
+        let backend = self.backend.to_config();
         let token = match (self.token_file, self.token_stdin, self.token) {
             (Some(path), _, _) => TokenSource::File(path),
             (None, true, _) => TokenSource::Stdin,
@@ -119,18 +119,6 @@ impl PeerArgs {
             origin_token_file: self.origin_token_file,
         };
         Ok((backend, options))
-    }
-}
-
-// TODO(client split): `BackendConfig::from_args` once config.rs has it.
-fn backend_config(args: &BackendArgs) -> BackendConfig {
-    match args.backend {
-        crate::cli::BackendKind::Local => BackendConfig::Local { data_dir: args.data_dir.clone() },
-        crate::cli::BackendKind::Kubernetes => BackendConfig::Kubernetes {
-            namespace: args.namespace.clone(),
-            connection: crate::adapter::kube::Connection::from_flag(args.kubeconfig.as_deref()),
-            request_timeout: crate::adapter::kube::DEFAULT_REQUEST_TIMEOUT,
-        },
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Opening the store touches nothing: directories are created when the first key is saved, and
 //! a server's data (its shared token, its CA) is never created here. The Kubernetes adapter
-//! (Liqo identity Secrets) is `adapter::kube::kube_identity`; checking certificates and talking
+//! (Liqo identity Secrets) is in `adapter/kube/kube_identity.rs`; checking certificates and talking
 //! to the provider are left to [`super::peer`].
 
 use std::path::{Path, PathBuf};

@@ -90,7 +90,7 @@ pub struct PeerBackend {
     pub cluster: Arc<dyn ClusterState>,
     /// Where identities obtained from providers are kept.
     pub identities: Arc<dyn PeerIdentityStore>,
-    /// How `--kubeconfig-out` is rendered (`adapter::kube::kube_kubeconfig::render`).
+    /// How `--kubeconfig-out` is rendered (the Kubernetes adapter, `adapter/kube/kube_kubeconfig.rs`).
     pub render_kubeconfig: RenderKubeconfig,
 }
 

@@ -3,7 +3,7 @@
 //! the same CSR).
 //!
 //! Adapters: files under the data dir (`client::identity_store::LocalIdentityStore`) and Liqo
-//! identity Secrets (`adapter::kube::kube_identity::KubeIdentityStore`). Checking what the
+//! identity Secrets (`KubeIdentityStore` in `adapter/kube/kube_identity.rs`). Checking what the
 //! provider returned is left to the client; a store keeps what it is given.
 
 use std::fmt;
@@ -61,7 +61,7 @@ pub struct KubeconfigParts<'a> {
 }
 
 /// Renders [`KubeconfigParts`] as a kubeconfig document. The Kubernetes adapter owns the format
-/// (`adapter::kube::kube_kubeconfig::render`); the client only writes the text it returns.
+/// (`render` in `adapter/kube/kube_kubeconfig.rs`); the client only writes the text it returns.
 pub type RenderKubeconfig = fn(&KubeconfigParts<'_>) -> String;
 
 /// Storage of the identities `peer` obtained. "Not found" is `Ok(None)`; a new identity never
