@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::support::app::{certificate_body, post_json, send, Answer};
 use crate::support::fake_apiserver::FakeApiServer;
@@ -16,8 +17,8 @@ use clap::Parser as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use liqo_auth::adapter::kube::KubeJoinTokens;
 use liqo_auth::cli::{Args, Command};
+use liqo_auth::config::Access;
 use liqo_auth::identity::join_token::{ConsumeOutcome, JoinTokenClaims, JoinTokenRecord, AUDIENCE};
 use liqo_auth::identity::port::JoinTokenStore;
 
@@ -62,8 +63,11 @@ impl Cluster {
         last_line(&self.cli(&args).await)
     }
 
-    fn join_tokens(&self) -> KubeJoinTokens {
-        KubeJoinTokens::new(self.fake.client(), NS.into())
+    /// The join-token store of a fresh service instance (a replica of its own), opened by the
+    /// composition root over the fake.
+    async fn join_tokens(&self) -> Arc<dyn JoinTokenStore> {
+        let config = server::serve_config_over(&self.fake, &["liqo-auth", "serve", "--namespace", NS]);
+        config.backend.open(Access::Existing).await.expect("the backend opens").join_tokens
     }
 
     async fn shared_token(&self) -> String {
@@ -86,8 +90,14 @@ async fn run_cli(argv: &[&str]) -> String {
     let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     let mut out = Vec::new();
     let result = match args.command {
-        Command::Token(command) => liqo_auth::app::operator::token(command, &mut out).await,
-        Command::Tenant(command) => liqo_auth::app::operator::tenant(command, &mut out).await,
+        Command::Token(command) => {
+            let (backend, action) = command.into_options();
+            liqo_auth::app::operator::token(&backend, action, &mut out).await
+        }
+        Command::Tenant(command) => {
+            let (backend, action) = command.into_options();
+            liqo_auth::app::operator::tenant(&backend, action, &mut out).await
+        }
         _ => unreachable!("only token and tenant commands"),
     };
     result.unwrap_or_else(|e| panic!("{argv:?} failed: {e}"));
@@ -112,7 +122,7 @@ fn b64url(bytes: &[u8]) -> String {
 
 /// Valid claims for a token whose record exists, so a test changes exactly one thing.
 async fn recorded_claims(cluster: &Cluster, sub: Option<&str>) -> JoinTokenClaims {
-    let store = cluster.join_tokens();
+    let store = cluster.join_tokens().await;
     let key = store.ensure_key().await.unwrap();
     let id = format!("{:032x}", rand_id());
     let now = now();
@@ -150,7 +160,7 @@ fn hs256(secret: &[u8], claims: &JoinTokenClaims) -> String {
 }
 
 async fn sign_with_current_key(cluster: &Cluster, claims: &JoinTokenClaims) -> String {
-    let key = cluster.join_tokens().key().await.unwrap().unwrap();
+    let key = cluster.join_tokens().await.key().await.unwrap().unwrap();
     hs256(key.expose(), claims)
 }
 
@@ -212,7 +222,7 @@ async fn every_bad_join_token_gets_the_same_401_and_nothing_is_issued() {
     cases.push(("bound to another cluster", sign_with_current_key(&cluster, &claims).await));
 
     let revoked = cluster.create_token(&[]).await;
-    let revoked_id = cluster.join_tokens().records().await.unwrap().last().unwrap().id.clone();
+    let revoked_id = cluster.join_tokens().await.records().await.unwrap().last().unwrap().id.clone();
     let output = cluster.cli(&["token", "revoke", &revoked_id]).await;
     assert!(output.contains(&revoked_id), "{output}");
     cases.push(("revoked", revoked));
@@ -244,7 +254,7 @@ async fn every_bad_join_token_gets_the_same_401_and_nothing_is_issued() {
         .count();
     assert_eq!(tenants, 0, "no tenant namespace was created");
     // Nothing consumed a use either.
-    assert!(cluster.join_tokens().records().await.unwrap().iter().all(|r| r.uses == 0));
+    assert!(cluster.join_tokens().await.records().await.unwrap().iter().all(|r| r.uses == 0));
 
     // The same service accepts a fresh, valid token (the checks above were not vacuous).
     let valid = cluster.create_token(&[]).await;
@@ -276,7 +286,7 @@ async fn max_uses_holds_across_two_replicas_under_concurrency() {
     assert_eq!(accepted, 3, "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
     assert_eq!(cluster.stored_certificates().len(), 3);
-    let record = cluster.join_tokens().records().await.unwrap().pop().unwrap();
+    let record = cluster.join_tokens().await.records().await.unwrap().pop().unwrap();
     assert_eq!((record.uses, record.consumed_by.len()), (3, 3));
     let writes = cluster
         .fake
@@ -291,8 +301,8 @@ async fn max_uses_holds_across_two_replicas_under_concurrency() {
 async fn two_stores_racing_on_one_record_never_exceed_max_uses() {
     let cluster = Cluster::start().await;
     cluster.create_token(&["--max-uses", "3"]).await;
-    let id = cluster.join_tokens().records().await.unwrap()[0].id.clone();
-    let (a, b) = (cluster.join_tokens(), KubeJoinTokens::new(cluster.fake.client(), NS.into()));
+    let id = cluster.join_tokens().await.records().await.unwrap()[0].id.clone();
+    let (a, b) = (cluster.join_tokens().await, cluster.join_tokens().await);
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -313,7 +323,7 @@ async fn two_stores_racing_on_one_record_never_exceed_max_uses() {
 async fn a_conflicting_record_write_is_retried_and_counts_one_use() {
     let cluster = Cluster::start().await;
     cluster.create_token(&["--max-uses", "2"]).await;
-    let store = cluster.join_tokens();
+    let store = cluster.join_tokens().await;
     let id = store.records().await.unwrap()[0].id.clone();
     cluster.fake.fail_next(Some(http::Method::PUT), "liqo-auth-join-token-", 409, "Conflict");
     assert_eq!(store.consume(&id, "request-1").await.unwrap(), ConsumeOutcome::Consumed);
@@ -334,7 +344,7 @@ async fn an_idempotent_repeat_does_not_consume_a_use() {
     let repeat = issue(&router, &token, "peer-1", &csr).await;
     assert_eq!(repeat.status, StatusCode::ACCEPTED, "{}", repeat.text());
     assert_eq!(repeat.json()["certificate"], first.json()["certificate"]);
-    assert_eq!(cluster.join_tokens().records().await.unwrap()[0].uses, 1);
+    assert_eq!(cluster.join_tokens().await.records().await.unwrap()[0].uses, 1);
     let other = issue(&router, &token, "peer-2", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-2")).await;
     assert_eq!(other.status, StatusCode::UNAUTHORIZED);
     let listing = cluster.cli(&["token", "list"]).await;

@@ -350,7 +350,9 @@ async fn start_fails_clearly_without_a_cluster_identity() {
     fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": NS}}));
     let config = server::serve_config_over(&fake, &["liqo-auth", "serve", "--namespace", NS]);
     let error = server::build(&config).await.err().expect("refused");
-    assert!(error.to_string().contains("liqo-clusterid-configmap"), "{error}");
+    // What the binary prints: the whole chain, which names the missing ConfigMap.
+    let text = liqo_auth::error::error_chain(&error);
+    assert!(text.contains("liqo-clusterid-configmap"), "{text}");
 }
 
 #[tokio::test]
