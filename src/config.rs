@@ -11,20 +11,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapter::kube::kube_serving::{self, PemPair, ServingSecretError};
-use crate::adapter::kube::{
-    ApiServerSource, ClusterIdentityError, ConnectError, KubeClusterState, KubeCsrSigner, KubeCtx, KubeJoinTokens,
-    KubeStore, KubeTokenCache,
-};
+// Named `kubernetes` here so that paths into the kube crate appear only inside
+// src/adapter/kube: a grep for them is the check that Kubernetes stays in its adapter.
+use crate::adapter::kube as kubernetes;
 use crate::adapter::local::{LocalCa, LocalStore};
+use crate::client::identity_store::LocalIdentityStore;
+use crate::client::peer::PeerBackend;
 use crate::discovery::{DiscoveryError, InterfaceSelection};
 use crate::http::{AppState, Protection, ProtectionConfig};
-use crate::identity::port::{ClusterState, JoinTokenStore, Signer, StoreError, TenantAdmin};
+use crate::identity::port::{ClusterState, JoinTokenStore, PeerIdentityStore, Signer, StoreError, TenantAdmin};
 use crate::identity::{Authenticator, IssuePolicy, Issuer};
 use crate::server::tls::{ServingCertificate, ServingSource, TlsError};
 use crate::server::ServerLimits;
+use kubernetes::kube_identity::KubeIdentityStore;
+use kubernetes::kube_kubeconfig;
+use kubernetes::kube_serving::{self, PemPair, ServingSecretError};
+use kubernetes::{
+    ApiServerSource, ClusterIdentityError, ConnectError, KubeClusterState, KubeCsrSigner, KubeCtx, KubeJoinTokens,
+    KubeStore, KubeTokenCache,
+};
 
-pub use crate::adapter::kube::{Connection, DEFAULT_REQUEST_TIMEOUT as DEFAULT_KUBE_REQUEST_TIMEOUT};
+pub use kubernetes::{Connection, DEFAULT_REQUEST_TIMEOUT as DEFAULT_KUBE_REQUEST_TIMEOUT};
 
 /// Default `apiServerUrl` of the local backend.
 pub const LOCAL_API_SERVER_URL: &str = "https://127.0.0.1:6443";
@@ -200,12 +207,15 @@ impl BackendConfig {
 }
 
 impl Backend {
-    /// The data dir, on the local backend.
-    pub fn data_dir(&self) -> Option<&std::path::Path> {
-        match &self.opened {
-            Opened::Local { data_dir } => Some(data_dir),
-            Opened::Kubernetes(_) => None,
-        }
+    /// What `peer` needs from this backend: this cluster's state, where to keep the identities
+    /// it obtains (files under the data dir, or Secrets in the tenant namespaces), and how to
+    /// render a kubeconfig.
+    pub fn peer_backend(&self) -> PeerBackend {
+        let identities: Arc<dyn PeerIdentityStore> = match &self.opened {
+            Opened::Local { data_dir } => Arc::new(LocalIdentityStore::new(data_dir)),
+            Opened::Kubernetes(ctx) => Arc::new(KubeIdentityStore::new(ctx.clone())),
+        };
+        PeerBackend { cluster: self.cluster.clone(), identities, render_kubeconfig: kube_kubeconfig::render }
     }
 }
 
@@ -245,14 +255,10 @@ impl Config {
     async fn build_kube(&self, ctx: &KubeCtx, namespace: &str) -> Result<AppState, ConfigError> {
         let store_err = |source| ConfigError::Store { backend: "kubernetes", source };
         let api_source = ApiServerSource::from_ctx(ctx, self.api_server_url.clone(), !self.advertise_ca);
-        let cluster = crate::adapter::kube::cluster_identity(
-            ctx,
-            namespace,
-            self.cluster_id.as_deref(),
-            self.cluster_name.as_deref(),
-        )
-        .await
-        .map_err(ConfigError::ClusterIdentity)?;
+        let cluster =
+            kubernetes::cluster_identity(ctx, namespace, self.cluster_id.as_deref(), self.cluster_name.as_deref())
+                .await
+                .map_err(ConfigError::ClusterIdentity)?;
         let tokens = KubeTokenCache::start(ctx, namespace);
         if !tokens.wait_synced(Duration::from_secs(10)).await {
             tracing::warn!(
@@ -370,5 +376,26 @@ mod tests {
         assert_eq!(auth_url(None, "[fd00::2]:8443").unwrap(), "https://[fd00::2]:8443");
         assert_eq!(auth_url(None, ":8443"), None);
         assert_eq!(auth_url(None, "0.0.0.0:8443"), None);
+    }
+
+    #[tokio::test]
+    async fn commands_open_existing_state_and_create_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let backend = BackendConfig::Local { data_dir: data_dir.clone() };
+        let missing = backend.open(Access::Existing).await.err().expect("a missing data dir is an error");
+        assert!(crate::error::error_chain(&missing).contains("no data dir"), "{missing}");
+        assert!(!data_dir.exists(), "opening for a read created nothing");
+
+        let created = backend.open(Access::Create).await.expect("token create may create the data dir");
+        assert!(data_dir.join("token").exists());
+        assert!(created.cluster.shared_token().await.unwrap().is_some());
+        std::fs::remove_file(data_dir.join("token")).unwrap();
+        let existing = backend.open(Access::Existing).await.expect("an existing data dir opens");
+        assert_eq!(existing.cluster.shared_token().await.unwrap(), None, "no token is invented");
+        assert!(!data_dir.join("token").exists());
+        assert!(existing.cluster.cluster_identity(None, None).await.is_err(), "no cluster identity is invented");
+        assert!(!data_dir.join("cluster.json").exists());
+        assert!(existing.tenants.tenants().await.unwrap().is_empty());
     }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use liqo_auth::app::operator::{self, CommandError};
 use liqo_auth::cli::{Args, Command};
+use liqo_auth::config::Access;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse_from(argv()) {
@@ -35,37 +36,15 @@ fn main() -> ExitCode {
             }
             Command::Check(args) => match args.into_options() {
                 Ok((options, output)) => Ok(liqo_auth::client::check::execute(options, output).await),
-                Err(error) => {
-                    eprintln!("error: {}", liqo_auth::error::error_chain(&error));
-                    Ok(ExitCode::from(64))
-                }
+                Err(error) => Ok(usage(&error)),
             },
             Command::Discover(args) => match args.into_options() {
                 Ok(options) => Ok(liqo_auth::client::discover::execute(options).await),
-                Err(error) => {
-                    eprintln!("error: {}", liqo_auth::error::error_chain(&error));
-                    Ok(ExitCode::from(64))
-                }
+                Err(error) => Ok(usage(&error)),
             },
             Command::Peer(args) => {
-                // TODO(client split): `backend.open(Access::ReadOnly).await?.peer_backend()` once
-                // config.rs has them; until then the same wiring, spelled out.
-                let (config, options) = args.into_options()?;
-                let opened = config.open(liqo_auth::config::Access::Existing).await?;
-                let identities: std::sync::Arc<dyn liqo_auth::identity::port::PeerIdentityStore> = match &config {
-                    liqo_auth::config::BackendConfig::Local { data_dir } => {
-                        std::sync::Arc::new(liqo_auth::client::identity_store::LocalIdentityStore::new(data_dir))
-                    }
-                    liqo_auth::config::BackendConfig::Kubernetes { connection, request_timeout, .. } => {
-                        let ctx = liqo_auth::adapter::kube::KubeCtx::connect(connection, *request_timeout).await?;
-                        std::sync::Arc::new(liqo_auth::adapter::kube::kube_identity::KubeIdentityStore::new(ctx))
-                    }
-                };
-                let backend = liqo_auth::client::peer::PeerBackend {
-                    cluster: opened.cluster,
-                    identities,
-                    render_kubeconfig: liqo_auth::adapter::kube::kube_kubeconfig::render,
-                };
+                let (backend, options) = args.into_options()?;
+                let backend = backend.open(Access::Existing).await?.peer_backend();
                 Ok(liqo_auth::client::peer::execute(options, backend).await)
             }
         }
@@ -81,6 +60,12 @@ fn argv() -> Vec<std::ffi::OsString> {
         args.insert(1, "serve".into());
     }
     args
+}
+
+/// A flag value that parsed but makes no sense (a bad pin, an unreadable CA file): exit 64.
+fn usage(error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("error: {}", liqo_auth::error::error_chain(error));
+    ExitCode::from(64)
 }
 
 fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {

@@ -337,4 +337,20 @@ mod tests {
         let sans = sans_with_advertised_host(&["auth.example.com".into()], Some("https://auth.example.com/"));
         assert_eq!(sans, ["auth.example.com"], "no duplicate");
     }
+
+    #[test]
+    fn compatibility_flags_are_hidden_and_reported_only_when_changed() {
+        use clap::CommandFactory;
+        let mut command = crate::cli::Args::command();
+        let help = command.find_subcommand_mut("serve").expect("serve").render_long_help().to_string();
+        for flag in ["--resync-period", "--client-qps", "--client-max-burst"] {
+            assert!(!help.contains(flag), "{flag} is hidden from serve --help");
+        }
+        assert!(help.contains("--certificate-ttl"), "real flags are still shown");
+        assert!(serve_args(&[]).into_config().expect("config").ignored_flags.is_empty());
+        let config = serve_args(&["--resync-period=30s", "--client-qps", "50", "--client-max-burst=7"])
+            .into_config()
+            .expect("the reference chart's flags are accepted");
+        assert_eq!(config.ignored_flags, ["--client-qps=50", "--client-max-burst=7"]);
+    }
 }

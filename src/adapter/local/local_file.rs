@@ -545,8 +545,8 @@ mod tests {
     #[test]
     fn token_is_created_once_and_stable_across_restarts() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = open(tmp.path()).shared_token().unwrap();
-        let second = open(tmp.path()).shared_token().unwrap();
+        let first = SharedTokenSource::shared_token(&open(tmp.path())).unwrap();
+        let second = SharedTokenSource::shared_token(&open(tmp.path())).unwrap();
         assert_eq!(first, second);
         assert_eq!(first.expose().len(), 128);
         let mode = fs::metadata(tmp.path().join("token")).unwrap().permissions().mode() & 0o777;
