@@ -183,7 +183,8 @@ pub enum KubeFailure {
 
 impl KubeFailure {
     /// Classifies a `kube::Error`: transport failures, 429 and 5xx are "unavailable" (503 to
-    /// the peer, spec 11 R5); 403 names the missing permission; 404/409 are explicit.
+    /// the peer, who retries, instead of a 500 that reads as final); 403 names the missing
+    /// permission; 404/409 are explicit.
     pub fn classify(operation: impl Into<String>, error: kube::Error) -> Self {
         let operation = operation.into();
         match &error {
