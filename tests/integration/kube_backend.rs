@@ -292,10 +292,10 @@ async fn an_issued_certificate_authenticates_to_the_api_server() {
 #[tokio::test]
 async fn the_local_ca_signer_signs_without_csr_objects() {
     let fake = cluster().await;
-    let ca = liqo_auth::adapter::local::LocalCa::generate("kubeadm-like ca").unwrap();
+    let ca = pki::SigningCa::new("kubeadm-like ca");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
-    std::fs::write(&cert, ca.cert_pem()).unwrap();
+    std::fs::write(&cert, ca.pem()).unwrap();
     std::fs::write(&key, ca.key_pem()).unwrap();
     let router = instance(
         &fake,
@@ -307,6 +307,11 @@ async fn the_local_ca_signer_signs_without_csr_objects() {
     let answer = issue(&router, &token, "peer-1", &pki::liqo_csr(&pki::key(KeyType::Ed25519), "peer-1"), None).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
     assert!(!fake.requests().iter().any(|r| r.path.contains("certificatesigningrequests")));
+    let issued = pki::unb64(answer.json()["certificate"].as_str().unwrap());
+    let (_, issued) = x509_parser::pem::parse_x509_pem(issued.as_bytes()).unwrap();
+    let (_, mounted) = x509_parser::pem::parse_x509_pem(ca.pem().as_bytes()).unwrap();
+    let mounted = mounted.parse_x509().unwrap();
+    issued.parse_x509().unwrap().verify_signature(Some(mounted.public_key())).expect("signed by the mounted CA");
 }
 
 #[tokio::test]

@@ -69,6 +69,7 @@ pub fn liqo_csr(key: &KeyPair, cluster_id: &str) -> String {
 pub struct SigningCa {
     issuer: rcgen::Issuer<'static, KeyPair>,
     der: CertificateDer<'static>,
+    key_pem: String,
     _root: TestCa,
 }
 
@@ -85,8 +86,9 @@ impl SigningCa {
         });
         let der = issued.chain[0].clone();
         let key = KeyPair::try_from(&issued.key).expect("the CA key is PKCS#8");
+        let key_pem = key.serialize_pem();
         let issuer = rcgen::Issuer::from_ca_cert_der(&der, key).expect("the CA certificate parses");
-        Self { issuer, der, _root: root }
+        Self { issuer, der, key_pem, _root: root }
     }
 
     /// The CA certificate (DER), to trust.
@@ -97,6 +99,11 @@ impl SigningCa {
     /// The CA certificate (PEM), to trust.
     pub fn pem(&self) -> String {
         pem("CERTIFICATE", &self.der)
+    }
+
+    /// The CA's private key (PEM PKCS#8), for a service that mounts this CA to sign with.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// The rcgen issuer, for signing CSRs with parameters of the test's choosing.
