@@ -318,3 +318,71 @@ fn wait_failure(name: &str, error: wait::Error) -> SignerError {
     };
     signer_error(KubeFailure::classify(operation, source))
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequestStatus;
+
+    use super::*;
+
+    fn csr_with(conditions: &[(&str, &str)], certificate: Option<&str>) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            status: Some(CertificateSigningRequestStatus {
+                certificate: certificate.map(|pem| ByteString(pem.as_bytes().to_vec())),
+                conditions: Some(
+                    conditions
+                        .iter()
+                        .map(|(type_, status)| CertificateSigningRequestCondition {
+                            type_: (*type_).into(),
+                            status: (*status).into(),
+                            reason: Some("Because".into()),
+                            ..CertificateSigningRequestCondition::default()
+                        })
+                        .collect(),
+                ),
+            }),
+            ..CertificateSigningRequest::default()
+        }
+    }
+
+    #[test]
+    fn the_wait_ends_on_a_certificate_or_a_refusal_and_not_on_approval_alone() {
+        assert!(!is_settled(&CertificateSigningRequest::default()));
+        assert!(!is_settled(&csr_with(&[("Approved", "True")], None)));
+        assert!(!is_settled(&csr_with(&[("Approved", "True")], Some(""))), "an empty certificate is none");
+        assert!(is_settled(&csr_with(&[("Approved", "True")], Some("-----BEGIN CERTIFICATE-----"))));
+        assert!(is_settled(&csr_with(&[("Denied", "True")], None)));
+        assert!(is_settled(&csr_with(&[("Approved", "True"), ("Failed", "True")], None)));
+        assert!(!is_settled(&csr_with(&[("Failed", "False")], None)));
+    }
+
+    #[test]
+    fn a_refusal_names_its_kind_and_reason() {
+        assert!(
+            matches!(refusal_of(&csr_with(&[("Denied", "True")], None)), Some(Refusal::Denied(r)) if r == "Because")
+        );
+        assert!(
+            matches!(refusal_of(&csr_with(&[("Failed", "True")], None)), Some(Refusal::Failed(r)) if r == "Because")
+        );
+    }
+
+    #[test]
+    fn a_broken_watch_is_unavailable_and_a_refused_list_names_the_operation() {
+        let reset = kube::Error::ReadEvents(std::io::Error::other("connection reset"));
+        let broken = wait::Error::ProbeFailed(watcher::Error::WatchFailed(reset));
+        match wait_failure("csr-1", broken) {
+            SignerError::Unavailable { operation, .. } => {
+                assert_eq!(operation, "watching CertificateSigningRequest csr-1")
+            }
+            other => panic!("{other:?}"),
+        }
+        let status = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
+        let forbidden = wait::Error::ProbeFailed(watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status))));
+        match wait_failure("csr-1", forbidden) {
+            SignerError::Api { operation, .. } => {
+                assert!(operation.contains("listing CertificateSigningRequest csr-1"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -162,3 +162,23 @@ fn token_secret(token: &SharedToken, existing: Option<Secret>) -> Secret {
     secret.data = Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.expose().as_bytes().to_vec()))]));
     secret
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_the_first_list_ends_when_it_completes_or_at_the_deadline() {
+        let cache = KubeTokenCache::default();
+        assert!(!cache.wait_synced(Duration::from_secs(5)).await, "no list completed");
+        let synced = cache.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            synced.inner.synced.send_replace(true);
+        });
+        let started = tokio::time::Instant::now();
+        assert!(cache.wait_synced(Duration::from_secs(5)).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(1), "woken by the sync, not by polling");
+        assert!(cache.synced());
+    }
+}
