@@ -5,9 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use liqo_auth::app::operator::{self, CommandError};
-use liqo_auth::cli::{Args, Command};
-use liqo_auth::config::Access;
+use liqo_auth::{Access, Args, Command, CommandError};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse_from(argv()) {
@@ -17,7 +15,7 @@ fn main() -> ExitCode {
             return if error.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
-    liqo_auth::telemetry::init(&args.log.level, args.log.format);
+    liqo_auth::init_logging(&args.log.level, args.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
@@ -28,24 +26,24 @@ fn main() -> ExitCode {
             Command::Serve(serve) => serve.into_config()?.serve().await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
             Command::Token(command) => {
                 let (backend, action) = command.into_options();
-                operator::token(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
+                liqo_auth::token(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Tenant(command) => {
                 let (backend, action) = command.into_options();
-                operator::tenant(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
+                liqo_auth::tenant(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Check(args) => match args.into_options() {
-                Ok((options, output)) => Ok(liqo_auth::client::check::execute(options, output).await),
+                Ok((options, output)) => Ok(liqo_auth::check(options, output).await),
                 Err(error) => Ok(usage(&error)),
             },
             Command::Discover(args) => match args.into_options() {
-                Ok(options) => Ok(liqo_auth::client::discover::execute(options).await),
+                Ok(options) => Ok(liqo_auth::discover(options).await),
                 Err(error) => Ok(usage(&error)),
             },
             Command::Peer(args) => {
                 let (backend, options) = args.into_options()?;
                 let backend = backend.open(Access::Existing).await?.peer_backend();
-                Ok(liqo_auth::client::peer::execute(options, backend).await)
+                Ok(liqo_auth::peer(options, backend).await)
             }
         }
     });
@@ -64,12 +62,12 @@ fn argv() -> Vec<std::ffi::OsString> {
 
 /// A flag value that parsed but makes no sense (a bad pin, an unreadable CA file): exit 64.
 fn usage(error: &(dyn std::error::Error + 'static)) -> ExitCode {
-    eprintln!("error: {}", liqo_auth::error::error_chain(error));
+    eprintln!("error: {}", liqo_auth::error_chain(error));
     ExitCode::from(64)
 }
 
 fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {
-    let chain = liqo_auth::error::error_chain(error);
+    let chain = liqo_auth::error_chain(error);
     tracing::error!(error = %chain, "liqo-auth failed");
     eprintln!("error: {chain}");
     ExitCode::FAILURE

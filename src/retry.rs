@@ -37,6 +37,7 @@ impl RetryPolicy {
     };
 
     /// A policy with the same steps, bounded by `total` instead.
+    #[cfg(test)]
     pub fn with_total(self, total: Duration) -> Self {
         Self { total: Some(total), ..self }
     }
@@ -55,7 +56,8 @@ impl RetryPolicy {
             .with_total_delay(self.total)
     }
 
-    /// The delays this policy sleeps, with full jitter applied (for tests and diagnostics).
+    /// The delays this policy sleeps, with full jitter applied (for tests).
+    #[cfg(test)]
     pub fn delays(&self) -> impl Iterator<Item = Duration> {
         use backon::BackoffBuilder as _;
         self.backoff().build().map(full_jitter)

@@ -19,10 +19,10 @@ mod tenant;
 mod token;
 pub mod trust;
 
-pub use serve::{ServeArgs, SharedTokenMode, SignerKind};
+pub use serve::ServeArgs;
 pub use shared::{parse_cidr, parse_duration, parse_timeout, BackendArgs, BackendKind, OutputFormat};
-pub use tenant::{TenantCommand, TenantRemoveArgs};
-pub use token::{TokenCommand, TokenCreateArgs, TokenRevokeArgs};
+pub use tenant::TenantCommand;
+pub use token::TokenCommand;
 
 /// liqo-auth: identity issuance for Liqo cluster peering.
 #[derive(Debug, Parser)]
@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(serve.certificate_ttl, Duration::from_secs(8760 * 3600));
         assert!(!serve.mdns_advertise && serve.mdns_interface.is_empty());
         assert_eq!(serve.mdns_port, None);
-        assert_eq!(serve.shared_token, SharedTokenMode::Enabled);
+        assert_eq!(serve.shared_token, serve::SharedTokenMode::Enabled);
         assert_eq!(serve.metrics_address, ":9090");
         assert_eq!((serve.auth_failure_limit, serve.max_concurrent_issuances), (10, 64));
         assert_eq!(serve.tls_reload_interval, Duration::from_secs(10));

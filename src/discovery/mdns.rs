@@ -134,11 +134,6 @@ impl Advertisement {
         Ok(Self { daemon: Some(daemon), fullname })
     }
 
-    /// The full DNS-SD name announced, `<cluster-id>._liqo_auth._tcp.local.`.
-    pub fn fullname(&self) -> &str {
-        &self.fullname
-    }
-
     /// Unregisters the service (sending the goodbye packets) and stops the daemon. Failures are
     /// logged: at shutdown there is nothing better to do with them.
     pub async fn stop(mut self) {

@@ -41,6 +41,7 @@ pub enum ApiError {
 
 /// Every `code` an error body can carry (kept equal to the enum in `openapi/liqo-auth.yaml` by
 /// the contract test).
+#[cfg(any(test, feature = "test-support"))]
 pub const ERROR_CODES: &[&str] = &[
     "invalid_json",
     "invalid_cluster",

@@ -32,7 +32,7 @@ pub mod wire;
 
 pub use admin::admin_router;
 pub use error::ApiError;
-pub use protect::{Protection, ProtectionConfig, Source};
+pub use protect::{Protection, ProtectionConfig};
 
 /// Upper bound for one request, including a signer wait (`--signing-timeout` is shorter).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -184,29 +184,20 @@ async fn run_peer_over(fake: &FakeApiServer, args: PeerArgs) -> Result<PeerOutco
 }
 
 /// Runs `peer` as the binary does: the flags into options, the consumer's backend opened by the
-/// composition root (`kube` replacing the Kubernetes connection, for the fake API server).
+/// composition root (`kube` replacing the Kubernetes connection, for the fake API server). The
+/// consumer's own local state (data dir, shared token) is made first, as `serve` would have.
 async fn run_peer_with(args: PeerArgs, kube: Option<kube::Config>) -> Result<PeerOutcome, PeerError> {
-    use liqo_auth::adapter::kube::{kube_identity::KubeIdentityStore, kube_kubeconfig, KubeCtx};
-    use liqo_auth::client::identity_store::LocalIdentityStore;
     use liqo_auth::config::{Access, BackendConfig, Connection};
-    use liqo_auth::identity::port::PeerIdentityStore;
 
     let (mut config, options) = args.into_options().expect("valid peer flags");
-    if let (Some(kube), BackendConfig::Kubernetes { connection, .. }) = (kube, &mut config) {
-        *connection = Connection::Config(Box::new(kube));
-    }
-    // Opening creates a missing local data dir and shared token, as `peer` always did (the token
-    // goes along as originClusterToken). TODO(tests): `opened.peer_backend()` once config.rs has
-    // it; until then main.rs's wiring.
-    let opened = config.open(Access::Create).await.expect("the consumer's backend opens");
-    let identities: Arc<dyn PeerIdentityStore> = match &config {
-        BackendConfig::Local { data_dir } => Arc::new(LocalIdentityStore::new(data_dir)),
-        BackendConfig::Kubernetes { connection, request_timeout, .. } => {
-            let ctx = KubeCtx::connect(connection, *request_timeout).await.expect("the consumer's cluster connects");
-            Arc::new(KubeIdentityStore::new(ctx))
+    match (kube, &mut config) {
+        (Some(kube), BackendConfig::Kubernetes { connection, .. }) => *connection = Connection::Config(Box::new(kube)),
+        (_, BackendConfig::Local { .. }) => {
+            config.open(Access::Create).await.expect("the consumer's own state is created");
         }
-    };
-    let backend = peer::PeerBackend { cluster: opened.cluster, identities, render_kubeconfig: kube_kubeconfig::render };
+        _ => {}
+    }
+    let backend = config.open(Access::Existing).await.expect("the consumer's backend opens").peer_backend();
     peer::run(options, backend).await
 }
 
@@ -623,4 +614,29 @@ async fn on_kubernetes_a_run_that_gave_up_after_sending_is_completed_by_the_next
         !fake.list_json("secrets").iter().any(|s| s["metadata"]["name"] == PENDING_SECRET),
         "the pending copy is deleted once the identity is stored"
     );
+}
+
+/// Read-only commands never create a server's state: the binary's `peer`, `token show|list` and
+/// `tenant list` on a data dir that does not exist fail with a clear message and leave no dir.
+#[test]
+fn commands_on_a_missing_local_data_dir_fail_clearly_and_create_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let data_dir = tmp.path().join("typo-data");
+    let data = data_dir.to_str().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "t").unwrap();
+    let token = token_file.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["peer", "--backend", "local", "--data-dir", data, "--auth-url", "https://127.0.0.1:9", "--token-file", token],
+        &["token", "show", "--backend", "local", "--data-dir", data],
+        &["token", "list", "--backend", "local", "--data-dir", data],
+        &["tenant", "list", "--backend", "local", "--data-dir", data],
+    ];
+    for argv in commands {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_liqo-auth")).args(argv).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{argv:?}: {stderr}");
+        assert!(stderr.contains("no data dir") && stderr.contains("typo-data"), "{argv:?}: {stderr}");
+        assert!(!data_dir.exists(), "{argv:?} created the data dir");
+    }
 }

@@ -77,11 +77,6 @@ impl KubeStore {
         Self { ctx, namespace, tokens, api_server: Arc::new(api_server) }
     }
 
-    /// The token cache (also the `SharedTokenSource`).
-    pub fn tokens(&self) -> &KubeTokenCache {
-        &self.tokens
-    }
-
     /// Every peer with a tenant namespace, and its stored certificate if any.
     pub async fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
         let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());

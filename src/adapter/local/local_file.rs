@@ -118,11 +118,6 @@ impl LocalStore {
         })
     }
 
-    /// The data dir.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Loads the local CA, generating and persisting it on first use.
     pub fn load_or_create_ca(&self, cluster: &ClusterIdentity) -> Result<LocalCa, StoreError> {
         let cert_path = self.dir.join("ca.crt");

@@ -35,8 +35,7 @@ mod attempt;
 mod error;
 mod outcome;
 
-pub use attempt::{INITIAL_BACKOFF, MAX_BACKOFF, PEER_RETRY};
-pub use error::{AttemptFailure, IdsError, LocalError, PeerError, Step, TokenError};
+pub use error::{IdsError, LocalError, PeerError, Step, TokenError};
 pub use outcome::{PeerOutcome, PeerStatus};
 
 use attempt::Secrets;
