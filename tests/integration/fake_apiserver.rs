@@ -244,6 +244,27 @@ async fn unknown_paths_and_verbs_answer_status_errors() {
     assert_eq!((code, body["reason"].as_str()), (405, Some("MethodNotAllowed")));
 }
 
+/// A merge patch that carries `metadata.resourceVersion` is a precondition, as on a real API
+/// server: the CSR approval patch relies on it so a stale approval never erases a signer's
+/// Denied or Failed.
+#[tokio::test]
+async fn a_merge_patch_with_a_stale_resource_version_fails_with_conflict() {
+    let fake = fake_with_namespace().await;
+    let api: Api<Secret> = Api::namespaced(fake.client(), NS);
+    let original = api.create(&PostParams::default(), &secret("p", &[])).await.expect("create");
+    let stale = original.resource_version().expect("rv");
+    let patch = json!({ "metadata": { "resourceVersion": stale, "labels": { "v": "2" } } });
+    let patched =
+        api.patch("p", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("a current version applies");
+    assert_eq!(patched.labels().get("v").map(String::as_str), Some("2"));
+    let patch = json!({ "metadata": { "resourceVersion": stale, "labels": { "v": "3" } } });
+    let status = api_error(api.patch("p", &PatchParams::default(), &Patch::Merge(&patch)).await);
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    let unversioned = json!({ "metadata": { "labels": { "v": "4" } } });
+    let patched = api.patch("p", &PatchParams::default(), &Patch::Merge(&unversioned)).await.expect("no precondition");
+    assert_eq!(patched.labels().get("v").map(String::as_str), Some("4"));
+}
+
 #[tokio::test]
 async fn replacing_with_a_stale_resource_version_fails_with_conflict() {
     let fake = fake_with_namespace().await;

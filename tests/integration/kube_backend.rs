@@ -198,7 +198,8 @@ async fn two_replicas_racing_twenty_requests_for_one_cluster_issue_one_certifica
         certificates.insert(answer.json()["certificate"].as_str().unwrap().to_owned());
     }
     assert_eq!(certificates.len(), 1, "every answer carries the one certificate");
-    let approvals = fake.requests().iter().filter(|r| r.method == Method::PUT && r.path.ends_with("/approval")).count();
+    let approvals =
+        fake.requests().iter().filter(|r| r.method == Method::PATCH && r.path.ends_with("/approval")).count();
     let names: std::collections::BTreeSet<_> = fake
         .requests()
         .iter()
@@ -216,7 +217,7 @@ async fn a_fault_at_any_api_step_gives_503_and_the_next_request_succeeds() {
         (Some(Method::POST), "/api/v1/namespaces?"),
         (Some(Method::GET), "/secrets/liqo-remote-certificate"),
         (Some(Method::POST), "/certificatesigningrequests?"),
-        (Some(Method::PUT), "/approval"),
+        (Some(Method::PATCH), "/approval"),
         (Some(Method::POST), "/secrets?"),
         (Some(Method::GET), "/clusterroles"),
         (Some(Method::POST), "/rolebindings"),

@@ -22,7 +22,7 @@ use k8s_openapi::api::certificates::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{wait, watcher};
 use kube::Api;
 use sha2::{Digest, Sha256};
@@ -78,7 +78,7 @@ impl KubeCsrSigner {
             &RetryPolicy::CONFLICT,
             move || async move {
                 let given = fresh.lock().unwrap_or_else(PoisonError::into_inner).take();
-                let mut csr = match given {
+                let csr = match given {
                     Some(csr) => csr,
                     None => {
                         this.ctx
@@ -89,8 +89,8 @@ impl KubeCsrSigner {
                 if is_approved(&csr) || is_settled(&csr) {
                     return Ok(csr);
                 }
-                let status = csr.status.get_or_insert_with(Default::default);
-                status.conditions.get_or_insert_with(Vec::new).push(CertificateSigningRequestCondition {
+                let mut conditions = csr.status.and_then(|status| status.conditions).unwrap_or_default();
+                conditions.push(CertificateSigningRequestCondition {
                     type_: "Approved".into(),
                     status: "True".into(),
                     reason: Some(APPROVAL_REASON.into()),
@@ -98,10 +98,18 @@ impl KubeCsrSigner {
                     last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
                     last_transition_time: None,
                 });
+                // A merge patch replaces the whole conditions list, so it carries the
+                // resourceVersion it was computed from: if the signer wrote a condition
+                // meanwhile, the API server answers 409 and the next try re-reads, instead of
+                // the approval erasing a Denied or Failed.
+                let patch = serde_json::json!({
+                    "metadata": { "resourceVersion": csr.metadata.resource_version },
+                    "status": { "conditions": conditions },
+                });
                 this.ctx
                     .call(
                         &format!("approving CertificateSigningRequest {name}"),
-                        this.api().replace_subresource("approval", name, &PostParams::default(), &csr),
+                        this.api().patch_approval(name, &PatchParams::default(), &Patch::Merge(&patch)),
                     )
                     .await
             },
