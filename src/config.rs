@@ -28,7 +28,7 @@ use kubernetes::kube_kubeconfig;
 use kubernetes::kube_serving::{self, PemPair, ServingSecretError};
 use kubernetes::{
     ApiServerSource, ClusterIdentityError, ConnectError, KubeClusterState, KubeCsrSigner, KubeCtx, KubeJoinTokens,
-    KubeStore, KubeTokenCache,
+    KubeStore, KubeTenants, KubeTokenCache,
 };
 
 pub use kubernetes::{Connection, DEFAULT_REQUEST_TIMEOUT as DEFAULT_KUBE_REQUEST_TIMEOUT};
@@ -182,9 +182,7 @@ impl BackendConfig {
             }
             Self::Kubernetes { namespace, .. } => {
                 let ctx = self.connect().await?;
-                let api_source = ApiServerSource::from_ctx(&ctx, None, true);
-                // Listing and removing tenants reads no token: the cache is never started.
-                let tenants = KubeStore::new(ctx.clone(), namespace.clone(), KubeTokenCache::default(), api_source);
+                let tenants = KubeTenants::new(ctx.clone(), namespace.clone());
                 Ok(Backend {
                     cluster: Arc::new(KubeClusterState::new(ctx.clone(), namespace.clone())),
                     join_tokens: Arc::new(KubeJoinTokens::new(ctx.clone(), namespace.clone())),

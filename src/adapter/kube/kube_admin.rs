@@ -1,8 +1,16 @@
 //! The operator-facing ports on Kubernetes: this cluster's own state (`ClusterState`) and the
 //! tenants (`TenantAdmin`), for commands that run no watch and serve nothing.
 
-use crate::adapter::kube::kube_secret::KubeStore;
-use crate::adapter::kube::{kube_cluster, kube_serving, kube_token, KubeCtx};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{DeleteParams, ListParams};
+use kube::Api;
+
+use crate::adapter::kube::kube_secret::{deleted, identity_of};
+use crate::adapter::kube::{
+    kube_cluster, kube_serving, kube_token, KubeCtx, KubeFailure, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS,
+    LABEL_TENANT_NAMESPACE, REMOTE_CERTIFICATE_SECRET,
+};
 use crate::identity::port::{ClusterState, PeerRecord, StoreError, TenantAdmin};
 use crate::identity::{ClusterId, ClusterIdentity, SharedToken};
 
@@ -43,8 +51,137 @@ impl ClusterState for KubeClusterState {
     }
 }
 
+/// Tenants as the operator sees them: tenant namespaces (found by label), their stored
+/// certificates, RoleBindings and the origin tokens kept in `namespace`.
+pub struct KubeTenants {
+    ctx: KubeCtx,
+    namespace: String,
+}
+
+impl KubeTenants {
+    /// Tenants whose origin tokens live in `namespace`.
+    pub fn new(ctx: KubeCtx, namespace: String) -> Self {
+        Self { ctx, namespace }
+    }
+
+    /// Every peer with a tenant namespace, and its stored certificate if any.
+    async fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let list = self
+            .ctx
+            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(LABEL_TENANT_NAMESPACE)))
+            .await?;
+        let mut peers = Vec::new();
+        for ns in list.items {
+            let Some(name) = ns.metadata.name.clone() else {
+                continue;
+            };
+            let Some(cluster_id) = ns.metadata.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER_ID)).cloned() else {
+                continue;
+            };
+            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &name);
+            let identity = self
+                .ctx
+                .call_opt("reading the stored certificate", secrets.get(REMOTE_CERTIFICATE_SECRET))
+                .await?
+                .and_then(|s| identity_of(&s));
+            peers.push(PeerRecord { cluster_id, cluster_name: None, namespace: name, identity });
+        }
+        peers.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+        Ok(peers)
+    }
+
+    /// Unpeers `cluster`: deletes the RoleBindings `liqo-binding-*` in its tenant namespace
+    /// (found by label), its stored certificate, its origin token `remote-token-<id>` and, with
+    /// `delete_namespace`, the namespace. Returns what was removed; absent objects are skipped,
+    /// so a partly failed removal can simply be run again.
+    async fn remove_peer(&self, cluster: &ClusterId, delete_namespace: bool) -> Result<Vec<String>, StoreError> {
+        let mut removed = Vec::new();
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let selector = format!("{LABEL_CLUSTER_ID}={cluster},{LABEL_TENANT_NAMESPACE}");
+        let found = self
+            .ctx
+            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector)))
+            .await?;
+        for namespace in found.items.iter().filter_map(|ns| ns.metadata.name.clone()) {
+            let bindings: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), &namespace);
+            for name in self.binding_names(&bindings).await? {
+                if deleted(
+                    &self.ctx,
+                    &format!("deleting RoleBinding {name}"),
+                    bindings.delete(&name, &DeleteParams::default()),
+                )
+                .await?
+                {
+                    removed.push(format!("RoleBinding {namespace}/{name}"));
+                }
+            }
+            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
+            let what = format!("Secret {namespace}/{REMOTE_CERTIFICATE_SECRET}");
+            if deleted(
+                &self.ctx,
+                &format!("deleting {what}"),
+                secrets.delete(REMOTE_CERTIFICATE_SECRET, &DeleteParams::default()),
+            )
+            .await?
+            {
+                removed.push(what);
+            }
+            if delete_namespace
+                && deleted(
+                    &self.ctx,
+                    &format!("deleting namespace {namespace}"),
+                    namespaces.delete(&namespace, &DeleteParams::default()),
+                )
+                .await?
+            {
+                removed.push(format!("Namespace {namespace}"));
+            }
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let origin = format!("remote-token-{cluster}");
+        if deleted(&self.ctx, &format!("deleting Secret {origin}"), secrets.delete(&origin, &DeleteParams::default()))
+            .await?
+        {
+            removed.push(format!("Secret {}/{origin}", self.namespace));
+        }
+        Ok(removed)
+    }
+
+    /// Names of the `liqo-binding-*` RoleBindings in a tenant namespace: listed when allowed,
+    /// else derived from the peering ClusterRoles (the deployed RBAC grants no list on
+    /// RoleBindings; `list` on ClusterRoles and `delete` on RoleBindings suffice).
+    async fn binding_names(&self, bindings: &Api<RoleBinding>) -> Result<Vec<String>, KubeFailure> {
+        match self.ctx.call("listing RoleBindings", bindings.list(&ListParams::default())).await {
+            Ok(list) => Ok(list
+                .items
+                .into_iter()
+                .filter_map(|b| b.metadata.name)
+                .filter(|name| name.starts_with("liqo-binding-"))
+                .collect()),
+            Err(KubeFailure::Forbidden { .. }) => {
+                let roles: Api<ClusterRole> = Api::all(self.ctx.client.clone());
+                let list = self
+                    .ctx
+                    .call(
+                        "listing the peering ClusterRoles",
+                        roles.list(&ListParams::default().labels(LABEL_PEERING_PERMISSIONS)),
+                    )
+                    .await?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .filter_map(|r| r.metadata.name)
+                    .map(|n| format!("liqo-binding-{n}"))
+                    .collect())
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+}
+
 #[async_trait::async_trait]
-impl TenantAdmin for KubeStore {
+impl TenantAdmin for KubeTenants {
     async fn tenants(&self) -> Result<Vec<PeerRecord>, StoreError> {
         self.peers().await
     }

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
 
 use crate::adapter::kube::kube_token::KubeTokenCache;
@@ -25,7 +25,7 @@ use crate::adapter::kube::{
     KubeCtx, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS, LABEL_TENANT_NAMESPACE,
     REMOTE_CERTIFICATE_SECRET, TOKEN_KEY,
 };
-use crate::identity::port::{ApiServerInfo, CredentialStore, PeerRecord, StoreError, StoredIdentity};
+use crate::identity::port::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
 use crate::retry::{retry, RetryPolicy};
 
@@ -75,121 +75,6 @@ impl KubeStore {
     /// A store over `client`, keeping tokens in `namespace`.
     pub fn new(ctx: KubeCtx, namespace: String, tokens: KubeTokenCache, api_server: ApiServerSource) -> Self {
         Self { ctx, namespace, tokens, api_server: Arc::new(api_server) }
-    }
-
-    /// Every peer with a tenant namespace, and its stored certificate if any.
-    pub async fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
-        let list = self
-            .ctx
-            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(LABEL_TENANT_NAMESPACE)))
-            .await?;
-        let mut peers = Vec::new();
-        for ns in list.items {
-            let Some(name) = ns.metadata.name.clone() else {
-                continue;
-            };
-            let Some(cluster_id) = ns.metadata.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER_ID)).cloned() else {
-                continue;
-            };
-            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &name);
-            let identity = self
-                .ctx
-                .call_opt("reading the stored certificate", secrets.get(REMOTE_CERTIFICATE_SECRET))
-                .await?
-                .and_then(|s| identity_of(&s));
-            peers.push(PeerRecord { cluster_id, cluster_name: None, namespace: name, identity });
-        }
-        peers.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
-        Ok(peers)
-    }
-
-    /// Unpeers `cluster`: deletes the RoleBindings `liqo-binding-*` in its tenant namespace
-    /// (found by label), its stored certificate, its origin token `remote-token-<id>` and, with
-    /// `delete_namespace`, the namespace. Returns what was removed; absent objects are skipped,
-    /// so a partly failed removal can simply be run again.
-    pub async fn remove_peer(&self, cluster: &ClusterId, delete_namespace: bool) -> Result<Vec<String>, StoreError> {
-        let mut removed = Vec::new();
-        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
-        let selector = format!("{LABEL_CLUSTER_ID}={cluster},{LABEL_TENANT_NAMESPACE}");
-        let found = self
-            .ctx
-            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector)))
-            .await?;
-        for namespace in found.items.iter().filter_map(|ns| ns.metadata.name.clone()) {
-            let bindings: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), &namespace);
-            for name in self.binding_names(&bindings).await? {
-                if deleted(
-                    &self.ctx,
-                    &format!("deleting RoleBinding {name}"),
-                    bindings.delete(&name, &DeleteParams::default()),
-                )
-                .await?
-                {
-                    removed.push(format!("RoleBinding {namespace}/{name}"));
-                }
-            }
-            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
-            let what = format!("Secret {namespace}/{REMOTE_CERTIFICATE_SECRET}");
-            if deleted(
-                &self.ctx,
-                &format!("deleting {what}"),
-                secrets.delete(REMOTE_CERTIFICATE_SECRET, &DeleteParams::default()),
-            )
-            .await?
-            {
-                removed.push(what);
-            }
-            if delete_namespace
-                && deleted(
-                    &self.ctx,
-                    &format!("deleting namespace {namespace}"),
-                    namespaces.delete(&namespace, &DeleteParams::default()),
-                )
-                .await?
-            {
-                removed.push(format!("Namespace {namespace}"));
-            }
-        }
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let origin = format!("remote-token-{cluster}");
-        if deleted(&self.ctx, &format!("deleting Secret {origin}"), secrets.delete(&origin, &DeleteParams::default()))
-            .await?
-        {
-            removed.push(format!("Secret {}/{origin}", self.namespace));
-        }
-        Ok(removed)
-    }
-
-    /// Names of the `liqo-binding-*` RoleBindings in a tenant namespace: listed when allowed,
-    /// else derived from the peering ClusterRoles (the deployed RBAC grants no list on
-    /// RoleBindings; `list` on ClusterRoles and `delete` on RoleBindings suffice).
-    async fn binding_names(&self, bindings: &Api<RoleBinding>) -> Result<Vec<String>, KubeFailure> {
-        match self.ctx.call("listing RoleBindings", bindings.list(&ListParams::default())).await {
-            Ok(list) => Ok(list
-                .items
-                .into_iter()
-                .filter_map(|b| b.metadata.name)
-                .filter(|name| name.starts_with("liqo-binding-"))
-                .collect()),
-            Err(KubeFailure::Forbidden { .. }) => {
-                let roles: Api<ClusterRole> = Api::all(self.ctx.client.clone());
-                let list = self
-                    .ctx
-                    .call(
-                        "listing the peering ClusterRoles",
-                        roles.list(&ListParams::default().labels(LABEL_PEERING_PERMISSIONS)),
-                    )
-                    .await?;
-                Ok(list
-                    .items
-                    .into_iter()
-                    .filter_map(|r| r.metadata.name)
-                    .map(|n| format!("liqo-binding-{n}"))
-                    .collect())
-            }
-            Err(failure) => Err(failure),
-        }
     }
 
     async fn grant(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), KubeFailure> {
@@ -492,7 +377,7 @@ impl CredentialStore for KubeStore {
 }
 
 /// Runs a delete: `Ok(true)` when deleted, `Ok(false)` when it was not there.
-async fn deleted<T>(
+pub(super) async fn deleted<T>(
     ctx: &KubeCtx,
     operation: &str,
     future: impl std::future::Future<Output = Result<T, kube::Error>>,
@@ -502,7 +387,7 @@ async fn deleted<T>(
 
 /// Reads `csr` and `certificate` from a `liqo-remote-certificate` Secret; `None` when either is
 /// missing (such a Secret is treated as absent, as Liqo does).
-fn identity_of(secret: &Secret) -> Option<StoredIdentity> {
+pub(super) fn identity_of(secret: &Secret) -> Option<StoredIdentity> {
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|s| !s.is_empty());
     Some(StoredIdentity { csr_pem: text("csr")?, certificate_pem: text("certificate")? })

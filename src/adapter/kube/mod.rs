@@ -19,7 +19,7 @@ pub mod kube_secret;
 pub mod kube_serving;
 pub mod kube_token;
 
-pub use kube_admin::KubeClusterState;
+pub use kube_admin::{KubeClusterState, KubeTenants};
 pub use kube_cluster::{cluster_identity, ClusterIdentityError};
 pub use kube_csr::KubeCsrSigner;
 pub use kube_join_token::KubeJoinTokens;
