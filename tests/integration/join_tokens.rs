@@ -1,4 +1,4 @@
-//! Join tokens, identity rotation and unpeering (issue 5), driven through the real CLI commands
+//! Join tokens, identity rotation and unpeering, driven through the real CLI commands
 //! and service instances built as `serve` builds them, over the fake API server and the local
 //! backend.
 

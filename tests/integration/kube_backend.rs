@@ -58,7 +58,7 @@ async fn full_issuance_creates_exactly_the_reference_objects() {
     assert!(namespace.starts_with("liqo-tenant-rome-"));
     assert_eq!(body["apiServerUrl"], "https://api.provider.example:6443");
 
-    // Namespace (spec 3.2).
+    // The tenant namespace, labelled so Liqo finds it.
     let ns = fake.get_json("namespaces", None, &namespace).expect("tenant namespace");
     assert_eq!(ns["metadata"]["labels"]["discovery.liqo.io/cluster-id"], "peer-1");
     assert_eq!(ns["metadata"]["labels"]["discovery.liqo.io/tenant-namespace"], "true");

@@ -495,7 +495,7 @@ async fn peering_with_the_kubernetes_backend_writes_a_liqo_identity_secret() {
         run_peer_over(&fake, peer_args(&argv)).await.unwrap_or_else(|e| panic!("peering fails: {}", error_chain(&e)));
     assert_eq!(outcome.status, PeerStatus::Issued);
 
-    // The local tenant namespace for the provider (spec 3.2), created because it was missing.
+    // The local tenant namespace for the provider, created because it was missing.
     let namespaces: Vec<_> = fake
         .list_json("namespaces")
         .into_iter()
@@ -506,7 +506,7 @@ async fn peering_with_the_kubernetes_backend_writes_a_liqo_identity_secret() {
     assert!(ns_name.starts_with("liqo-tenant-provider-") && ns_name.len() == "liqo-tenant-provider-".len() + 6);
     assert_eq!(namespaces[0]["metadata"]["labels"]["discovery.liqo.io/tenant-namespace"], "true");
 
-    // The identity Secret (spec 4.6).
+    // The identity Secret, where Liqo looks for it.
     let secrets: Vec<_> =
         fake.list_json("secrets").into_iter().filter(|s| s["metadata"]["namespace"] == ns_name.as_str()).collect();
     assert_eq!(secrets.len(), 1, "{secrets:?}");

@@ -185,7 +185,7 @@ async fn the_origin_token_is_stored_only_for_the_key_holder() {
     let body = certificate_body("peer-1", "rome", app.token.expose(), &csr, Some("origin-1"));
     assert_eq!(app.send(post_json("/identity/certificate", body)).await.status, StatusCode::ACCEPTED);
     assert_eq!(app.memory.origin_token("peer-1").as_deref(), Some("origin-1"));
-    // An impostor with the shared token but another key cannot overwrite it (spec 11, S7).
+    // An impostor with the shared token but another key cannot overwrite it: the origin token belongs to whoever holds the identity's key.
     let impostor = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
     let body = certificate_body("peer-1", "rome", app.token.expose(), &impostor, Some("evil"));
     assert_eq!(app.send(post_json("/identity/certificate", body)).await.status, StatusCode::CONFLICT);
