@@ -50,7 +50,7 @@ impl Config {
                 metrics.set_serving_certificate_expiry(serving.not_after);
                 if let Some((cert, key)) = &serving.watched {
                     let metrics = metrics.clone();
-                    crate::server::tls::spawn_reloader(
+                    crate::server::reload::spawn_reloader(
                         serving.resolver.clone(),
                         cert.clone(),
                         key.clone(),

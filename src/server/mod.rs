@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+pub mod reload;
 pub mod tls;
 
 /// Limits of the listener.

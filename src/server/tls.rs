@@ -1,19 +1,20 @@
 //! Serving TLS: load or generate the certificate, build the rustls config, reload on change.
 //!
 //! TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, the ring provider set explicitly (never a
-//! process default). The certificate is served through `CertResolver`, whose pair can be
+//! process default). The certificate is served through `reload::CertResolver`, whose pair can be
 //! swapped at run time: open connections keep the pair they negotiated, new handshakes get the
 //! new one, and a broken replacement is refused while the old pair stays in service.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+
+use crate::server::reload::CertResolver;
 use rustls::sign::CertifiedKey;
 
 use crate::fs::{ensure_private_dir, write_private_file};
@@ -118,7 +119,7 @@ impl ServingCertificate {
 
     fn from_parts(key: CertifiedKey, summary: &CertificateSummary, watched: Option<(PathBuf, PathBuf)>) -> Self {
         Self {
-            resolver: Arc::new(CertResolver(RwLock::new(Arc::new(key)))),
+            resolver: Arc::new(CertResolver::new(key)),
             pin: crate::pki::spki_pin_of_spki(&summary.spki_der),
             not_after: summary.not_after,
             watched,
@@ -136,65 +137,6 @@ impl ServingCertificate {
         config.ticketer = ring::Ticketer::new().map_err(TlsError::Config)?;
         Ok(Arc::new(config))
     }
-}
-
-/// Serves the current pair to every new handshake.
-#[derive(Debug)]
-pub struct CertResolver(RwLock<Arc<CertifiedKey>>);
-
-impl CertResolver {
-    /// Replaces the pair in service.
-    pub fn replace(&self, key: CertifiedKey) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
-    }
-}
-
-impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
-    }
-}
-
-/// Watches the certificate and key files and swaps the pair when they change. A pair that does
-/// not load is refused with an error log and the old one stays in service.
-pub fn spawn_reloader(
-    resolver: Arc<CertResolver>,
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    every: Duration,
-    on_reload: impl Fn(i64) + Send + 'static,
-) {
-    // Stamp now, not when the task first runs: a change made in between must not be missed.
-    let mut last = stamp(&cert_path, &key_path);
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let now = stamp(&cert_path, &key_path);
-            if now == last {
-                continue;
-            }
-            last = now;
-            match load_pair(&cert_path, &key_path) {
-                Ok((key, summary)) => {
-                    resolver.replace(key);
-                    on_reload(summary.not_after);
-                    tracing::info!(
-                        path = %cert_path.display(),
-                        cert.serial = %summary.serial,
-                        tls.pin = %crate::pki::spki_pin_of_spki(&summary.spki_der),
-                        "reloaded the serving certificate"
-                    );
-                }
-                Err(error) => tracing::error!(
-                    path = %cert_path.display(),
-                    error = %crate::error::error_chain(&error),
-                    "refused the changed serving certificate; the previous one stays in service"
-                ),
-            }
-        }
-    });
 }
 
 /// Loads and checks a PEM certificate chain and key from files.
@@ -221,11 +163,6 @@ fn certified_key(
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|_| TlsError::KeyMismatch)?;
     Ok((certified, summary))
-}
-
-fn stamp(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime, u64, u64)> {
-    let (c, k) = (fs::metadata(cert).ok()?, fs::metadata(key).ok()?);
-    Some((c.modified().ok()?, k.modified().ok()?, c.len(), k.len()))
 }
 
 /// Generates a P-256 self-signed serving certificate for localhost, the host name and `extra_sans`.
