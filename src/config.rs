@@ -220,7 +220,7 @@ impl Backend {
 impl Config {
     /// Opens the backend and builds the handlers' state and the serving certificate.
     pub async fn build(&self) -> Result<Runtime, ConfigError> {
-        let state = match &self.backend {
+        match &self.backend {
             BackendConfig::Local { data_dir } => {
                 let state = self.build_local(data_dir)?;
                 let serving = self
@@ -229,25 +229,21 @@ impl Config {
                     .map(ServingCertificate::load_or_generate)
                     .transpose()
                     .map_err(ConfigError::Tls)?;
-                return Ok(Runtime { state, serving });
+                Ok(Runtime { state, serving })
             }
             BackendConfig::Kubernetes { namespace, .. } => {
                 let ctx = self.backend.connect().await?;
-                (self.build_kube(&ctx, namespace).await?, ctx)
+                let state = self.build_kube(&ctx, namespace).await?;
+                let serving = match &self.tls {
+                    Some(source) if source.cert_path.exists() && source.key_path.exists() => {
+                        Some(ServingCertificate::load_or_generate(source).map_err(ConfigError::Tls)?)
+                    }
+                    Some(source) => Some(shared_serving_certificate(&ctx, namespace, &source.extra_sans).await?),
+                    None => None,
+                };
+                Ok(Runtime { state, serving })
             }
-        };
-        let (state, ctx) = state;
-        let BackendConfig::Kubernetes { namespace, .. } = &self.backend else {
-            unreachable!("the local backend returned above")
-        };
-        let serving = match &self.tls {
-            Some(source) if source.cert_path.exists() && source.key_path.exists() => {
-                Some(ServingCertificate::load_or_generate(source).map_err(ConfigError::Tls)?)
-            }
-            Some(source) => Some(shared_serving_certificate(&ctx, namespace, &source.extra_sans).await?),
-            None => None,
-        };
-        Ok(Runtime { state, serving })
+        }
     }
 
     async fn build_kube(&self, ctx: &KubeCtx, namespace: &str) -> Result<AppState, ConfigError> {
