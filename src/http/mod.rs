@@ -2,15 +2,15 @@
 //!
 //! Routes: `GET /ids`, `POST /identity/certificate` (the wire contract of Liqo), `GET /healthz` and
 //! `GET /readyz`. Unknown paths get 404, wrong methods 405 with `Allow`, both in the JSON error
-//! envelope; a wrong trailing slash or letter case redirects to the canonical path like the
-//! reference router (301 for GET, 307 otherwise).
+//! envelope; a path that cleans to a route (doubled slashes, `.`/`..`, trailing slash, letter
+//! case) redirects to it like the reference router (301 for GET, 307 otherwise; `redirect`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ pub mod extract;
 pub mod health;
 pub mod ids;
 pub mod protect;
+pub mod redirect;
 pub mod wire;
 
 pub use admin::admin_router;
@@ -89,27 +90,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-const ROUTES: [(&str, &str); 4] =
-    [("/ids", "GET"), ("/identity/certificate", "POST"), ("/healthz", "GET"), ("/readyz", "GET")];
+const ROUTES: [&str; 4] = ["/ids", "/identity/certificate", "/healthz", "/readyz"];
 
-/// 404, or a redirect when the path differs from a route only by case or trailing slash.
+/// A redirect when the path cleans to a route, else 404.
 async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
-    let path = uri.path();
-    let canonical = path.trim_end_matches('/').to_ascii_lowercase();
-    if let Some((route, _)) = ROUTES.iter().find(|(route, _)| route.to_ascii_lowercase() == canonical && *route != path)
-    {
-        let status = if method == Method::GET { StatusCode::MOVED_PERMANENTLY } else { StatusCode::TEMPORARY_REDIRECT };
-        let location = match uri.query() {
-            Some(query) => format!("{route}?{query}"),
-            None => (*route).to_owned(),
-        };
-        let mut response = status.into_response();
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
-        return response;
-    }
-    ApiError::NotFound.into_response()
+    redirect::to_route(&method, &uri, &ROUTES).unwrap_or_else(|| ApiError::NotFound.into_response())
 }
 
 /// One log line and the request metrics per request (route template, never the raw URI); the
