@@ -6,7 +6,8 @@
 //!
 //! Operators route them with the target (`RUST_LOG=audit=info`, or a log pipeline matching
 //! `target == "audit"`). Fields: `outcome` (issued, repeated, refused, error), `reason` (why it
-//! was refused or failed), `cluster.id`/`cluster.name` once the request passed validation, else
+//! was refused or failed; `lost_response_recovery` on an issuance whose new key replaced the
+//! stored identity), `cluster.id`/`cluster.name` once the request passed validation, else
 //! `cluster.claimed_id`/`cluster.claimed_name` as sent, `source.address` (the client),
 //! `source.peer` (the TCP peer, which differs behind a trusted proxy), `cert.serial`,
 //! `cert.not_after` (Unix seconds), `token.kind`, `token.id` and `signer.kind`. Never a token,
@@ -54,15 +55,17 @@ impl<'a> ObservedIssuer<'a> {
         let signer = self.issuer.signer_kind();
         match self.issuer.issue(request).await {
             Ok(issued) => {
-                let outcome = match issued.outcome {
-                    Outcome::Issued => AuditOutcome::Issued,
-                    Outcome::Repeated => AuditOutcome::Repeated,
+                // A recovery signs like an issuance; its reason tells the two apart in the audit log.
+                let (outcome, reason) = match issued.outcome {
+                    Outcome::Issued => (AuditOutcome::Issued, None),
+                    Outcome::Recovered => (AuditOutcome::Issued, Some(RECOVERED_REASON)),
+                    Outcome::Repeated => (AuditOutcome::Repeated, None),
                 };
                 self.metrics.observe_issuance(signer, outcome.label());
                 if let Some(took) = issued.signer_duration {
                     self.metrics.observe_signer(signer, took);
                 }
-                self.emit(outcome, None, Some(&issued.cluster), Some(&issued.certificate), Some(&issued.token_kind));
+                self.emit(outcome, reason, Some(&issued.cluster), Some(&issued.certificate), Some(&issued.token_kind));
                 Ok(issued)
             }
             Err(error) => {
@@ -138,6 +141,10 @@ fn truncate(text: &str) -> &str {
     }
     &text[..end]
 }
+
+/// `reason` of an `issued` event whose new key replaced the stored identity because the request
+/// proved the origin token bound to it (a consumer whose earlier 202 was lost).
+pub const RECOVERED_REASON: &str = "lost_response_recovery";
 
 /// The tracing target of audit events.
 pub const TARGET: &str = "audit";

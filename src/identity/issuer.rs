@@ -2,9 +2,21 @@
 //!
 //! Order: authenticate, validate, tenant namespace, then under a per-cluster lock either return
 //! the stored certificate (same key) or sign and store a new one, bind the peering permissions,
-//! and only then store the caller's `originClusterToken`. A caller that does not hold the key of
-//! the stored identity never gets past the conflict check, so it cannot overwrite another
-//! peer's origin token.
+//! and only then store the caller's `originClusterToken`.
+//!
+//! The origin token is bound to the identity: its digest is stored in the same record as the
+//! certificate (one atomic write), and the token itself (`save_origin_token`, the Secret Liqo
+//! reads) is written only with a value that record names. So it is set by a first issuance (or
+//! the replacement of an expired identity), by a rotation with a join token bound to the
+//! cluster, and never changed by a repeat: a repeat only re-writes the token already bound to
+//! the identity (completing an issuance interrupted before that write), since the CSR bytes
+//! alone prove nothing.
+//!
+//! Lost-response recovery: Liqo's consumer makes a new key on every attempt, so a 202 lost on
+//! the way back would leave it facing 409 forever. A request with a new key is therefore
+//! accepted, and replaces the stored identity, when it carries the same non-empty origin token
+//! as the one bound to that identity (compared in constant time): a secret that only that
+//! consumer and this provider hold. The bound token stays as it is.
 //!
 //! Join tokens are authenticated first, but a use is consumed only right before a new
 //! certificate is signed: an idempotent repeat (the same key gets its stored certificate back)
@@ -23,7 +35,7 @@ use crate::identity::port::{ApiServerInfo, CredentialStore, StoreError, StoredId
 use crate::identity::port::{SignRequest, Signer, SignerError};
 use crate::identity::{
     AuthError, AuthenticateError, Authenticator, BearerToken, ClusterIdentity, ClusterValueError, CsrError, Grant,
-    ParsedCsr, TenantNamespace, TokenKind,
+    OriginTokenDigest, ParsedCsr, TenantNamespace, TokenKind,
 };
 use crate::pki::CertificateSummary;
 
@@ -59,6 +71,9 @@ impl fmt::Debug for IssueRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Issued,
+    /// Signed now for a new key that proved the origin token bound to the stored identity (a
+    /// consumer whose earlier 202 was lost); the new certificate replaced the stored one.
+    Recovered,
     Repeated,
 }
 
@@ -67,6 +82,7 @@ impl Outcome {
     pub fn label(self) -> &'static str {
         match self {
             Self::Issued => "issued",
+            Self::Recovered => "recovered",
             Self::Repeated => "repeated",
         }
     }
@@ -205,16 +221,17 @@ impl Issuer {
         // rely on create-if-absent semantics (AlreadyExists is resolved below).
         let _guard = self.locks.lock(cluster.id.as_str()).await;
         let namespace = self.store.ensure_tenant_namespace(&cluster).await.map_err(store_err)?;
-        let (certificate_pem, outcome, signer_duration) =
-            self.certificate_for(&cluster, &namespace, &csr, &grant, &fingerprint).await?;
+        let origin = request.origin_token.clone().unwrap_or_default();
+        let Certified { certificate_pem, outcome, signer_duration, origin_to_save } =
+            self.certificate_for(&cluster, &namespace, &csr, &grant, &fingerprint, &origin).await?;
         let certificate = CertificateSummary::from_pem(certificate_pem.as_bytes())
             .ok_or_else(|| IssueError::BadCertificate { cluster: cluster.clone() })?;
         // Binding runs on repeats too, so a request that failed after storing is completed by
         // its retry instead of being stuck half-way.
         self.store.grant_peering_permissions(&namespace, &cluster.id).await.map_err(store_err)?;
         let api_server = self.store.api_server().await.map_err(store_err)?;
-        if let Some(origin) = request.origin_token.as_ref().filter(|t| !t.is_empty()) {
-            self.store.save_origin_token(&cluster.id, origin).await.map_err(store_err)?;
+        if let Some(origin) = origin_to_save {
+            self.store.save_origin_token(&cluster.id, &origin).await.map_err(store_err)?;
         }
         Ok(Issued {
             cluster,
@@ -235,42 +252,72 @@ impl Issuer {
         csr: &ParsedCsr,
         grant: &Grant,
         fingerprint: &str,
-    ) -> Result<(String, Outcome, Option<Duration>), IssueError> {
+        origin: &BearerToken,
+    ) -> Result<Certified, IssueError> {
         let store_err = |source| IssueError::Store { cluster: cluster.clone(), source };
         let stored = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
-        match stored {
-            Some(stored) => match self.decide(&stored, csr) {
-                Decision::Return => Ok((stored.certificate_pem, Outcome::Repeated, None)),
-                Decision::Conflict if !grant.may_rotate(&cluster.id) => Err(self.conflict(cluster, namespace)),
-                Decision::Conflict | Decision::Replace => {
-                    self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
-                    let (fresh, took) = self.sign(cluster, csr).await?;
-                    self.store.replace_identity(namespace, &cluster.id, &fresh, &stored).await.map_err(store_err)?;
+        let Some(stored) = stored else {
+            self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
+            let (fresh, took) = self.sign(cluster, csr, OriginTokenDigest::of(origin)).await?;
+            return match self.store.create_identity(namespace, &cluster.id, &fresh).await {
+                Ok(()) => {
                     self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
-                    Ok((fresh.certificate_pem, Outcome::Issued, Some(took)))
+                    Ok(Certified::signed(fresh, Outcome::Issued, took, origin))
                 }
-            },
-            None => {
-                self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
-                let (fresh, took) = self.sign(cluster, csr).await?;
-                match self.store.create_identity(namespace, &cluster.id, &fresh).await {
-                    Ok(()) => {
-                        self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
-                        Ok((fresh.certificate_pem, Outcome::Issued, Some(took)))
-                    }
-                    // Another replica stored first: answer as if we had come second.
-                    Err(StoreError::AlreadyExists { .. }) => {
-                        let winner = self.store.stored_identity(namespace, &cluster.id).await.map_err(store_err)?;
-                        match winner {
-                            Some(winner) if self.decide(&winner, csr) == Decision::Return => {
-                                Ok((winner.certificate_pem, Outcome::Repeated, Some(took)))
-                            }
-                            _ => Err(self.conflict(cluster, namespace)),
-                        }
-                    }
-                    Err(other) => Err(store_err(other)),
+                // Another replica stored first: answer as if we had come second.
+                Err(StoreError::AlreadyExists { .. }) => {
+                    self.after_lost_race(cluster, namespace, csr, origin, took).await
                 }
+                Err(other) => Err(store_err(other)),
+            };
+        };
+        let (origin_digest, outcome) = match self.decide(&stored, csr) {
+            Decision::Return => return Ok(Certified::repeat(stored, origin, None)),
+            // An expired or unreadable identity grants nothing: this is a first issuance again.
+            Decision::Replace => (OriginTokenDigest::of(origin), Outcome::Issued),
+            // A join token bound to this cluster rotates it; an empty origin token keeps the old one.
+            Decision::Conflict if grant.may_rotate(&cluster.id) => {
+                (OriginTokenDigest::of(origin).or(stored.origin), Outcome::Issued)
             }
+            Decision::Conflict if stored.origin.is_some_and(|bound| bound.matches(origin)) => {
+                (stored.origin, Outcome::Recovered)
+            }
+            Decision::Conflict => return Err(self.conflict(cluster, namespace)),
+        };
+        self.auth.consume(grant, fingerprint).await.map_err(auth_error)?;
+        let (fresh, took) = self.sign(cluster, csr, origin_digest).await?;
+        match self.store.replace_identity(namespace, &cluster.id, &fresh, &stored).await {
+            Ok(()) => {
+                self.signer.forget(SignRequest { cluster, csr, ttl: self.policy.certificate_ttl }).await;
+                Ok(Certified::signed(fresh, outcome, took, origin))
+            }
+            // Another request replaced it meanwhile (another replica, or this cluster's next
+            // attempt): the winner's record stands.
+            Err(StoreError::AlreadyExists { .. }) => self.after_lost_race(cluster, namespace, csr, origin, took).await,
+            Err(other) => Err(store_err(other)),
+        }
+    }
+
+    /// After another request stored an identity first: the same key gets the winner's
+    /// certificate (a repeat), any other key conflicts.
+    async fn after_lost_race(
+        &self,
+        cluster: &ClusterIdentity,
+        namespace: &TenantNamespace,
+        csr: &ParsedCsr,
+        origin: &BearerToken,
+        took: Duration,
+    ) -> Result<Certified, IssueError> {
+        let winner = self
+            .store
+            .stored_identity(namespace, &cluster.id)
+            .await
+            .map_err(|source| IssueError::Store { cluster: cluster.clone(), source })?;
+        match winner {
+            Some(winner) if self.decide(&winner, csr) == Decision::Return => {
+                Ok(Certified::repeat(winner, origin, Some(took)))
+            }
+            _ => Err(self.conflict(cluster, namespace)),
         }
     }
 
@@ -293,7 +340,12 @@ impl Issuer {
     }
 
     /// Signs, returning how long the signer took.
-    async fn sign(&self, cluster: &ClusterIdentity, csr: &ParsedCsr) -> Result<(StoredIdentity, Duration), IssueError> {
+    async fn sign(
+        &self,
+        cluster: &ClusterIdentity,
+        csr: &ParsedCsr,
+        origin: Option<OriginTokenDigest>,
+    ) -> Result<(StoredIdentity, Duration), IssueError> {
         let request = SignRequest { cluster, csr, ttl: self.policy.certificate_ttl };
         let started = Instant::now();
         let signed = self.signer.sign(request).await.map_err(|source| IssueError::Sign {
@@ -301,7 +353,7 @@ impl Issuer {
             elapsed: started.elapsed(),
             source,
         })?;
-        Ok((StoredIdentity { csr_pem: csr.to_pem(), certificate_pem: signed.pem }, started.elapsed()))
+        Ok((StoredIdentity { csr_pem: csr.to_pem(), certificate_pem: signed.pem, origin }, started.elapsed()))
     }
 
     fn conflict(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace) -> IssueError {
@@ -325,6 +377,37 @@ fn auth_error(error: AuthenticateError) -> IssueError {
     match error {
         AuthenticateError::Refused(reason) => IssueError::Unauthenticated(reason),
         AuthenticateError::Store(source) => IssueError::TokenState(source),
+    }
+}
+
+/// What `certificate_for` settled on.
+struct Certified {
+    certificate_pem: String,
+    outcome: Outcome,
+    signer_duration: Option<Duration>,
+    /// The origin token to write to the store: only ever the one bound to the stored identity.
+    origin_to_save: Option<BearerToken>,
+}
+
+impl Certified {
+    /// A certificate signed now and stored with the digest of `origin` (or, for a recovery, the
+    /// digest it already carried, which `origin` matches).
+    fn signed(fresh: StoredIdentity, outcome: Outcome, took: Duration, origin: &BearerToken) -> Self {
+        let origin_to_save = fresh.origin.filter(|bound| bound.matches(origin)).map(|_| origin.clone());
+        Self { certificate_pem: fresh.certificate_pem, outcome, signer_duration: Some(took), origin_to_save }
+    }
+
+    /// The stored certificate returned to the same key. The origin token is re-written only when
+    /// it is the one bound to the identity, which completes an issuance interrupted before that
+    /// write; any other token is ignored, so a replayed CSR changes nothing.
+    fn repeat(stored: StoredIdentity, origin: &BearerToken, took: Option<Duration>) -> Self {
+        let origin_to_save = stored.origin.filter(|bound| bound.matches(origin)).map(|_| origin.clone());
+        Self {
+            certificate_pem: stored.certificate_pem,
+            outcome: Outcome::Repeated,
+            signer_duration: took,
+            origin_to_save,
+        }
     }
 }
 

@@ -20,4 +20,4 @@ pub use cluster::{
 };
 pub use csr::{pem_encode, CsrError, KeyKind, ParsedCsr, LIQO_ORGANIZATION};
 pub use issuer::{IssueError, IssuePolicy, IssueRequest, Issued, Issuer, Outcome};
-pub use token::{BearerToken, SharedToken};
+pub use token::{BearerToken, OriginTokenDigest, SharedToken};

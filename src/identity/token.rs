@@ -4,6 +4,10 @@
 //! neither the content nor the length of the stored token leaks through timing. An empty stored
 //! token never matches anything, so a Secret emptied by mistake locks everyone out instead of
 //! letting everyone in.
+//!
+//! `OriginTokenDigest` is what the provider keeps beside a peer's identity to recognise that
+//! peer's `originClusterToken` later (lost-response recovery): a SHA-256 digest, compared in
+//! constant time, so the identity record never holds the token itself.
 
 use std::fmt;
 
@@ -73,6 +77,48 @@ impl SharedToken {
     }
 }
 
+/// The SHA-256 digest of a peer's non-empty `originClusterToken`, stored with its identity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OriginTokenDigest([u8; 32]);
+
+impl OriginTokenDigest {
+    /// The digest of `token`; `None` for an empty token, which must never prove anything.
+    pub fn of(token: &BearerToken) -> Option<Self> {
+        (!token.is_empty()).then(|| Self(Self::hash(token.expose())))
+    }
+
+    /// Constant-time check that `presented` is the token this digest was made from (an empty
+    /// token never matches).
+    pub fn matches(&self, presented: &BearerToken) -> bool {
+        let given = Self::hash(presented.expose());
+        bool::from(self.0.ct_eq(&given)) && !presented.is_empty()
+    }
+
+    /// Lower-case hex, for storage.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses what [`to_hex`](Self::to_hex) wrote; `None` when it is not 64 hex characters.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text.trim()).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    fn hash(token: &str) -> [u8; 32] {
+        let mut digest = Sha256::new();
+        digest.update(b"liqo-auth origin token\n");
+        digest.update(token.as_bytes());
+        digest.finalize().into()
+    }
+}
+
+impl fmt::Debug for OriginTokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OriginTokenDigest(<redacted>)")
+    }
+}
+
 impl fmt::Debug for SharedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SharedToken(<redacted>)")
@@ -103,6 +149,19 @@ mod tests {
     fn an_empty_stored_value_is_unusable() {
         assert!(SharedToken::from_stored("").is_none());
         assert!(SharedToken::from_stored(" \n").is_none());
+    }
+
+    #[test]
+    fn an_origin_digest_matches_only_the_non_empty_token_it_was_made_from() {
+        assert!(OriginTokenDigest::of(&BearerToken::default()).is_none());
+        let token = BearerToken::new("origin-secret".into());
+        let digest = OriginTokenDigest::of(&token).unwrap();
+        assert!(digest.matches(&token));
+        assert!(!digest.matches(&BearerToken::new("origin-secreT".into())));
+        assert!(!digest.matches(&BearerToken::default()));
+        assert_eq!(OriginTokenDigest::from_hex(&digest.to_hex()), Some(digest));
+        assert!(OriginTokenDigest::from_hex("abcd").is_none());
+        assert!(!digest.to_hex().contains("origin") && !format!("{digest:?}").contains(&digest.to_hex()));
     }
 
     #[test]

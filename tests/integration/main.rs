@@ -7,6 +7,7 @@ mod e2e_tls;
 mod fake_apiserver;
 mod join_tokens;
 mod kube_backend;
+mod liqo_dropin;
 mod mdns_lan;
 mod openapi_contract;
 mod operations;

@@ -415,16 +415,33 @@ async fn plain_http_on_an_https_url_is_refused_as_not_tls() {
 }
 
 #[tokio::test]
-async fn forcing_a_new_key_after_issuance_stops_at_once_with_the_conflict_and_the_reset_hint() {
+async fn forcing_a_new_key_after_issuance_replaces_it_only_with_the_same_origin_token() {
     let provider = Provider::start(&[]).await;
     let consumer = tempfile::tempdir().unwrap();
     let url = provider.https_url();
     let args = with(local_consumer(consumer.path(), &url, &provider.token_file()), &["--ca-hash", provider.pin()]);
     run_peer(args.clone()).await.unwrap_or_else(|e| panic!("first peering fails: {}", error_chain(&e)));
-    let first = std::fs::read_to_string(consumer.path().join("identities").join(PROVIDER_ID).join("certificate.pem"));
+    let certificate = || {
+        std::fs::read_to_string(consumer.path().join("identities").join(PROVIDER_ID).join("certificate.pem")).unwrap()
+    };
+    let first = certificate();
 
+    // The same origin token (this cluster's own token, sent by default) proves it is the same
+    // consumer: the provider replaces the identity for the new key.
+    run_peer(with(args.clone(), &["--force"]))
+        .await
+        .unwrap_or_else(|e| panic!("a new key with the same origin token is accepted: {}", error_chain(&e)));
+    let second = certificate();
+    assert_ne!(first, second, "a new certificate for the new key");
+
+    // Another origin token proves nothing: 409 at once, with the reset hint.
+    let other = consumer.path().join("other-origin-token");
+    std::fs::write(&other, "not-the-origin-token").unwrap();
+    let other = other.display().to_string();
     let started = std::time::Instant::now();
-    let error = run_peer(with(args, &["--force"])).await.expect_err("a new key for an issued identity conflicts");
+    let error = run_peer(with(args, &["--force", "--origin-token-file", &other]))
+        .await
+        .expect_err("a new key with another origin token conflicts");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "409 is not retried");
     match &error {
         PeerError::Rejected { status: 409, .. } => {}
@@ -433,8 +450,7 @@ async fn forcing_a_new_key_after_issuance_stops_at_once_with_the_conflict_and_th
     let text = error.to_string();
     assert!(text.contains("already holds an identity"), "the server's message: {text}");
     assert!(text.contains(&format!("liqo-auth tenant remove {CONSUMER_ID}")), "the hint: {text}");
-    let after = std::fs::read_to_string(consumer.path().join("identities").join(PROVIDER_ID).join("certificate.pem"));
-    assert_eq!(first.unwrap(), after.unwrap(), "the stored identity is untouched");
+    assert_eq!(second, certificate(), "the stored identity is untouched");
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use crate::adapter::kube::{
     REMOTE_CERTIFICATE_SECRET, TOKEN_KEY,
 };
 use crate::identity::port::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
-use crate::identity::{BearerToken, ClusterId, ClusterIdentity, TenantNamespace};
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, OriginTokenDigest, TenantNamespace};
 use crate::retry::{retry, RetryPolicy};
 
 /// In-cluster service-account CA, re-read at request time so a rotation needs no restart.
@@ -386,12 +386,21 @@ pub(super) async fn deleted<T>(
 }
 
 /// Reads `csr` and `certificate` from a `liqo-remote-certificate` Secret; `None` when either is
-/// missing (such a Secret is treated as absent, as Liqo does).
+/// missing (such a Secret is treated as absent, as Liqo does). The digest of the origin token
+/// bound to the identity sits in the same Secret (key `originTokenSha256`, which Liqo ignores),
+/// so identity and digest change in one write.
 pub(super) fn identity_of(secret: &Secret) -> Option<StoredIdentity> {
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|s| !s.is_empty());
-    Some(StoredIdentity { csr_pem: text("csr")?, certificate_pem: text("certificate")? })
+    Some(StoredIdentity {
+        csr_pem: text("csr")?,
+        certificate_pem: text("certificate")?,
+        origin: text(ORIGIN_DIGEST_KEY).as_deref().and_then(OriginTokenDigest::from_hex),
+    })
 }
+
+/// Key of the origin-token digest in `liqo-remote-certificate`.
+const ORIGIN_DIGEST_KEY: &str = "originTokenSha256";
 
 fn identity_secret(cluster: &ClusterId, identity: &StoredIdentity, existing: Option<Secret>) -> Secret {
     let mut secret = existing.unwrap_or_else(|| Secret {
@@ -400,10 +409,14 @@ fn identity_secret(cluster: &ClusterId, identity: &StoredIdentity, existing: Opt
     });
     secret.metadata.labels.get_or_insert_with(BTreeMap::new).insert(LABEL_CLUSTER_ID.into(), cluster.to_string());
     secret.string_data = None;
-    secret.data = Some(BTreeMap::from([
+    let mut data = BTreeMap::from([
         ("csr".to_owned(), ByteString(identity.csr_pem.as_bytes().to_vec())),
         ("certificate".to_owned(), ByteString(identity.certificate_pem.as_bytes().to_vec())),
-    ]));
+    ]);
+    if let Some(digest) = identity.origin {
+        data.insert(ORIGIN_DIGEST_KEY.to_owned(), ByteString(digest.to_hex().into_bytes()));
+    }
+    secret.data = Some(data);
     secret
 }
 
@@ -465,10 +478,15 @@ mod tests {
     fn a_secret_without_both_keys_holds_no_identity() {
         let mut secret = identity_secret(
             &ClusterId::parse("c1").unwrap(),
-            &StoredIdentity { csr_pem: "a".into(), certificate_pem: "b".into() },
+            &StoredIdentity {
+                csr_pem: "a".into(),
+                certificate_pem: "b".into(),
+                origin: OriginTokenDigest::of(&BearerToken::new("t".into())),
+            },
             None,
         );
-        assert!(identity_of(&secret).is_some());
+        let read = identity_of(&secret).expect("an identity");
+        assert!(read.origin.is_some_and(|d| d.matches(&BearerToken::new("t".into()))), "the digest is kept");
         secret.data.as_mut().unwrap().remove("certificate");
         assert!(identity_of(&secret).is_none());
     }

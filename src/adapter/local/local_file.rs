@@ -8,7 +8,7 @@
 //! ca.crt, ca.key                local CA that signs peers' certificates
 //! tls.crt, tls.key              generated serving certificate (when --cert-path is absent)
 //! peers/<cluster-id>/tenant.json       peer name and tenant namespace
-//! peers/<cluster-id>/identity.json     stored CSR and issued certificate
+//! peers/<cluster-id>/identity.json     stored CSR, issued certificate, origin-token digest
 //! peers/<cluster-id>/origin-token      the peer's own token (originClusterToken)
 //! join-token.key                HS256 key signing join tokens (32 raw bytes)
 //! join-tokens/<id>.json         one record per join token (never the token itself)
@@ -33,10 +33,14 @@ use crate::identity::port::{
     ApiServerInfo, ClusterState, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError,
     StoredIdentity, TenantAdmin,
 };
-use crate::identity::{BearerToken, ClusterId, ClusterIdentity, ClusterName, SharedToken, TenantNamespace};
+use crate::identity::{
+    BearerToken, ClusterId, ClusterIdentity, ClusterName, OriginTokenDigest, SharedToken, TenantNamespace,
+};
 
 /// Serialises read-modify-write of join-token files within this process.
 static JOIN_TOKEN_LOCK: Mutex<()> = Mutex::new(());
+/// Serialises create-if-absent and compare-and-replace of peers' identity files in this process.
+static IDENTITY_LOCK: Mutex<()> = Mutex::new(());
 const JOIN_TOKEN_KEY_FILE: &str = "join-token.key";
 const JOIN_TOKEN_DIR: &str = "join-tokens";
 
@@ -72,6 +76,28 @@ struct TenantFile {
 struct IdentityFile {
     csr: String,
     certificate: String,
+    /// Digest of the origin token bound to this identity (hex); absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origin_token_sha256: Option<String>,
+}
+
+impl IdentityFile {
+    fn of(identity: &StoredIdentity) -> Self {
+        Self {
+            csr: identity.csr_pem.clone(),
+            certificate: identity.certificate_pem.clone(),
+            origin_token_sha256: identity.origin.map(|digest| digest.to_hex()),
+        }
+    }
+
+    fn into_identity(self) -> StoredIdentity {
+        StoredIdentity {
+            csr_pem: self.csr,
+            certificate_pem: self.certificate,
+            // An unreadable digest binds no token: recovery then answers 409, as without one.
+            origin: self.origin_token_sha256.as_deref().and_then(OriginTokenDigest::from_hex),
+        }
+    }
 }
 
 impl LocalStore {
@@ -197,8 +223,8 @@ impl LocalStore {
             let Some(tenant) = read_json::<TenantFile>(&entry.path().join("tenant.json"))? else {
                 continue;
             };
-            let identity = read_json::<IdentityFile>(&entry.path().join("identity.json"))?
-                .map(|f| StoredIdentity { csr_pem: f.csr, certificate_pem: f.certificate });
+            let identity =
+                read_json::<IdentityFile>(&entry.path().join("identity.json"))?.map(IdentityFile::into_identity);
             peers.push(PeerRecord {
                 cluster_id: tenant.cluster_id,
                 cluster_name: Some(tenant.cluster_name),
@@ -279,6 +305,10 @@ impl LocalStore {
         Ok(answer)
     }
 
+    fn read_identity(&self, cluster: &ClusterId) -> Result<Option<StoredIdentity>, StoreError> {
+        Ok(read_json::<IdentityFile>(&self.peer_dir(cluster).join("identity.json"))?.map(IdentityFile::into_identity))
+    }
+
     fn peer_dir(&self, cluster: &ClusterId) -> PathBuf {
         // ClusterId is a validated DNS-1123 label: no '/', no '..', safe as a path component.
         self.dir.join("peers").join(cluster.as_str())
@@ -314,8 +344,7 @@ impl CredentialStore for LocalStore {
         _: &TenantNamespace,
         cluster: &ClusterId,
     ) -> Result<Option<StoredIdentity>, StoreError> {
-        Ok(read_json::<IdentityFile>(&self.peer_dir(cluster).join("identity.json"))?
-            .map(|f| StoredIdentity { csr_pem: f.csr, certificate_pem: f.certificate }))
+        self.read_identity(cluster)
     }
 
     async fn create_identity(
@@ -325,30 +354,27 @@ impl CredentialStore for LocalStore {
         identity: &StoredIdentity,
     ) -> Result<(), StoreError> {
         let path = self.peer_dir(cluster).join("identity.json");
+        let _guard = IDENTITY_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         if path.exists() {
             return Err(StoreError::AlreadyExists { what: path.display().to_string() });
         }
-        write_json(
-            &path,
-            &IdentityFile { csr: identity.csr_pem.clone(), certificate: identity.certificate_pem.clone() },
-        )
+        write_json(&path, &IdentityFile::of(identity))
     }
 
     async fn replace_identity(
         &self,
-        ns: &TenantNamespace,
+        _: &TenantNamespace,
         cluster: &ClusterId,
         identity: &StoredIdentity,
         previous: &StoredIdentity,
     ) -> Result<(), StoreError> {
-        if self.stored_identity(ns, cluster).await?.as_ref() != Some(previous) {
+        // Compare and write under one lock: two issuers in this process (two servers on one
+        // data dir, say) can never both replace the same previous identity.
+        let _guard = IDENTITY_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if self.read_identity(cluster)?.as_ref() != Some(previous) {
             return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
         }
-        let path = self.peer_dir(cluster).join("identity.json");
-        write_json(
-            &path,
-            &IdentityFile { csr: identity.csr_pem.clone(), certificate: identity.certificate_pem.clone() },
-        )
+        write_json(&self.peer_dir(cluster).join("identity.json"), &IdentityFile::of(identity))
     }
 
     async fn grant_peering_permissions(&self, _: &TenantNamespace, _: &ClusterId) -> Result<(), StoreError> {
@@ -614,7 +640,7 @@ mod tests {
         let store = open(tmp.path());
         let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
-        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into() };
+        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into(), origin: None };
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         store.save_origin_token(&cluster.id, &BearerToken::new("t".into())).await.unwrap();
         assert_eq!(store.remove_peer(&cluster.id).unwrap().len(), 3);
@@ -630,7 +656,7 @@ mod tests {
         let store = open(tmp.path());
         let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
-        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into() };
+        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into(), origin: None };
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         assert!(matches!(
             store.create_identity(&ns, &cluster.id, &identity).await,

@@ -7,13 +7,17 @@
 use std::fmt;
 
 use crate::identity::join_token::{ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
-use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
+use crate::identity::{BearerToken, ClusterId, ClusterIdentity, OriginTokenDigest, SharedToken, TenantNamespace};
 
-/// What a provider stored for a peer: the request it signed and the certificate it issued.
+/// What a provider stored for a peer: the request it signed, the certificate it issued, and the
+/// digest of the `originClusterToken` the identity was issued with (stored in the same record, so
+/// the identity and the token that may later recover it are written in one atomic step).
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredIdentity {
     pub csr_pem: String,
     pub certificate_pem: String,
+    /// `None` when the request carried no origin token, or the record predates this field.
+    pub origin: Option<OriginTokenDigest>,
 }
 
 impl fmt::Debug for StoredIdentity {
@@ -73,7 +77,8 @@ pub trait CredentialStore: Send + Sync {
     /// Binds the peering permissions in `namespace` to the Kubernetes user `user`.
     async fn grant_peering_permissions(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), StoreError>;
 
-    /// Stores the consumer's own token (`originClusterToken`) so this cluster can peer back.
+    /// Stores the consumer's own token (`originClusterToken`) so this cluster can peer back. The
+    /// issuer calls it only with the token bound to the identity it just stored or returned.
     async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError>;
 
     /// Where peers reach this cluster's API server, read at request time.
