@@ -14,13 +14,13 @@ use std::time::Duration;
 // Named `kubernetes` here so that paths into the kube crate appear only inside
 // src/adapter/kube: a grep for them is the check that Kubernetes stays in its adapter.
 use crate::adapter::kube as kubernetes;
-use crate::adapter::local::{LocalCa, LocalStore};
+use crate::adapter::local::{LocalCa, LocalProofLedger, LocalStore};
 use crate::client::identity_store::LocalIdentityStore;
 use crate::client::peer::PeerBackend;
 use crate::discovery::{DiscoveryError, InterfaceSelection};
 use crate::http::{AppState, Protection, ProtectionConfig};
 use crate::identity::port::{ClusterState, JoinTokenStore, PeerIdentityStore, Signer, StoreError, TenantAdmin};
-use crate::identity::{Authenticator, IssuePolicy, Issuer};
+use crate::identity::{Authenticator, IssuePolicy, Issuer, RenewPolicy, Renewer};
 use crate::server::tls::{ServingCertificate, ServingSource, TlsError};
 use crate::server::ServerLimits;
 use kubernetes::kube_identity::KubeIdentityStore;
@@ -28,7 +28,7 @@ use kubernetes::kube_kubeconfig;
 use kubernetes::kube_serving::{self, PemPair, ServingSecretError};
 use kubernetes::{
     ApiServerSource, ClusterIdentityError, ConnectError, KubeClusterState, KubeCsrSigner, KubeCtx, KubeJoinTokens,
-    KubeStore, KubeTenants, KubeTokenCache,
+    KubeProofLedger, KubeStore, KubeTenants, KubeTokenCache,
 };
 
 pub use kubernetes::{Connection, DEFAULT_REQUEST_TIMEOUT as DEFAULT_KUBE_REQUEST_TIMEOUT};
@@ -109,6 +109,8 @@ pub struct Config {
     pub api_server_url: Option<String>,
     pub advertise_ca: bool,
     pub certificate_ttl: Duration,
+    /// `--renewal-grace-after-expiry`: how long an expired certificate may still renew.
+    pub renewal_grace_after_expiry: Duration,
     pub limits: ServerLimits,
     /// LAN advertisement over mDNS (`--mdns-advertise`), off when `None`.
     pub mdns: Option<MdnsConfig>,
@@ -275,8 +277,10 @@ impl Config {
         let auth = Authenticator::new(self.authentication, Arc::new(tokens))
             .with_shared_token(self.shared_token)
             .with_join_tokens(cluster.id.clone(), Arc::new(KubeJoinTokens::new(ctx.clone(), namespace.to_owned())));
+        let ledger = Arc::new(KubeProofLedger::new(ctx.clone(), namespace.to_owned()));
+        let renewer = Renewer::new(cluster.id.clone(), signer.clone(), store.clone(), ledger, self.renew_policy());
         let issuer = Issuer::new(auth, signer, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
-        Ok(AppState::new(cluster, issuer).with_protection(Protection::new(self.protection.clone())))
+        Ok(AppState::new(cluster, issuer, renewer).with_protection(Protection::new(self.protection.clone())))
     }
 
     fn build_local(&self, data_dir: &std::path::Path) -> Result<AppState, ConfigError> {
@@ -289,8 +293,14 @@ impl Config {
         let auth = Authenticator::new(self.authentication, store.clone())
             .with_shared_token(self.shared_token)
             .with_join_tokens(cluster.id.clone(), store.clone());
+        let ledger = Arc::new(LocalProofLedger::new(data_dir));
+        let renewer = Renewer::new(cluster.id.clone(), ca.clone(), store.clone(), ledger, self.renew_policy());
         let issuer = Issuer::new(auth, ca, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
-        Ok(AppState::new(cluster, issuer).with_protection(Protection::new(self.protection.clone())))
+        Ok(AppState::new(cluster, issuer, renewer).with_protection(Protection::new(self.protection.clone())))
+    }
+
+    fn renew_policy(&self) -> RenewPolicy {
+        RenewPolicy { certificate_ttl: self.certificate_ttl, grace_after_expiry: self.renewal_grace_after_expiry }
     }
 }
 

@@ -1,12 +1,13 @@
 //! `MemoryStore`: an in-memory `CredentialStore` and `SharedTokenSource` for router and domain tests;
-//! `MemoryJoinTokens`: the same for the `JoinTokenStore` port.
+//! `MemoryJoinTokens`: the same for the `JoinTokenStore` port; `MemoryProofLedger` for `ProofLedger`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::identity::join_token::{ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{
-    ApiServerInfo, CredentialStore, JoinTokenStore, SharedTokenSource, StoreError, StoredIdentity,
+    ApiServerInfo, CredentialStore, JoinTokenStore, ProofId, ProofLedger, Seen, SharedTokenSource, StoreError,
+    StoredIdentity,
 };
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, SharedToken, TenantNamespace};
 
@@ -41,6 +42,18 @@ impl MemoryStore {
         self.lock().grants.clone()
     }
 
+    /// Forgets the tenant and identity of `cluster`, as `tenant remove` does (test control).
+    pub fn remove_tenant(&self, cluster: &str) {
+        let mut state = self.lock();
+        state.namespaces.remove(cluster);
+        state.identities.remove(cluster);
+    }
+
+    /// The identity stored for `cluster` (test inspection).
+    pub fn identity(&self, cluster: &str) -> Option<StoredIdentity> {
+        self.lock().identities.get(cluster).cloned()
+    }
+
     /// Replaces the shared token (test control).
     pub fn set_token(&self, token: Option<SharedToken>) {
         self.lock().token = token;
@@ -61,6 +74,10 @@ impl CredentialStore for MemoryStore {
             .or_insert_with(|| cluster.tenant_namespace().to_string())
             .clone();
         Ok(TenantNamespace::from_stored(name))
+    }
+
+    async fn tenant_namespace(&self, cluster: &ClusterId) -> Result<Option<TenantNamespace>, StoreError> {
+        Ok(self.lock().namespaces.get(cluster.as_str()).cloned().map(TenantNamespace::from_stored))
     }
 
     async fn stored_identity(
@@ -194,5 +211,25 @@ impl JoinTokenStore for MemoryJoinTokens {
 
     async fn consume(&self, id: &str, fingerprint: &str) -> Result<ConsumeOutcome, StoreError> {
         Ok(self.lock().records.get_mut(id).map_or(ConsumeOutcome::Unknown, |record| record.consume(fingerprint)))
+    }
+}
+
+/// Used renewal proofs in memory (router and domain tests).
+#[derive(Default)]
+pub struct MemoryProofLedger {
+    seen: Mutex<HashMap<ProofId, i64>>,
+}
+
+#[async_trait::async_trait]
+impl ProofLedger for MemoryProofLedger {
+    async fn record(&self, id: &ProofId, until: i64) -> Result<Seen, StoreError> {
+        let now = crate::pki::unix_now();
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.retain(|_, until| *until >= now);
+        if seen.contains_key(id) {
+            return Ok(Seen::Again);
+        }
+        seen.insert(id.clone(), until);
+        Ok(Seen::First)
     }
 }

@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// Lifetime of issued certificates (Go duration, e.g. `8760h`).
     #[arg(long = "certificate-ttl", env = "LIQO_AUTH_CERTIFICATE_TTL", default_value = "8760h", value_parser = parse_duration)]
     pub certificate_ttl: Duration,
+    /// How long after its notAfter a certificate may still renew itself
+    /// (`POST /identity/certificate/renew`); 0 means an expired certificate never renews.
+    #[arg(long = "renewal-grace-after-expiry", env = "LIQO_AUTH_RENEWAL_GRACE_AFTER_EXPIRY", default_value = "0s", value_parser = parse_duration)]
+    pub renewal_grace_after_expiry: Duration,
     #[command(flatten)]
     pub compat: CompatArgs,
     /// Reference IAM mode (not supported: refused at start when set).
@@ -193,10 +197,16 @@ impl ServeArgs {
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             }
         }
-        if self.certificate_ttl < Duration::from_secs(600) {
+        // The Kubernetes CSR API refuses expirationSeconds below 600; a CA of our own signs
+        // shorter lifetimes, which short-lived identities renewed by `agent` use.
+        let kube_signer = self.backend.backend == BackendKind::Kubernetes && self.signer == SignerKind::Kubernetes;
+        if kube_signer && self.certificate_ttl < Duration::from_secs(600) {
             return Err(ConfigError::Invalid(
-                "--certificate-ttl must be at least 10m (the Kubernetes signer's minimum)".into(),
+                "--certificate-ttl must be at least 10m with the Kubernetes CSR signer (its minimum)".into(),
             ));
+        }
+        if self.certificate_ttl < Duration::from_secs(10) {
+            return Err(ConfigError::Invalid("--certificate-ttl must be at least 10s".into()));
         }
         let backend = self.backend.to_config_with_timeout(self.kube_request_timeout);
         let signer = match (self.signer, &self.ca_cert, &self.ca_key) {
@@ -256,6 +266,7 @@ impl ServeArgs {
             api_server_url,
             advertise_ca: !self.advertise_api_server_trusted_ca,
             certificate_ttl: self.certificate_ttl,
+            renewal_grace_after_expiry: self.renewal_grace_after_expiry,
             limits: ServerLimits {
                 max_connections: self.max_connections.max(1),
                 header_read_timeout: self.header_read_timeout,

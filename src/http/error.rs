@@ -9,7 +9,7 @@ use axum::Json;
 
 use crate::error::error_chain;
 use crate::http::wire::ErrorBody;
-use crate::identity::IssueError;
+use crate::identity::{IssueError, RenewError};
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u64 = 5;
@@ -23,6 +23,10 @@ pub enum ApiError {
     InvalidRequest { code: &'static str, message: String },
     /// Missing, malformed, wrong or expired token.
     Unauthorized,
+    /// A renewal proof or its certificate was refused (`code` says why).
+    RenewalRefused { code: &'static str, message: String },
+    /// The renewing cluster has no tenant (or no stored identity) on this provider any more.
+    TenantRemoved { cluster: String },
     /// The cluster already holds an identity for another key.
     IdentityExists { cluster: String, namespace: String },
     /// Body over the limit.
@@ -50,6 +54,14 @@ pub const ERROR_CODES: &[&str] = &[
     "unsupported_request_version",
     "invalid_token",
     "identity_exists",
+    "invalid_proof",
+    "proof_wrong_audience",
+    "proof_expired",
+    "proof_lifetime_too_long",
+    "proof_replayed",
+    "certificate_not_current",
+    "certificate_expired",
+    "tenant_removed",
     "payload_too_large",
     "not_found",
     "method_not_allowed",
@@ -69,7 +81,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidJson { .. } | Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::RenewalRefused { .. } => StatusCode::UNAUTHORIZED,
+            Self::TenantRemoved { .. } => StatusCode::FORBIDDEN,
             Self::IdentityExists { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -83,7 +96,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidJson { .. } => "invalid_json",
-            Self::InvalidRequest { code, .. } | Self::Internal { code, .. } => code,
+            Self::InvalidRequest { code, .. } | Self::Internal { code, .. } | Self::RenewalRefused { code, .. } => code,
+            Self::TenantRemoved { .. } => "tenant_removed",
             Self::Unauthorized => "invalid_token",
             Self::IdentityExists { .. } => "identity_exists",
             Self::PayloadTooLarge => "payload_too_large",
@@ -99,6 +113,10 @@ impl ApiError {
             Self::InvalidJson { detail } => format!("request body is not valid JSON of the expected shape: {detail}"),
             Self::InvalidRequest { message, .. } => message.clone(),
             Self::Unauthorized => "invalid or expired token".to_owned(),
+            Self::RenewalRefused { message, .. } => message.clone(),
+            Self::TenantRemoved { cluster } => format!(
+                "cluster {cluster} is no longer a tenant of this provider (it was unpeered); peer again with a new token"
+            ),
             Self::IdentityExists { cluster, namespace } => format!(
                     "cluster {cluster} already holds an identity issued for another key; send the same certificate signing request again to get it back, or ask the provider's operator to reset it (liqo-auth tenant remove {cluster}, or delete Secret liqo-remote-certificate in namespace {namespace})"
             ),
@@ -171,6 +189,45 @@ impl From<IssueError> for ApiError {
     }
 }
 
+impl From<RenewError> for ApiError {
+    fn from(error: RenewError) -> Self {
+        let refused = |code: &'static str, message: String| Self::RenewalRefused { code, message };
+        let transient = error.is_transient();
+        match error {
+            RenewError::InvalidProof(proof) => refused(proof.code(), proof.to_string()),
+            RenewError::Replayed => refused(
+                "proof_replayed",
+                "this renewal proof was used before; sign a new one (new jti) for every request".into(),
+            ),
+            RenewError::NotCurrent { .. } => refused(
+                "certificate_not_current",
+                "the certificate in the proof is not the one this provider holds for the cluster".into(),
+            ),
+            RenewError::CertificateExpired { .. } => refused(
+                "certificate_expired",
+                "the certificate in the proof has expired; peer again with a new token".into(),
+            ),
+            RenewError::TenantRemoved { cluster } => Self::TenantRemoved { cluster: cluster.to_string() },
+            RenewError::InvalidCsr(e) => Self::InvalidRequest { code: "invalid_csr", message: e.to_string() },
+            RenewError::CommonNameMismatch => Self::InvalidRequest {
+                code: "csr_subject_mismatch",
+                message: "the certificate signing request common name must equal the renewing cluster's ID".into(),
+            },
+            other if transient => Self::Unavailable { detail: error_chain(&other) },
+            other @ RenewError::Sign {
+                source:
+                    crate::identity::port::SignerError::Denied { .. } | crate::identity::port::SignerError::Failed { .. },
+                ..
+            } => Self::Internal {
+                code: "signer_refused",
+                message: "the cluster's certificate signer refused the request",
+                detail: error_chain(&other),
+            },
+            other => Self::Internal { code: "internal", message: "internal error", detail: error_chain(&other) },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +237,8 @@ mod tests {
         let errors = [
             ApiError::InvalidJson { detail: String::new() },
             ApiError::Unauthorized,
+            ApiError::TenantRemoved { cluster: "c".into() },
+            ApiError::from(RenewError::Replayed),
             ApiError::IdentityExists { cluster: "c".into(), namespace: "n".into() },
             ApiError::PayloadTooLarge,
             ApiError::NotFound,

@@ -1,6 +1,7 @@
 //! The public HTTP API: `router(state)` and its middleware.
 //!
-//! Routes: `GET /ids`, `POST /identity/certificate` (the wire contract of Liqo), `GET /healthz` and
+//! Routes: `GET /ids`, `POST /identity/certificate` (the wire contract of Liqo),
+//! `POST /identity/certificate/renew` (renewal with a proof of possession), `GET /healthz` and
 //! `GET /readyz`. Unknown paths get 404, wrong methods 405 with `Allow`, both in the JSON error
 //! envelope; a path that cleans to a route (doubled slashes, `.`/`..`, trailing slash, letter
 //! case) redirects to it like the reference router (301 for GET, 307 otherwise; `redirect`).
@@ -17,7 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::identity::{ClusterIdentity, Issuer};
+use crate::identity::{ClusterIdentity, Issuer, Renewer};
 use crate::telemetry::Metrics;
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod health;
 pub mod ids;
 pub mod protect;
 pub mod redirect;
+pub mod renew;
 pub mod wire;
 
 pub use admin::admin_router;
@@ -42,6 +44,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     pub issuer: Issuer,
+    pub renewer: Renewer,
     /// `/ids` body, serialised once.
     pub ids_body: Arc<[u8]>,
     pub cluster: ClusterIdentity,
@@ -50,11 +53,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state for `cluster` with `issuer`, fresh metrics and default protection.
-    pub fn new(cluster: ClusterIdentity, issuer: Issuer) -> Self {
+    /// Builds the state for `cluster` with `issuer` and `renewer`, fresh metrics and default
+    /// protection.
+    pub fn new(cluster: ClusterIdentity, issuer: Issuer, renewer: Renewer) -> Self {
         let ids = wire::IdsResponse { cluster_id: cluster.id.to_string(), cluster_name: cluster.name.to_string() };
         let ids_body: Arc<[u8]> = serde_json::to_vec(&ids).expect("plain struct serialises").into();
-        Self { issuer, ids_body, cluster, metrics: Metrics::new(), protection: Protection::default() }
+        Self { issuer, renewer, ids_body, cluster, metrics: Metrics::new(), protection: Protection::default() }
     }
 
     /// Records into `metrics` (shared with the admin listener and the TLS reloader).
@@ -80,9 +84,15 @@ pub fn router(state: AppState) -> Router {
             .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
             .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
     );
+    let renew = post(renew::renew_certificate).layer::<_, std::convert::Infallible>(
+        tower::ServiceBuilder::new()
+            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+            .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
+    );
     Router::new()
         .route("/ids", get(ids::ids))
         .route("/identity/certificate", issue)
+        .route("/identity/certificate/renew", renew)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(fallback)
@@ -90,7 +100,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-const ROUTES: [&str; 4] = ["/ids", "/identity/certificate", "/healthz", "/readyz"];
+const ROUTES: [&str; 5] = ["/ids", "/identity/certificate", "/identity/certificate/renew", "/healthz", "/readyz"];
 
 /// A redirect when the path cleans to a route, else 404.
 async fn fallback(method: Method, uri: axum::http::Uri) -> Response {

@@ -81,6 +81,23 @@ impl fmt::Debug for CertificateResponse {
     }
 }
 
+/// `POST /identity/certificate/renew` body: a proof of possession of the current identity
+/// (compact JWS, see `identity::renew`) and the new CSR (base64 of PEM, as for issuance). The
+/// answer is a [`CertificateResponse`] with status 200.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct RenewalRequest {
+    #[serde(default)]
+    pub proof: String,
+    #[serde(rename = "certificateSigningRequest", default)]
+    pub certificate_signing_request: String,
+}
+
+impl fmt::Debug for RenewalRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RenewalRequest(<redacted>)")
+    }
+}
+
 /// The reference's IAM fields; always empty here (IAM mode is not supported).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AwsIdentity {

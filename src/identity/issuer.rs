@@ -353,7 +353,7 @@ impl Issuer {
             elapsed: started.elapsed(),
             source,
         })?;
-        Ok((StoredIdentity { csr_pem: csr.to_pem(), certificate_pem: signed.pem, origin }, started.elapsed()))
+        Ok((StoredIdentity { origin, ..StoredIdentity::new(csr.to_pem(), signed.pem) }, started.elapsed()))
     }
 
     fn conflict(&self, cluster: &ClusterIdentity, namespace: &TenantNamespace) -> IssueError {

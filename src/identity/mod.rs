@@ -12,6 +12,7 @@ mod csr;
 mod issuer;
 pub mod join_token;
 pub mod port;
+pub mod renew;
 mod token;
 
 pub use auth::{AuthError, AuthenticateError, Authenticator, Grant, TokenKind};
@@ -20,4 +21,5 @@ pub use cluster::{
 };
 pub use csr::{pem_encode, CsrError, KeyKind, ParsedCsr, LIQO_ORGANIZATION};
 pub use issuer::{IssueError, IssuePolicy, IssueRequest, Issued, Issuer, Outcome};
+pub use renew::{RenewError, RenewKind, RenewPolicy, RenewRequest, Renewed, Renewer};
 pub use token::{BearerToken, OriginTokenDigest, SharedToken};

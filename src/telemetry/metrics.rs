@@ -25,6 +25,7 @@ struct MetricsInner {
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     certificates: Family<CertificateLabels, Counter>,
     token_failures: Family<ReasonLabels, Counter>,
+    renewals: Family<RenewalLabels, Counter>,
     signer_duration: Family<SignerLabels, Histogram, fn() -> Histogram>,
     serving_expiry: Gauge<i64, AtomicI64>,
 }
@@ -44,6 +45,12 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertificateLabels {
     signer: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenewalLabels {
+    kind: &'static str,
     result: &'static str,
 }
 
@@ -79,6 +86,12 @@ impl Metrics {
         );
         let token_failures = Family::<ReasonLabels, Counter>::default();
         registry.register("auth_token_failures", "Refused tokens by reason", token_failures.clone());
+        let renewals = Family::<RenewalLabels, Counter>::default();
+        registry.register(
+            "auth_certificate_renewals",
+            "Renewal attempts by kind (renew: same key, rekey: new key, unknown: refused before the request was understood) and result (ok, error)",
+            renewals.clone(),
+        );
         let signer_duration: Family<SignerLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
         registry.register(
@@ -98,6 +111,7 @@ impl Metrics {
             http_duration,
             certificates,
             token_failures,
+            renewals,
             signer_duration,
             serving_expiry,
         }))
@@ -118,6 +132,11 @@ impl Metrics {
     /// Records a refused token; `reason` is `AuthError::reason()`.
     pub fn observe_token_failure(&self, reason: &'static str) {
         self.0.token_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Records one renewal attempt: `kind` is `renew`, `rekey` or `unknown`, `result` `ok` or `error`.
+    pub fn observe_renewal(&self, kind: &'static str, result: &'static str) {
+        self.0.renewals.get_or_create(&RenewalLabels { kind, result }).inc();
     }
 
     /// Records how long one signer call took.

@@ -12,5 +12,6 @@ mod mdns_lan;
 mod openapi_contract;
 mod operations;
 mod peer;
+mod renewal;
 mod router;
 mod support;

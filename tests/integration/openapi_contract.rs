@@ -6,7 +6,9 @@ use crate::support::app::{certificate_body, TestApp};
 use crate::support::pki::{self, KeyType};
 use axum::body::Body;
 use axum::http::{Method, Request};
-use liqo_auth::http::wire::{CertificateRequest, CertificateResponse, ErrorBody, HealthResponse, IdsResponse};
+use liqo_auth::http::wire::{
+    CertificateRequest, CertificateResponse, ErrorBody, HealthResponse, IdsResponse, RenewalRequest,
+};
 use serde_yaml::Value;
 
 fn spec() -> Value {
@@ -45,9 +47,12 @@ async fn every_documented_route_answers_with_a_documented_status() {
     let spec = spec();
     let app = TestApp::new();
     let ops = operations(&spec);
-    assert_eq!(ops.len(), 4, "ids, identity/certificate, healthz, readyz");
+    assert_eq!(ops.len(), 5, "ids, identity/certificate, identity/certificate/renew, healthz, readyz");
     for (path, method, operation) in ops {
-        let body = if method == Method::POST {
+        let body = if path == "/identity/certificate/renew" {
+            // A proof that cannot verify: the documented refusal, through the whole route.
+            serde_json::json!({"proof": "a.b.c", "certificateSigningRequest": ""}).to_string()
+        } else if method == Method::POST {
             certificate_body(
                 "peer-1",
                 "rome",
@@ -85,8 +90,14 @@ fn every_example_body_deserialises_into_its_wire_type() {
             for (_, media) in body["content"].as_mapping().unwrap() {
                 for (_, example) in media.get("examples").and_then(Value::as_mapping).into_iter().flatten() {
                     let json = serde_json::to_value(&example["value"]).unwrap();
-                    serde_json::from_value::<CertificateRequest>(json)
-                        .unwrap_or_else(|e| panic!("{method} {path} request example: {e}"));
+                    if path == "/identity/certificate/renew" {
+                        let request: RenewalRequest = serde_json::from_value(json)
+                            .unwrap_or_else(|e| panic!("{method} {path} request example: {e}"));
+                        assert!(!request.proof.is_empty() && !request.certificate_signing_request.is_empty());
+                    } else {
+                        serde_json::from_value::<CertificateRequest>(json)
+                            .unwrap_or_else(|e| panic!("{method} {path} request example: {e}"));
+                    }
                     checked += 1;
                 }
             }
@@ -110,7 +121,7 @@ fn every_example_body_deserialises_into_its_wire_type() {
                         ("/ids", _) => {
                             drop(serde_json::from_value::<IdsResponse>(json).unwrap_or_else(|e| panic!("{what}: {e}")))
                         }
-                        ("/identity/certificate", _) => drop(
+                        ("/identity/certificate" | "/identity/certificate/renew", _) => drop(
                             serde_json::from_value::<CertificateResponse>(json)
                                 .unwrap_or_else(|e| panic!("{what}: {e}")),
                         ),

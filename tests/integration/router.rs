@@ -259,6 +259,9 @@ impl CredentialStore for FlakyStore {
     async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
         self.inner.ensure_tenant_namespace(cluster).await
     }
+    async fn tenant_namespace(&self, cluster: &ClusterId) -> Result<Option<TenantNamespace>, StoreError> {
+        self.inner.tenant_namespace(cluster).await
+    }
     async fn stored_identity(
         &self,
         ns: &TenantNamespace,

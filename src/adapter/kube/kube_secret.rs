@@ -25,7 +25,7 @@ use crate::adapter::kube::{
     KubeCtx, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS, LABEL_TENANT_NAMESPACE,
     REMOTE_CERTIFICATE_SECRET, TOKEN_KEY,
 };
-use crate::identity::port::{ApiServerInfo, CredentialStore, StoreError, StoredIdentity};
+use crate::identity::port::{ApiServerInfo, CredentialStore, PreviousCertificate, StoreError, StoredIdentity};
 use crate::identity::{BearerToken, ClusterId, ClusterIdentity, OriginTokenDigest, TenantNamespace};
 use crate::retry::{retry, RetryPolicy};
 
@@ -131,6 +131,24 @@ impl KubeStore {
         Ok(())
     }
 
+    /// The namespace labelled as `cluster`'s tenant namespace, if there is one.
+    async fn find_tenant_namespace(&self, cluster: &ClusterId) -> Result<Option<TenantNamespace>, StoreError> {
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let selector = format!("{LABEL_CLUSTER_ID}={cluster},{LABEL_TENANT_NAMESPACE}");
+        let found = self
+            .ctx
+            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector)))
+            .await?;
+        match found.items.as_slice() {
+            [one] => Ok(Some(TenantNamespace::from_stored(one.metadata.name.clone().unwrap_or_default()))),
+            [] => Ok(None),
+            many => Err(StoreError::Corrupt {
+                what: format!("tenant namespaces of cluster {cluster}"),
+                reason: format!("{} namespaces carry its labels; delete all but one", many.len()),
+            }),
+        }
+    }
+
     async fn control_plane_url(&self) -> Result<Option<String>, KubeFailure> {
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
         for label in [
@@ -167,22 +185,10 @@ impl KubeStore {
 #[async_trait::async_trait]
 impl CredentialStore for KubeStore {
     async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
-        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
-        let selector = format!("{LABEL_CLUSTER_ID}={},{LABEL_TENANT_NAMESPACE}", cluster.id);
-        let found = self
-            .ctx
-            .call("listing tenant namespaces", namespaces.list(&ListParams::default().labels(&selector)))
-            .await?;
-        match found.items.as_slice() {
-            [one] => return Ok(TenantNamespace::from_stored(one.metadata.name.clone().unwrap_or_default())),
-            [] => {}
-            many => {
-                return Err(StoreError::Corrupt {
-                    what: format!("tenant namespaces of cluster {}", cluster.id),
-                    reason: format!("{} namespaces carry its labels; delete all but one", many.len()),
-                })
-            }
+        if let Some(found) = self.find_tenant_namespace(&cluster.id).await? {
+            return Ok(found);
         }
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
         let name = cluster.tenant_namespace();
         let namespace = Namespace {
             metadata: ObjectMeta {
@@ -208,6 +214,10 @@ impl CredentialStore for KubeStore {
             Err(failure) if failure.is_already_exists() => Ok(name),
             Err(failure) => Err(failure.into()),
         }
+    }
+
+    async fn tenant_namespace(&self, cluster: &ClusterId) -> Result<Option<TenantNamespace>, StoreError> {
+        self.find_tenant_namespace(cluster).await
     }
 
     async fn stored_identity(
@@ -392,15 +402,23 @@ pub(super) async fn deleted<T>(
 pub(super) fn identity_of(secret: &Secret) -> Option<StoredIdentity> {
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|s| !s.is_empty());
+    let previous = match (text(PREVIOUS_CERTIFICATE_KEY), text(PREVIOUS_REPLACED_AT_KEY).and_then(|t| t.parse().ok())) {
+        (Some(certificate_pem), Some(replaced_at)) => Some(PreviousCertificate { certificate_pem, replaced_at }),
+        _ => None,
+    };
     Some(StoredIdentity {
         csr_pem: text("csr")?,
         certificate_pem: text("certificate")?,
         origin: text(ORIGIN_DIGEST_KEY).as_deref().and_then(OriginTokenDigest::from_hex),
+        previous,
     })
 }
 
 /// Key of the origin-token digest in `liqo-remote-certificate`.
 const ORIGIN_DIGEST_KEY: &str = "originTokenSha256";
+/// Data keys of the certificate a renewal replaced (see `StoredIdentity::previous`).
+const PREVIOUS_CERTIFICATE_KEY: &str = "previousCertificate";
+const PREVIOUS_REPLACED_AT_KEY: &str = "previousReplacedAt";
 
 fn identity_secret(cluster: &ClusterId, identity: &StoredIdentity, existing: Option<Secret>) -> Secret {
     let mut secret = existing.unwrap_or_else(|| Secret {
@@ -415,6 +433,11 @@ fn identity_secret(cluster: &ClusterId, identity: &StoredIdentity, existing: Opt
     ]);
     if let Some(digest) = identity.origin {
         data.insert(ORIGIN_DIGEST_KEY.to_owned(), ByteString(digest.to_hex().into_bytes()));
+    }
+    // Liqo reads only `csr` and `certificate`; the renewal overlap keys beside them are ours.
+    if let Some(previous) = &identity.previous {
+        data.insert(PREVIOUS_CERTIFICATE_KEY.to_owned(), ByteString(previous.certificate_pem.as_bytes().to_vec()));
+        data.insert(PREVIOUS_REPLACED_AT_KEY.to_owned(), ByteString(previous.replaced_at.to_string().into_bytes()));
     }
     secret.data = Some(data);
     secret
@@ -479,14 +502,15 @@ mod tests {
         let mut secret = identity_secret(
             &ClusterId::parse("c1").unwrap(),
             &StoredIdentity {
-                csr_pem: "a".into(),
-                certificate_pem: "b".into(),
                 origin: OriginTokenDigest::of(&BearerToken::new("t".into())),
+                previous: Some(PreviousCertificate { certificate_pem: "old".into(), replaced_at: 7 }),
+                ..StoredIdentity::new("a".into(), "b".into())
             },
             None,
         );
         let read = identity_of(&secret).expect("an identity");
         assert!(read.origin.is_some_and(|d| d.matches(&BearerToken::new("t".into()))), "the digest is kept");
+        assert_eq!(read.previous.map(|p| (p.certificate_pem, p.replaced_at)), Some(("old".into(), 7)));
         secret.data.as_mut().unwrap().remove("certificate");
         assert!(identity_of(&secret).is_none());
     }

@@ -15,6 +15,7 @@ pub mod kube_csr;
 pub mod kube_identity;
 pub mod kube_join_token;
 pub mod kube_kubeconfig;
+pub mod kube_proof;
 pub mod kube_secret;
 pub mod kube_serving;
 pub mod kube_token;
@@ -23,6 +24,7 @@ pub use kube_admin::{KubeClusterState, KubeTenants};
 pub use kube_cluster::{cluster_identity, ClusterIdentityError};
 pub use kube_csr::KubeCsrSigner;
 pub use kube_join_token::KubeJoinTokens;
+pub use kube_proof::KubeProofLedger;
 pub use kube_secret::{ApiServerSource, KubeStore};
 pub use kube_token::KubeTokenCache;
 

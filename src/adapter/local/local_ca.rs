@@ -20,6 +20,10 @@ use crate::identity::KeyKind;
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Backdating of `notBefore`, so peers with a slightly slow clock accept a fresh certificate.
 const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// Client certificates are backdated by at most this fraction of their lifetime: renewal runs at
+/// a fraction of notBefore..notAfter, and a 2-minute certificate backdated by 5 minutes would be
+/// due for renewal the moment it is issued.
+const MAX_BACKDATE_FRACTION: u32 = 10;
 
 /// Why a CA could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +109,7 @@ impl LocalCa {
         }
         params.serial_number = Some(random_serial());
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - CLOCK_SKEW;
+        params.not_before = now - CLOCK_SKEW.min(request.ttl / MAX_BACKDATE_FRACTION);
         params.not_after = now + request.ttl;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = match request.csr.key_kind() {
@@ -179,6 +183,17 @@ mod tests {
         assert!(!cert.is_ca());
         let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime, 3600 + 300);
+    }
+
+    #[test]
+    fn short_lived_certificates_are_backdated_by_a_tenth_of_their_lifetime_only() {
+        let ca = LocalCa::generate("test ca").unwrap();
+        let key = KeyPair::generate().unwrap();
+        let csr = request_for(&key, "c1");
+        let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
+        let pem = ca.issue(SignRequest { cluster: &cluster, csr: &csr, ttl: Duration::from_secs(120) }).unwrap();
+        let summary = crate::pki::CertificateSummary::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(summary.not_after - summary.not_before, 120 + 12);
     }
 
     #[test]

@@ -30,8 +30,8 @@ use crate::fs::{ensure_private_dir, read_string, write_private_file};
 use crate::adapter::local::LocalCa;
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{
-    ApiServerInfo, ClusterState, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError,
-    StoredIdentity, TenantAdmin,
+    ApiServerInfo, ClusterState, CredentialStore, JoinTokenStore, PeerRecord, PreviousCertificate, SharedTokenSource,
+    StoreError, StoredIdentity, TenantAdmin,
 };
 use crate::identity::{
     BearerToken, ClusterId, ClusterIdentity, ClusterName, OriginTokenDigest, SharedToken, TenantNamespace,
@@ -79,6 +79,11 @@ struct IdentityFile {
     /// Digest of the origin token bound to this identity (hex); absent in older files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     origin_token_sha256: Option<String>,
+    /// The certificate a renewal replaced (see `StoredIdentity::previous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_replaced_at: Option<i64>,
 }
 
 impl IdentityFile {
@@ -87,15 +92,22 @@ impl IdentityFile {
             csr: identity.csr_pem.clone(),
             certificate: identity.certificate_pem.clone(),
             origin_token_sha256: identity.origin.map(|digest| digest.to_hex()),
+            previous_certificate: identity.previous.as_ref().map(|p| p.certificate_pem.clone()),
+            previous_replaced_at: identity.previous.as_ref().map(|p| p.replaced_at),
         }
     }
 
     fn into_identity(self) -> StoredIdentity {
+        let previous = match (self.previous_certificate, self.previous_replaced_at) {
+            (Some(certificate_pem), Some(replaced_at)) => Some(PreviousCertificate { certificate_pem, replaced_at }),
+            _ => None,
+        };
         StoredIdentity {
             csr_pem: self.csr,
             certificate_pem: self.certificate,
             // An unreadable digest binds no token: recovery then answers 409, as without one.
             origin: self.origin_token_sha256.as_deref().and_then(OriginTokenDigest::from_hex),
+            previous,
         }
     }
 }
@@ -337,6 +349,11 @@ impl CredentialStore for LocalStore {
             },
         )?;
         Ok(namespace)
+    }
+
+    async fn tenant_namespace(&self, cluster: &ClusterId) -> Result<Option<TenantNamespace>, StoreError> {
+        Ok(read_json::<TenantFile>(&self.peer_dir(cluster).join("tenant.json"))?
+            .map(|tenant| TenantNamespace::from_stored(tenant.namespace)))
     }
 
     async fn stored_identity(
@@ -640,7 +657,7 @@ mod tests {
         let store = open(tmp.path());
         let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
-        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into(), origin: None };
+        let identity = StoredIdentity::new("csr".into(), "cert".into());
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         store.save_origin_token(&cluster.id, &BearerToken::new("t".into())).await.unwrap();
         assert_eq!(store.remove_peer(&cluster.id).unwrap().len(), 3);
@@ -656,7 +673,7 @@ mod tests {
         let store = open(tmp.path());
         let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
-        let identity = StoredIdentity { csr_pem: "csr".into(), certificate_pem: "cert".into(), origin: None };
+        let identity = StoredIdentity::new("csr".into(), "cert".into());
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         assert!(matches!(
             store.create_identity(&ns, &cluster.id, &identity).await,

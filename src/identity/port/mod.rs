@@ -6,12 +6,15 @@
 
 mod admin;
 mod peer_identity;
+mod replay;
 mod signer;
 mod store;
 
 pub use admin::{ClusterState, TenantAdmin};
 pub use peer_identity::{KubeconfigParts, PeerIdentity, PeerIdentityStore, PendingKey, RenderKubeconfig};
+pub use replay::{ProofId, ProofLedger, Seen};
 pub use signer::{SignRequest, SignedCertificate, Signer, SignerError};
 pub use store::{
-    ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, SharedTokenSource, StoreError, StoredIdentity,
+    ApiServerInfo, CredentialStore, JoinTokenStore, PeerRecord, PreviousCertificate, SharedTokenSource, StoreError,
+    StoredIdentity,
 };

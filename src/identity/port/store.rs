@@ -18,6 +18,25 @@ pub struct StoredIdentity {
     pub certificate_pem: String,
     /// `None` when the request carried no origin token, or the record predates this field.
     pub origin: Option<OriginTokenDigest>,
+    /// The certificate a renewal replaced, kept for a bounded overlap so a peer whose renewal
+    /// answer was lost can renew again with the certificate it still holds. `None` after a
+    /// first issuance or a token-authorised re-issue.
+    pub previous: Option<PreviousCertificate>,
+}
+
+/// The certificate a renewal replaced, and when.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreviousCertificate {
+    pub certificate_pem: String,
+    /// When it was replaced, Unix seconds.
+    pub replaced_at: i64,
+}
+
+impl StoredIdentity {
+    /// A freshly issued identity, bound to no origin token, with no previous certificate.
+    pub fn new(csr_pem: String, certificate_pem: String) -> Self {
+        Self { csr_pem, certificate_pem, origin: None, previous: None }
+    }
 }
 
 impl fmt::Debug for StoredIdentity {
@@ -48,6 +67,10 @@ pub struct PeerRecord {
 pub trait CredentialStore: Send + Sync {
     /// Finds or creates the tenant namespace for `cluster` and returns its name.
     async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError>;
+
+    /// The tenant namespace of `cluster` if it has one; creates nothing (renewal asks whether a
+    /// tenant still exists, and must never bring a removed one back).
+    async fn tenant_namespace(&self, cluster: &ClusterId) -> Result<Option<TenantNamespace>, StoreError>;
 
     /// The identity stored for `cluster` in `namespace`, if any.
     async fn stored_identity(

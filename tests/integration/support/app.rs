@@ -7,11 +7,11 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use liqo_auth::adapter::local::LocalCa;
-use liqo_auth::adapter::memory::MemoryStore;
+use liqo_auth::adapter::memory::{MemoryProofLedger, MemoryStore};
 use liqo_auth::http::{router, AppState};
 use liqo_auth::identity::port::Signer;
 use liqo_auth::identity::port::{ApiServerInfo, CredentialStore, SharedTokenSource};
-use liqo_auth::identity::{Authenticator, ClusterIdentity, IssuePolicy, Issuer, SharedToken};
+use liqo_auth::identity::{Authenticator, ClusterIdentity, IssuePolicy, Issuer, RenewPolicy, Renewer, SharedToken};
 use tower::ServiceExt as _;
 
 /// The provider identity every router test uses.
@@ -24,6 +24,8 @@ pub struct TestApp {
     pub memory: Arc<MemoryStore>,
     pub ca: Arc<LocalCa>,
     pub token: SharedToken,
+    /// Used renewal proofs, shared by every router this app builds (as replicas share theirs).
+    pub ledger: Arc<MemoryProofLedger>,
     authentication: bool,
     store: Option<Arc<dyn CredentialStore>>,
 }
@@ -34,7 +36,7 @@ impl TestApp {
         let ca = Arc::new(LocalCa::generate("test ca").expect("ca"));
         let api = ApiServerInfo { url: API_SERVER_URL.into(), ca_pem: Some(ca.cert_pem().to_owned()) };
         let memory = Arc::new(MemoryStore::new(Some(token.clone()), api));
-        Self { memory, ca, token, authentication: true, store: None }
+        Self { memory, ca, token, ledger: Arc::default(), authentication: true, store: None }
     }
 
     pub fn without_authentication(mut self) -> Self {
@@ -58,9 +60,12 @@ impl TestApp {
         let signer: Arc<dyn Signer> = self.ca.clone();
         let auth = Authenticator::new(self.authentication, tokens);
         let policy = IssuePolicy { certificate_ttl: Duration::from_secs(24 * 3600) };
-        let issuer = Issuer::new(auth, signer, store, policy);
         let cluster = ClusterIdentity::parse_remote(PROVIDER_ID, PROVIDER_NAME).expect("provider identity");
-        AppState::new(cluster, issuer)
+        let renew_policy = RenewPolicy { certificate_ttl: policy.certificate_ttl, grace_after_expiry: Duration::ZERO };
+        let renewer =
+            Renewer::new(cluster.id.clone(), signer.clone(), store.clone(), self.ledger.clone(), renew_policy);
+        let issuer = Issuer::new(auth, signer, store, policy);
+        AppState::new(cluster, issuer, renewer)
     }
 
     /// Sends one request through a fresh router.

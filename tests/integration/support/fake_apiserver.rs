@@ -488,6 +488,8 @@ enum Kind {
     ClusterRole,
     RoleBinding,
     CertificateSigningRequest,
+    /// The renewal-proof ledger's records.
+    Lease,
 }
 
 struct KindInfo {
@@ -508,7 +510,7 @@ enum NameRule {
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 8] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Secret,
@@ -516,6 +518,7 @@ impl Kind {
         Kind::ClusterRole,
         Kind::RoleBinding,
         Kind::CertificateSigningRequest,
+        Kind::Lease,
     ];
 
     fn info(self) -> KindInfo {
@@ -530,6 +533,7 @@ impl Kind {
             Kind::RoleBinding => {
                 ("RoleBinding", "rolebindings", "rbac.authorization.k8s.io", true, NameRule::PathSegment)
             }
+            Kind::Lease => ("Lease", "leases", "coordination.k8s.io", true, NameRule::Dns1123Subdomain),
             Kind::CertificateSigningRequest => (
                 "CertificateSigningRequest",
                 "certificatesigningrequests",
@@ -1234,7 +1238,7 @@ fn prepare_for_create(kind: Kind, object: &mut Value, user: &User) -> Result<(),
                 spec.remove("extra");
             }
         }
-        Kind::Node | Kind::ConfigMap | Kind::ClusterRole | Kind::RoleBinding => {}
+        Kind::Node | Kind::ConfigMap | Kind::ClusterRole | Kind::RoleBinding | Kind::Lease => {}
     }
     Ok(())
 }
@@ -1468,6 +1472,15 @@ fn validate(kind: Kind, object: &Value, old: Option<&Value>, sub: Option<Subreso
         }
     }
     match kind {
+        Kind::Lease => {
+            // As the real validation: a lease duration, when given, is positive.
+            if let Some(seconds) = object.pointer("/spec/leaseDurationSeconds").and_then(Value::as_i64) {
+                if seconds <= 0 {
+                    let value = seconds.to_string();
+                    errors.push(FieldError::invalid("spec.leaseDurationSeconds", &value, "must be greater than 0"));
+                }
+            }
+        }
         Kind::Secret | Kind::ConfigMap => {
             for field in ["data", "binaryData"] {
                 if let Some(data) = object.get(field).and_then(Value::as_object) {
