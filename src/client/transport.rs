@@ -71,6 +71,8 @@ pub struct AuthClient {
     endpoint: Endpoint,
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
+    /// Addresses to connect to instead of resolving the host (see [`AuthClient::connecting_to`]).
+    addresses: Option<Vec<SocketAddr>>,
 }
 
 /// A complete HTTP response. `Debug` omits the body: a 401 from the reference server echoes the
@@ -302,7 +304,16 @@ impl AuthClient {
         } else {
             None
         };
-        Ok(Self { endpoint, tls, timeout: per_request_timeout })
+        Ok(Self { endpoint, tls, timeout: per_request_timeout, addresses: None })
+    }
+
+    /// Connects to `addresses` instead of resolving the URL's host, as curl's `--resolve` does:
+    /// the host still names the server in the TLS handshake and the `Host` header. For hosts
+    /// looked up elsewhere, such as through the DNS server `discover --dns-server` names. An
+    /// empty list keeps the normal resolution.
+    pub fn connecting_to(mut self, addresses: Vec<SocketAddr>) -> Self {
+        self.addresses = Some(addresses).filter(|a| !a.is_empty());
+        self
     }
 
     /// True when the base URL is plain `http://`: the caller should warn.
@@ -333,7 +344,10 @@ impl AuthClient {
     ) -> Result<Response, TransportError> {
         let deadline = Deadline::after(self.timeout);
         let request = self.endpoint.request(method, path, body)?;
-        let addrs = resolve(&self.endpoint.host, self.endpoint.port, deadline).await?;
+        let addrs = match &self.addresses {
+            Some(addresses) => addresses.clone(),
+            None => resolve(&self.endpoint.host, self.endpoint.port, deadline).await?,
+        };
         let (tcp, peer) = connect(&addrs, deadline).await?;
         match &self.tls {
             Some(config) => {
@@ -358,6 +372,7 @@ impl fmt::Debug for AuthClient {
             .field("base_url", &self.endpoint.to_string())
             .field("tls", &self.tls.is_some())
             .field("timeout", &self.timeout)
+            .field("addresses", &self.addresses)
             .finish()
     }
 }
