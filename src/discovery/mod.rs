@@ -1,4 +1,5 @@
-//! LAN discovery of liqo-auth services over mDNS / DNS-SD.
+//! Discovery of liqo-auth services: on the LAN over mDNS / DNS-SD ([`mdns`]), and through a
+//! company DNS domain ([`dns`], the layout of Liqo's former WAN discovery).
 //!
 //! A serving cluster announces itself as an instance of [`SERVICE_TYPE`] named after its cluster
 //! ID, with the externally visible port (a NodePort, typically) and two optional TXT records; a
@@ -8,8 +9,10 @@
 //! it, is left to `client::discover`.
 //!
 //! Announcements are not authenticated: anyone on the segment can announce any cluster ID. What
-//! proves a service's identity is the TLS pin a peer checks afterwards.
+//! proves a service's identity is the TLS pin a peer checks afterwards. DNS answers are as
+//! trustworthy as the zone and the path to the DNS server (see [`dns`]).
 
+pub mod dns;
 pub mod mdns;
 
 pub use mdns::{browse, Advertisement, AdvertisementConfig, DiscoveredService, DiscoveryError};
@@ -17,7 +20,8 @@ pub use mdns::{browse, Advertisement, AdvertisementConfig, DiscoveredService, Di
 /// The DNS-SD service type and domain the reference uses (`_liqo_auth._tcp` in `local.`).
 pub const SERVICE_TYPE: &str = "_liqo_auth._tcp.local.";
 
-/// TXT key carrying the advertising cluster's name (ignored by the reference browser).
+/// TXT key carrying the advertising cluster's name (ignored by the reference browser); the DNS
+/// mode reads the same key.
 pub const TXT_CLUSTER_NAME: &str = "clusterName";
 
 /// TXT key saying whether the advertised port speaks TLS: `true` or `false`.
