@@ -58,7 +58,7 @@ pub enum Command {
     Tenant(TenantCommand),
     /// Walk the path a peering takes (DNS, TCP, TLS, /ids, API server) and explain failures.
     Check(check::CheckArgs),
-    /// Find liqo-auth services on the LAN (mDNS), read their /ids and print how to peer.
+    /// Find liqo-auth services on the LAN (mDNS) or in DNS domains, read their /ids and print how to peer.
     Discover(discover::DiscoverArgs),
     /// Obtain an identity from another cluster's liqo-auth service and store it.
     Peer(Box<peer::PeerArgs>),

@@ -87,6 +87,12 @@ pub enum DiscoveryError {
         #[source]
         source: mdns_sd::Error,
     },
+    /// No interface matches the selection, so a browse would hear nothing.
+    #[error("no network interface to browse on: no interface that is up matches {selection}")]
+    NoInterface {
+        /// The selection, described for people.
+        selection: String,
+    },
     /// The browse could not start.
     #[error("browsing {service_type}")]
     Browse {
@@ -194,11 +200,20 @@ impl DiscoveredService {
 
 /// Browses [`SERVICE_TYPE`] on the selected interfaces for `window` and returns the instances
 /// resolved in that time, sorted by instance name. Instances that said goodbye during the
-/// window are left out.
+/// window are left out. Fails at once when no interface that is up matches the selection: an
+/// empty result would otherwise look like an empty LAN.
 pub async fn browse(
     window: Duration,
     interfaces: &InterfaceSelection,
 ) -> Result<Vec<DiscoveredService>, DiscoveryError> {
+    let matching = matching_interfaces(interfaces);
+    if matching.is_empty() {
+        return Err(DiscoveryError::NoInterface { selection: describe(interfaces) });
+    }
+    tracing::debug!(
+        mdns.interfaces = %matching.iter().cloned().collect::<Vec<_>>().join(", "),
+        "browsing {SERVICE_TYPE} for {window:?}"
+    );
     let daemon = daemon_on(interfaces)?;
     let events = match daemon.browse(SERVICE_TYPE) {
         Ok(events) => events,
@@ -275,7 +290,10 @@ fn matching_interfaces(selection: &InterfaceSelection) -> BTreeSet<String> {
 
 fn describe(selection: &InterfaceSelection) -> String {
     match selection {
-        InterfaceSelection::Automatic => "every non-loopback interface outside pod networks".into(),
+        InterfaceSelection::Automatic => {
+            "the default selection (not loopback, not a pod, container or tunnel network; name one with --mdns-interface)"
+                .into()
+        }
         InterfaceSelection::Named(names) => format!("--mdns-interface {}", names.join(", ")),
     }
 }
