@@ -3,6 +3,7 @@
 //! `TestServer`).
 
 mod deploy;
+mod dns_discovery;
 mod e2e_tls;
 mod fake_apiserver;
 mod join_tokens;
