@@ -118,6 +118,9 @@ pub struct Config {
     pub metrics_address: String,
     /// Where the admin listener binds; `None` when disabled.
     pub metrics_listen: Option<Vec<SocketAddr>>,
+    /// `--metrics-address` was given (flag or environment): failing to bind it stops `serve`.
+    /// The default address that cannot bind only gets a warning.
+    pub metrics_required: bool,
     pub protection: ProtectionConfig,
     /// How often the serving pair files are checked for changes.
     pub tls_reload_interval: Duration,

@@ -34,15 +34,7 @@ impl Config {
             .map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
         let address =
             listener.local_addr().map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
-        let admin_bind_err = |source| ConfigError::Bind { address: self.metrics_address.clone(), source };
-        let admin = match &self.metrics_listen {
-            Some(candidates) => {
-                let listener = server::bind(candidates).await.map_err(admin_bind_err)?;
-                let address = listener.local_addr().map_err(admin_bind_err)?;
-                Some((listener, address))
-            }
-            None => None,
-        };
+        let admin = self.bind_admin().await?;
         let admin_address = admin.as_ref().map(|(_, address)| *address);
         self.announce(&state.cluster, address, admin_address, runtime.serving.as_ref());
         let acceptor = match &runtime.serving {
@@ -115,6 +107,32 @@ impl Config {
         Ok(Started { address, admin_address, metrics, run: Box::pin(run) })
     }
 
+    /// Binds the admin listener. The default address (`:9090`, taken by Prometheus on many
+    /// machines) that cannot bind is only a warning naming the flag, so the first `serve` works
+    /// anyway; an address the operator gave must bind.
+    async fn bind_admin(&self) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, ConfigError> {
+        let Some(candidates) = &self.metrics_listen else { return Ok(None) };
+        let bound = match server::bind(candidates).await {
+            Ok(listener) => listener.local_addr().map(|address| (listener, address)),
+            Err(error) => Err(error),
+        };
+        match bound {
+            Ok(bound) => Ok(Some(bound)),
+            Err(source) if self.metrics_required => {
+                Err(ConfigError::Bind { address: self.metrics_address.clone(), source })
+            }
+            Err(error) => {
+                let address = &self.metrics_address;
+                tracing::warn!(
+                    metrics.address = %address,
+                    error = %error,
+                    "the admin listener (/metrics, /healthz, /readyz) cannot bind the default address {address} ({error}); serving without it. Choose another with --metrics-address ADDRESS, or disable it with --metrics-address off"
+                );
+                Ok(None)
+            }
+        }
+    }
+
     fn announce(
         &self,
         cluster: &ClusterIdentity,
@@ -127,7 +145,10 @@ impl Config {
                 admin.listen = %admin,
                 "serving /metrics, /healthz and /readyz on http://{admin} (keep this port private)"
             ),
-            None => tracing::info!("the admin listener is disabled (--metrics-address off)"),
+            None if self.metrics_listen.is_none() => {
+                tracing::info!("the admin listener is disabled (--metrics-address off)")
+            }
+            None => {}
         }
         for flag in &self.ignored_flags {
             tracing::warn!(

@@ -108,7 +108,7 @@ mod tests {
         assert!(!serve.mdns_advertise && serve.mdns_interface.is_empty());
         assert_eq!(serve.mdns_port, None);
         assert_eq!(serve.shared_token, serve::SharedTokenMode::Enabled);
-        assert_eq!(serve.metrics_address, ":9090");
+        assert_eq!(serve.metrics_address, None, "not given: the default :9090, not required to bind");
         assert_eq!((serve.auth_failure_limit, serve.max_concurrent_issuances), (10, 64));
         assert_eq!(serve.tls_reload_interval, Duration::from_secs(10));
     }

@@ -12,6 +12,9 @@ use crate::http::ProtectionConfig;
 use crate::server::tls::ServingSource;
 use crate::server::{self, ServerLimits};
 
+/// The admin listener when `--metrics-address` is not given.
+pub const DEFAULT_METRICS_ADDRESS: &str = ":9090";
+
 /// Whether `serve` accepts the shared token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SharedTokenMode {
@@ -151,9 +154,11 @@ pub struct ServeArgs {
     /// Port announced over mDNS, the one peers reach (e.g. the NodePort); default: the listen port.
     #[arg(long = "mdns-port", env = "LIQO_AUTH_MDNS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub mdns_port: Option<u16>,
-    /// Admin listener for /metrics, /healthz and /readyz in plain HTTP (`""` or `off` disables it).
-    #[arg(long = "metrics-address", env = "LIQO_AUTH_METRICS_ADDRESS", default_value = ":9090")]
-    pub metrics_address: String,
+    /// Admin listener for /metrics, /healthz and /readyz in plain HTTP (`""` or `off` disables
+    /// it) [default: :9090]. When the default cannot bind, serve warns and goes on without it; an
+    /// address given here (or in the environment) that cannot bind stops serve.
+    #[arg(long = "metrics-address", env = "LIQO_AUTH_METRICS_ADDRESS", value_name = "ADDRESS")]
+    pub metrics_address: Option<String>,
     /// Believe `X-Forwarded-For` from peers in this CIDR, e.g. the Ingress controller's pods (repeatable).
     #[arg(long = "trusted-proxy", env = "LIQO_AUTH_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxy: Vec<ipnet::IpNet>,
@@ -179,7 +184,9 @@ impl ServeArgs {
             return Err(ConfigError::IamUnsupported);
         }
         let listen = server::parse_listen_address(&self.address).map_err(ConfigError::Invalid)?;
-        let metrics_listen = match self.metrics_address.trim() {
+        let metrics_required = self.metrics_address.is_some();
+        let metrics_address = self.metrics_address.unwrap_or_else(|| DEFAULT_METRICS_ADDRESS.to_owned());
+        let metrics_listen = match metrics_address.trim() {
             "" | "off" => None,
             address => Some(
                 server::parse_listen_address(address)
@@ -273,8 +280,9 @@ impl ServeArgs {
                 ..ServerLimits::default()
             },
             mdns,
-            metrics_address: self.metrics_address,
+            metrics_address,
             metrics_listen,
+            metrics_required,
             protection: ProtectionConfig {
                 trusted_proxies: self.trusted_proxy,
                 auth_failures_per_minute: self.auth_failure_limit,
@@ -347,6 +355,16 @@ mod tests {
         assert_eq!(sans, ["10.0.0.1", "fd00::1"]);
         let sans = sans_with_advertised_host(&["auth.example.com".into()], Some("https://auth.example.com/"));
         assert_eq!(sans, ["auth.example.com"], "no duplicate");
+    }
+
+    #[test]
+    fn only_a_given_metrics_address_is_required_to_bind() {
+        let default = serve_args(&[]).into_config().expect("config");
+        assert_eq!((default.metrics_address.as_str(), default.metrics_required), (":9090", false));
+        let given = serve_args(&["--metrics-address", ":9090"]).into_config().expect("config");
+        assert_eq!((given.metrics_address.as_str(), given.metrics_required), (":9090", true));
+        let off = serve_args(&["--metrics-address=off"]).into_config().expect("config");
+        assert!(off.metrics_listen.is_none());
     }
 
     #[test]

@@ -75,6 +75,55 @@ async fn metrics_appear_with_the_right_labels_after_traffic() {
 }
 
 #[tokio::test]
+async fn a_busy_default_admin_address_is_a_warning_and_serve_goes_on_without_it() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data").display().to_string();
+    let argv = ["liqo-auth", "serve", "--backend", "local", "--data-dir", &data, "--address", "127.0.0.1:0"];
+    let mut config = crate::support::server::serve_config(&argv);
+    assert!(!config.metrics_required, "no --metrics-address: the default");
+    // The default address, made to collide (as :9090 does where Prometheus runs).
+    config.metrics_listen = Some(vec![busy.local_addr().unwrap()]);
+    let logs = Logs::capture();
+    let server = TestServer::start_config(config).await;
+    assert_eq!(server.admin_addr, None, "serving without the admin listener");
+    let warning = logs
+        .events()
+        .into_iter()
+        .find(|e| e["level"] == "WARN" && e["message"].as_str().unwrap_or_default().contains("admin listener"))
+        .unwrap_or_else(|| panic!("a warning about the admin listener: {}", logs.text()));
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains("--metrics-address") && message.contains(":9090"), "{message}");
+    let answer = crate::support::liqo::LiqoClient::new(&server.http_url()).ids().await;
+    assert_eq!(answer.status, StatusCode::OK, "the public listener serves");
+}
+
+#[tokio::test]
+async fn a_busy_admin_address_given_on_the_command_line_stops_serve() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data").display().to_string();
+    let argv = [
+        "liqo-auth",
+        "serve",
+        "--backend",
+        "local",
+        "--data-dir",
+        &data,
+        "--address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        &busy,
+    ];
+    let config = crate::support::server::serve_config(&argv);
+    assert!(config.metrics_required);
+    let Err(error) = config.start(async {}).await else { panic!("a given admin address that cannot bind is fatal") };
+    let text = liqo_auth::error_chain(&error);
+    assert!(text.contains(&busy), "{text}");
+}
+
+#[tokio::test]
 async fn the_admin_router_serves_health_and_readiness() {
     let admin = liqo_auth::http::admin_router(TestApp::new().state());
     assert_eq!(send(&admin, get("/healthz")).await.status, StatusCode::OK);

@@ -88,7 +88,7 @@ impl TestServer {
     }
 
     /// Starts `config` as `serve` does and serves until stopped.
-    async fn start_config(config: Config) -> Self {
+    pub async fn start_config(config: Config) -> Self {
         let data_dir = match &config.backend {
             BackendConfig::Local { data_dir } => Some(data_dir.clone()),
             BackendConfig::Kubernetes { .. } => None,
