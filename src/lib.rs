@@ -72,7 +72,7 @@ pub mod test_support;
 
 pub use app::operator::{tenant, token, CommandError, TenantAction, TokenAction};
 pub use app::Started;
-pub use cli::{Args, Command};
+pub use cli::{go_style_argv, Args, Command, GoFlagError};
 pub use client::{check::execute as check, discover::execute as discover, peer::execute as peer};
 pub use config::{Access, BackendConfig, Config, ConfigError, Runtime};
 pub use error::error_chain;

@@ -1,6 +1,6 @@
 //! The `liqo-auth` binary: parse the command line, start logging, dispatch. Invoked as
-//! `auth-service` it behaves as `liqo-auth serve`, so it can replace the reference image in the
-//! reference Helm chart.
+//! `auth-service` it behaves as `liqo-auth serve` with Go-style flags (`-namespace=liqo`, klog's
+//! `--v=4`, ...), so it can replace the reference image in the reference Helm chart.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,11 @@ use clap::Parser;
 use liqo_auth::{Access, Args, Command, CommandError};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse_from(argv()) {
+    let argv = match argv() {
+        Ok(argv) => argv,
+        Err(error) => return usage(&error),
+    };
+    let args = match Args::try_parse_from(argv) {
         Ok(args) => args,
         Err(error) => {
             let _ = error.print();
@@ -50,14 +54,14 @@ fn main() -> ExitCode {
     result.unwrap_or_else(|error| fail(error.as_ref()))
 }
 
-/// The arguments, with `serve` inserted when invoked as `auth-service`.
-fn argv() -> Vec<std::ffi::OsString> {
-    let mut args: Vec<_> = std::env::args_os().collect();
+/// The arguments; invoked as `auth-service`, the reference's Go-style flags as `serve` flags.
+fn argv() -> Result<Vec<std::ffi::OsString>, liqo_auth::GoFlagError> {
+    let args: Vec<_> = std::env::args_os().collect();
     let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_owned()));
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("auth-service")) {
-        args.insert(1, "serve".into());
+        return liqo_auth::go_style_argv(args);
     }
-    args
+    Ok(args)
 }
 
 /// A flag value that parsed but makes no sense (a bad pin, an unreadable CA file): exit 64.

@@ -12,6 +12,7 @@ pub use crate::telemetry::LogFormat;
 
 pub mod check;
 pub mod discover;
+mod goflags;
 pub mod peer;
 mod serve;
 mod shared;
@@ -19,6 +20,7 @@ mod tenant;
 mod token;
 pub mod trust;
 
+pub use goflags::{go_style_argv, GoFlagError};
 pub use serve::ServeArgs;
 pub use shared::{parse_cidr, parse_duration, parse_timeout, BackendArgs, BackendKind, OutputFormat};
 pub use tenant::TenantCommand;

@@ -42,6 +42,10 @@ pub struct CompatArgs {
     /// Client-side throttling of the reference; kube-rs does none.
     #[arg(long = "client-max-burst", env = "LIQO_AUTH_CLIENT_MAX_BURST", default_value_t = 100, hide = true)]
     pub client_max_burst: u32,
+    /// A klog flag given to `auth-service` (Go-style command line), as `--flag=value`: checked
+    /// and warned about at start (see `cli/goflags.rs`).
+    #[arg(long = "ignored-go-flag", value_name = "FLAG", hide = true, action = ArgAction::Append)]
+    pub ignored_go_flags: Vec<String>,
 }
 
 impl CompatArgs {
@@ -57,6 +61,7 @@ impl CompatArgs {
         if self.client_max_burst != 100 {
             given.push(format!("--client-max-burst={}", self.client_max_burst));
         }
+        given.extend(self.ignored_go_flags.iter().cloned());
         given
     }
 }

@@ -348,3 +348,83 @@ async fn a_repeat_with_another_origin_token_never_changes_the_stored_one() {
     assert_eq!(replay.status, StatusCode::ACCEPTED, "the same CSR gets its certificate back");
     assert_eq!(app.memory.origin_token(PEER).as_deref(), Some("origin-1"));
 }
+
+// ---- Go-style flags when invoked as `auth-service` ----
+
+/// A symlink named `auth-service` to the binary, as the reference image's path is.
+fn auth_service(dir: &std::path::Path) -> std::path::PathBuf {
+    let link = dir.join("auth-service");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_liqo-auth"), &link).unwrap();
+    link
+}
+
+#[tokio::test]
+async fn auth_service_starts_with_go_style_and_klog_flags_and_warns_about_the_klog_ones() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let mut child = std::process::Command::new(auth_service(dir.path()))
+        .args(["-backend", "local", &format!("-data-dir={data}"), "--address", "127.0.0.1:0"])
+        .args(["-metrics-address=off", "-enable-authentication", "--v=2", "--logtostderr", "-vmodule=x=4"])
+        .args(["--cluster-name=rome", "-stderrthreshold", "INFO"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (found, address) = tokio::sync::oneshot::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    // Collects the log; hands over the listen address once it appears.
+    let collected = log.clone();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            collected.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some((_, rest)) = line.split_once("serving plain HTTP on ") {
+                if let Some(found) = found.take() {
+                    let _ = found.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(20), address).await;
+    let address = match waited {
+        Ok(Ok(found)) => found,
+        _ => {
+            child.kill().unwrap();
+            panic!("auth-service did not start in time")
+        }
+    };
+    let checks = async {
+        let seen = log.lock().unwrap().clone();
+        for flag in ["--logtostderr", "--vmodule=x=4", "--stderrthreshold=INFO"] {
+            assert!(seen.contains(&format!("{flag} is accepted for compatibility")), "a warning for {flag}:\n{seen}");
+        }
+        let ids = LiqoClient::new(&format!("http://{address}")).ids().await;
+        assert_eq!((ids.status, ids.json()["clusterName"].as_str()), (StatusCode::OK, Some("rome")));
+        // `GET /ids` is logged at debug level, which --v=2 selects.
+        for _ in 0..50 {
+            if log.lock().unwrap().contains("DEBUG") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("--v=2 is the debug level:\n{}", log.lock().unwrap());
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(checks)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn auth_service_refuses_an_unknown_flag_as_go_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        std::process::Command::new(auth_service(dir.path())).args(["-namespace=liqo", "-bogus=1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("flag provided but not defined: -bogus"), "{stderr}");
+}
