@@ -70,6 +70,7 @@ mod layering;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 
+pub use app::dns_records::dns_records;
 pub use app::operator::{tenant, token, CommandError, TenantAction, TokenAction};
 pub use app::Started;
 pub use cli::{go_style_argv, Args, Command, GoFlagError};

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
                 Ok(options) => Ok(liqo_auth::discover(options).await),
                 Err(error) => Ok(usage(&error)),
             },
+            Command::DnsRecords(args) => {
+                let (backend, options) = args.into_options();
+                liqo_auth::dns_records(&backend, options, &mut out).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Peer(args) => {
                 let (backend, options) = args.into_options()?;
                 let backend = backend.open(Access::Existing).await?.peer_backend();

@@ -14,6 +14,7 @@ use crate::server::tls::ServingCertificate;
 use crate::server::{self, ServerLimits};
 use crate::telemetry::Metrics;
 
+pub mod dns_records;
 pub mod operator;
 
 impl Config {

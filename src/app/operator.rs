@@ -230,7 +230,7 @@ async fn create_token(
 }
 
 /// The SPKI pin of the serving certificate: `--cert-path`, else the generated one.
-async fn serving_pin(backend: &Backend, cert_path: Option<&Path>) -> Result<Option<String>, CommandError> {
+pub(crate) async fn serving_pin(backend: &Backend, cert_path: Option<&Path>) -> Result<Option<String>, CommandError> {
     let pem = match cert_path {
         Some(path) => Some(std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?),
         None => backend.cluster.serving_certificate().await?.map(String::into_bytes),

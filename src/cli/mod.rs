@@ -12,6 +12,7 @@ pub use crate::telemetry::LogFormat;
 
 pub mod check;
 pub mod discover;
+mod dns_records;
 mod goflags;
 pub mod peer;
 mod serve;
@@ -20,6 +21,7 @@ mod tenant;
 mod token;
 pub mod trust;
 
+pub use dns_records::DnsRecordsArgs;
 pub use goflags::{go_style_argv, GoFlagError};
 pub use serve::ServeArgs;
 pub use shared::{parse_cidr, parse_duration, parse_timeout, BackendArgs, BackendKind, OutputFormat};
@@ -62,6 +64,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Find liqo-auth services on the LAN (mDNS) or in DNS domains, read their /ids and print how to peer.
     Discover(discover::DiscoverArgs),
+    /// Print the DNS records (PTR, SRV, TXT) that list this cluster in a discovery domain.
+    DnsRecords(DnsRecordsArgs),
     /// Obtain an identity from another cluster's liqo-auth service and store it.
     Peer(Box<peer::PeerArgs>),
 }

@@ -413,6 +413,145 @@ pub fn first_nameserver(resolv_conf: &str) -> Option<IpAddr> {
     })
 }
 
+/// The records one cluster publishes under a discovery domain (`liqo-auth dns-records`): the
+/// PTR of the domain naming this cluster's target, the target's SRV (the auth service's host
+/// and port) and TXT (ID, name, pin), plus an address record when peers reach the service by
+/// IP address (an SRV target must be a host name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneRecords {
+    records: Vec<ZoneRecord>,
+}
+
+/// One resource record, in zone-file terms.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ZoneRecord {
+    /// Owner name, fully qualified (trailing dot).
+    pub owner: String,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// `PTR`, `SRV`, `TXT`, `A` or `AAAA`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The record data as a zone file writes it.
+    pub data: String,
+}
+
+/// What goes into [`ZoneRecords`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneInput<'a> {
+    /// The discovery domain.
+    pub domain: &'a str,
+    /// This cluster's label under the domain (the PTR target is `<name>.<domain>`).
+    pub name: &'a str,
+    /// Host (name or IP address) and port peers connect to.
+    pub host: &'a str,
+    /// The port.
+    pub port: u16,
+    /// TXT `clusterID`.
+    pub cluster_id: &'a str,
+    /// TXT `clusterName`.
+    pub cluster_name: &'a str,
+    /// TXT `pin`, when a serving certificate is known.
+    pub pin: Option<&'a str>,
+    /// TTL of every record.
+    pub ttl: u32,
+}
+
+/// Why the records cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// The domain is not a DNS name.
+    #[error("--domain {domain:?} is not a DNS domain name")]
+    Domain {
+        /// As given.
+        domain: String,
+        /// The parser's error.
+        #[source]
+        source: ProtoError,
+    },
+    /// The label is not a single DNS label.
+    #[error("{name:?} is not a DNS label (letters, digits and '-', at most 63): pass --name LABEL")]
+    Label {
+        /// As given or derived from the cluster name.
+        name: String,
+    },
+    /// The advertised host is neither an address nor a host name.
+    #[error("the advertised host {host:?} is not a DNS host name or an IP address")]
+    Host {
+        /// As given.
+        host: String,
+    },
+}
+
+impl ZoneRecords {
+    /// The records for `input`, validated.
+    pub fn new(input: &ZoneInput<'_>) -> Result<Self, ZoneError> {
+        let domain = fqdn(input.domain)
+            .map_err(|source| ZoneError::Domain { domain: input.domain.to_owned(), source })?
+            .to_ascii();
+        if !is_label(input.name) {
+            return Err(ZoneError::Label { name: input.name.to_owned() });
+        }
+        let target = format!("{}.{domain}", input.name.to_ascii_lowercase());
+        let ttl = input.ttl;
+        let record = |owner: &str, kind, data: String| ZoneRecord { owner: owner.to_owned(), ttl, kind, data };
+        let mut records = vec![record(&domain, "PTR", target.clone())];
+        let host = input.host.trim_start_matches('[').trim_end_matches(']');
+        let address = host.parse::<IpAddr>().ok();
+        let srv_target = match address {
+            Some(_) => target.clone(),
+            None => {
+                let mut name = Name::from_utf8(host).map_err(|_| ZoneError::Host { host: host.to_owned() })?;
+                if name.is_root() || name.num_labels() < 1 {
+                    return Err(ZoneError::Host { host: host.to_owned() });
+                }
+                name.set_fqdn(true);
+                name.to_ascii()
+            }
+        };
+        records.push(record(&target, "SRV", format!("0 0 {} {srv_target}", input.port)));
+        let mut txt = vec![
+            format!("{TXT_CLUSTER_ID}={}", input.cluster_id),
+            format!("{}={}", super::TXT_CLUSTER_NAME, input.cluster_name),
+        ];
+        if let Some(pin) = input.pin {
+            txt.push(format!("{TXT_PIN}={pin}"));
+        }
+        let txt = txt.iter().map(|s| zone_string(s)).collect::<Vec<_>>().join(" ");
+        records.push(record(&target, "TXT", txt));
+        match address {
+            Some(IpAddr::V4(v4)) => records.push(record(&target, "A", v4.to_string())),
+            Some(IpAddr::V6(v6)) => records.push(record(&target, "AAAA", v6.to_string())),
+            None => {}
+        }
+        Ok(Self { records })
+    }
+
+    /// The records, PTR first.
+    pub fn records(&self) -> &[ZoneRecord] {
+        &self.records
+    }
+
+    /// Zone-file lines, owner names aligned.
+    pub fn to_zone_lines(&self) -> String {
+        let width = self.records.iter().map(|r| r.owner.len()).max().unwrap_or(0);
+        self.records.iter().map(|r| format!("{:<width$}  {} IN {:<4} {}\n", r.owner, r.ttl, r.kind, r.data)).collect()
+    }
+}
+
+/// A DNS label as RFC 1123 host names use them: letters, digits and inner hyphens, 1 to 63.
+pub fn is_label(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// A zone-file character-string: quoted, with `"` and `\` escaped.
+fn zone_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// `domain` as a fully qualified name (so no search list applies), IDNs in punycode.
 fn fqdn(domain: &str) -> Result<Name, ProtoError> {
     let mut name = Name::from_utf8(domain.trim())?;
@@ -560,5 +699,54 @@ mod tests {
             ptr.to_string(),
             "looking up the PTR records of liqo.test at DNS server 127.0.0.1:5353: the DNS server answered REFUSED"
         );
+    }
+
+    fn input<'a>(host: &'a str, pin: Option<&'a str>) -> ZoneInput<'a> {
+        ZoneInput {
+            domain: "liqo.example.com",
+            name: "Milan",
+            host,
+            port: 30443,
+            cluster_id: "b94f7e6a-c0ef-4801-8e1d-7734b5c8b368",
+            cluster_name: "milan",
+            pin,
+            ttl: 300,
+        }
+    }
+
+    #[test]
+    fn zone_records_follow_the_reference_layout_with_a_txt_record() {
+        let zone = ZoneRecords::new(&input("auth.milan.example.com", Some("sha256:ab"))).expect("records");
+        assert_eq!(
+            zone.to_zone_lines(),
+            "liqo.example.com.        300 IN PTR  milan.liqo.example.com.\n\
+             milan.liqo.example.com.  300 IN SRV  0 0 30443 auth.milan.example.com.\n\
+             milan.liqo.example.com.  300 IN TXT  \"clusterID=b94f7e6a-c0ef-4801-8e1d-7734b5c8b368\" \"clusterName=milan\" \"pin=sha256:ab\"\n"
+        );
+    }
+
+    #[test]
+    fn zone_records_for_an_address_point_the_srv_at_the_target_itself() {
+        let zone = ZoneRecords::new(&input("192.0.2.10", None)).expect("records");
+        let kinds: Vec<_> = zone.records().iter().map(|r| (r.owner.as_str(), r.kind, r.data.as_str())).collect();
+        assert_eq!(kinds[1], ("milan.liqo.example.com.", "SRV", "0 0 30443 milan.liqo.example.com."));
+        assert!(!kinds[2].2.contains("pin="), "no pin without a certificate");
+        assert_eq!(kinds[3], ("milan.liqo.example.com.", "A", "192.0.2.10"));
+        let v6 = ZoneRecords::new(&input("[2001:db8::10]", None)).expect("records");
+        assert_eq!(v6.records()[3].kind, "AAAA");
+        assert_eq!(v6.records()[3].data, "2001:db8::10");
+    }
+
+    #[test]
+    fn zone_records_refuse_bad_labels_and_domains_and_escape_txt() {
+        let mut bad = input("h.example.com", None);
+        bad.name = "two.labels";
+        assert!(matches!(ZoneRecords::new(&bad), Err(ZoneError::Label { .. })));
+        bad.name = "-x";
+        assert!(ZoneRecords::new(&bad).is_err());
+        bad.name = "ok";
+        bad.domain = "a..b";
+        assert!(matches!(ZoneRecords::new(&bad), Err(ZoneError::Domain { .. })));
+        assert_eq!(zone_string(r#"a"b\c"#), r#""a\"b\\c""#);
     }
 }
