@@ -91,7 +91,7 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// `liqo-auth discover ARGS... --output json` (the binary), killed if it outlives 60 s.
+/// What `liqo-auth discover ARGS... --output json` (the binary) printed.
 struct Discovered {
     code: Option<i32>,
     json: serde_json::Value,
@@ -100,40 +100,12 @@ struct Discovered {
 
 impl Discovered {
     fn run(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_liqo-auth"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("LIQO_AUTH_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .arg("discover")
-            .args(args)
-            .args(["--output", "json"])
-            .stdin(Stdio::null())
-            .stdout(File::create(&out).expect("stdout file"))
-            .stderr(File::create(&err).expect("stderr file"))
-            .spawn()
-            .expect("run liqo-auth discover");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for discover") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("discover did not exit within 60s; stderr:\n{}", read(&err));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stdout = read(&out);
-        let stderr = read(&err);
+        let argv: Vec<&str> =
+            ["discover"].into_iter().chain(args.iter().copied()).chain(["--output", "json"]).collect();
+        let (code, stdout, stderr) = run_binary(&argv);
         let json = serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("discover printed no JSON ({e}); stdout: {stdout}\nstderr: {stderr}"));
-        Self { code: status.code(), json, stderr }
+        Self { code, json, stderr }
     }
 
     /// The entry found under PTR target `name`.
@@ -369,6 +341,51 @@ async fn a_domain_without_ptr_records_fails_and_the_other_searches_still_report(
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_dns_records_prints_make_the_provider_discoverable() {
+    let id = format!("4b0a6e54-9b7e-4d3a-8c55-{:012x}", std::process::id());
+    let server = provider(&id, "zeta", "auth.zeta.example.test").await;
+    let pin = server.pin.clone().expect("TLS pin");
+    let data_dir = server.data_dir().to_str().expect("utf-8").to_owned();
+    let advertised = format!("auth.zeta.example.test:{}", server.addr.port());
+    let printed = run_binary(&[
+        "dns-records",
+        "--backend",
+        "local",
+        "--data-dir",
+        &data_dir,
+        "--domain",
+        "example.test",
+        "--advertise-auth-address",
+        &advertised,
+    ]);
+    assert_eq!(printed.0, Some(0), "stderr:\n{}", printed.2);
+    let zone = printed.1;
+    let records: Vec<&str> = zone.lines().filter(|l| !l.starts_with(';')).collect();
+    assert_eq!(
+        records,
+        [
+            "example.test.       300 IN PTR  zeta.example.test.".to_owned(),
+            format!("zeta.example.test.  300 IN SRV  0 0 {} auth.zeta.example.test.", server.addr.port()),
+            format!("zeta.example.test.  300 IN TXT  \"clusterID={id}\" \"clusterName=zeta\" \"pin={pin}\""),
+        ],
+        "{zone}"
+    );
+
+    // Published as printed (translated line by line into dnsmasq's options), plus the address
+    // record of the advertised host, which the operator's zone already has.
+    let mut options = zone_to_dnsmasq(&zone);
+    options.push("--host-record=auth.zeta.example.test,127.0.0.1".to_owned());
+    let Some(dns) = with_dnsmasq("example.test", &options) else { return };
+    let found = discover(vec!["--dns-domain".into(), "example.test".into(), "--dns-server".into(), dns.server()]).await;
+    assert_eq!(found.code, Some(0), "stderr:\n{}", found.stderr);
+    let entry = found.entry("zeta.example.test");
+    assert_eq!(entry["reachable"], true, "{entry:#}");
+    assert_eq!(entry["cluster_id"], id.as_str());
+    assert_eq!(entry["dns_pin"], pin.as_str());
+    assert!(entry["detail"].as_str().expect("detail").contains("matches the pin in DNS"), "{entry:#}");
+}
+
 #[test]
 fn mdns_discover_fails_when_no_interface_can_be_browsed() {
     let missing_interface = format!("nonexistent{}", std::process::id() % 100_000);
@@ -383,6 +400,63 @@ fn mdns_discover_fails_when_no_interface_can_be_browsed() {
         found.stderr
     );
     assert!(!found.stderr.contains("no liqo-auth service found"), "not an empty LAN: {}", found.stderr);
+}
+
+/// `liqo-auth ARGS...` (the binary): exit code, stdout, stderr; killed if it outlives 60 s.
+fn run_binary(args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_liqo-auth"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LIQO_AUTH_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).expect("stdout file"))
+        .stderr(File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("run liqo-auth");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for liqo-auth") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("liqo-auth {args:?} did not exit within 60s; stderr:\n{}", read(&err));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.code(), read(&out), read(&err))
+}
+
+/// The PTR, SRV, TXT and A lines of a zone file as dnsmasq options, so that a test serves
+/// exactly what was printed. Panics on any other line.
+fn zone_to_dnsmasq(zone: &str) -> Vec<String> {
+    let bare = |name: &str| name.trim_end_matches('.').to_owned();
+    zone.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with(';'))
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (owner, class, kind, data) = (fields[0], fields[2], fields[3], &fields[4..]);
+            assert_eq!(class, "IN", "{line}");
+            match kind {
+                "PTR" => format!("--ptr-record={},{}", bare(owner), bare(data[0])),
+                "SRV" => format!("--srv-host={},{},{},{},{}", bare(owner), bare(data[3]), data[2], data[0], data[1]),
+                "A" | "AAAA" => format!("--host-record={},{}", bare(owner), data[0]),
+                "TXT" => {
+                    let strings: Vec<&str> = data.iter().map(|s| s.trim_matches('"')).collect();
+                    assert!(strings.iter().all(|s| !s.contains(',')), "dnsmasq splits on commas: {line}");
+                    format!("--txt-record={},{}", bare(owner), strings.join(","))
+                }
+                other => panic!("unexpected record type {other} in {line}"),
+            }
+        })
+        .collect()
 }
 
 fn dnsmasq_binary() -> Option<PathBuf> {
