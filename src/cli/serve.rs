@@ -167,7 +167,7 @@ pub struct ServeArgs {
     /// Believe `X-Forwarded-For` from peers in this CIDR, e.g. the Ingress controller's pods (repeatable).
     #[arg(long = "trusted-proxy", env = "LIQO_AUTH_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxy: Vec<ipnet::IpNet>,
-    /// Failed authentications allowed per source address and minute before 429 (0 disables the limit).
+    /// Failed authentications allowed per source address and minute; further failures get 429, a valid token is never refused (0 disables).
     #[arg(long = "auth-failure-limit", env = "LIQO_AUTH_AUTH_FAILURE_LIMIT", default_value_t = crate::http::protect::DEFAULT_AUTH_FAILURES_PER_MINUTE)]
     pub auth_failure_limit: u32,
     /// Identity requests processed at once; more wait for a slot (up to 30s, then 503 with Retry-After).

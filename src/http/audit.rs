@@ -13,7 +13,7 @@
 //! `cert.not_after` (Unix seconds), `token.kind`, `token.id` and `signer.kind`. Never a token,
 //! key, CSR or certificate PEM.
 
-use crate::http::protect::Source;
+use crate::http::protect::{retry_after_secs, Protection, Source};
 use crate::http::ApiError;
 use crate::identity::{ClusterIdentity, IssueError, IssueRequest, Issued, Issuer, Outcome, TokenKind};
 use crate::pki::CertificateSummary;
@@ -36,21 +36,30 @@ impl Claimed {
     }
 }
 
-/// The issuer with its audit event and metrics.
+/// The issuer with its audit event, its metrics and the failed-authentication limit.
 pub struct ObservedIssuer<'a> {
     issuer: &'a Issuer,
     metrics: &'a Metrics,
+    protection: &'a Protection,
     source: &'a Source,
     claimed: Claimed,
 }
 
 impl<'a> ObservedIssuer<'a> {
     /// Observes issuance for one request from `source`.
-    pub fn new(issuer: &'a Issuer, metrics: &'a Metrics, source: &'a Source, claimed: Claimed) -> Self {
-        Self { issuer, metrics, source, claimed }
+    pub fn new(
+        issuer: &'a Issuer,
+        metrics: &'a Metrics,
+        protection: &'a Protection,
+        source: &'a Source,
+        claimed: Claimed,
+    ) -> Self {
+        Self { issuer, metrics, protection, source, claimed }
     }
 
-    /// Runs the issuer; records the outcome, the signer latency and the audit event.
+    /// Runs the issuer; records the outcome, the signer latency and the audit event. A refused
+    /// token is counted against the source's failure budget and answered 429 (`rate_limited`)
+    /// instead of 401 once that budget is spent.
     pub async fn issue(&self, request: IssueRequest) -> Result<Issued, ApiError> {
         let signer = self.issuer.signer_kind();
         match self.issuer.issue(request).await {
@@ -80,16 +89,23 @@ impl<'a> ObservedIssuer<'a> {
                     _ => None,
                 };
                 let validated = error.validated_cluster().cloned();
-                let error = ApiError::from(error);
+                let mut error = ApiError::from(error);
+                let mut reason = auth_reason.unwrap_or(error.code());
+                if auth_reason.is_some() {
+                    if let Err(wait) = self.protection.record_failure(self.source) {
+                        error = ApiError::TooManyRequests { retry_after_secs: retry_after_secs(wait) };
+                        reason = error.code();
+                    }
+                }
                 let outcome = outcome_of(&error);
                 self.metrics.observe_issuance(signer, outcome.label());
-                self.emit(outcome, Some(auth_reason.unwrap_or(error.code())), validated.as_ref(), None, None);
+                self.emit(outcome, Some(reason), validated.as_ref(), None, None);
                 Err(error)
             }
         }
     }
 
-    /// Records a request refused before it reached the issuer (rate limit, bad body, busy).
+    /// Records a request refused before it reached the issuer (bad body, busy).
     pub fn refuse(&self, error: ApiError, reason: &str) -> ApiError {
         let outcome = outcome_of(&error);
         self.metrics.observe_issuance(self.issuer.signer_kind(), outcome.label());

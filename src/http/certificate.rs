@@ -1,7 +1,8 @@
 //! `POST /identity/certificate`: issue (or return) a peer's client certificate.
 //!
-//! Around the issuer: the failed-authentication limit (checked before any token work) and the
-//! concurrency bound. Audit and metrics come from `ObservedIssuer`, which sees every attempt.
+//! Around the issuer: the concurrency bound. Audit, metrics and the failed-authentication limit
+//! come from `ObservedIssuer`, which sees every attempt (the limit applies to refused tokens
+//! only, after the token was checked: a valid token is never refused because of others' failures).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,7 +11,7 @@ use base64::Engine as _;
 
 use crate::http::audit::{Claimed, ObservedIssuer};
 use crate::http::extract::ApiJson;
-use crate::http::protect::{retry_after_secs, Source};
+use crate::http::protect::Source;
 use crate::http::wire::{AwsIdentity, CertificateRequest, CertificateResponse};
 use crate::http::{ApiError, AppState};
 use crate::identity::{BearerToken, IssueRequest};
@@ -27,13 +28,7 @@ pub async fn issue_certificate(
         .and_then(|ApiJson(b)| b.cluster.as_ref())
         .map(|c| Claimed::new(&c.cluster_id, &c.cluster_name))
         .unwrap_or_default();
-    let issuer = ObservedIssuer::new(&state.issuer, &state.metrics, &source, claimed);
-
-    // Before any token work: a source that used up its failed attempts waits.
-    if let Err(wait) = state.protection.check_failures(&source) {
-        let error = ApiError::TooManyRequests { retry_after_secs: retry_after_secs(wait) };
-        return Err(issuer.refuse(error, "rate_limited"));
-    }
+    let issuer = ObservedIssuer::new(&state.issuer, &state.metrics, &state.protection, &source, claimed);
     let body = match body {
         Ok(ApiJson(body)) => body,
         Err(error) => {
@@ -61,11 +56,7 @@ pub async fn issue_certificate(
         origin_token: body.origin_cluster_token.map(BearerToken::new),
         csr_base64: body.certificate_signing_request,
     };
-    let issued = issuer.issue(request).await.inspect_err(|error| {
-        if matches!(error, ApiError::Unauthorized) {
-            state.protection.record_failure(&source);
-        }
-    })?;
+    let issued = issuer.issue(request).await?;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok((
         StatusCode::ACCEPTED,

@@ -3,9 +3,11 @@
 //!
 //! The source is the TCP peer, unless the peer is a trusted proxy (`--trusted-proxy CIDR`): then
 //! `X-Forwarded-For` names the client. Nobody else can spoof a source, because the header is
-//! ignored from untrusted peers. Failed authentications (401) consume one cell of a per-source
-//! `governor` bucket; once the bucket is empty, further attempts from that source get 429 before
-//! any token is looked at. Successful peers never consume a cell and are never slowed.
+//! ignored from untrusted peers. A failed authentication consumes one cell of a per-source
+//! `governor` bucket and gets 401; once the bucket is empty, further *failures* from that source
+//! get 429 instead. The token is always checked first: a request with a valid token never
+//! consumes a cell and is never refused, whatever others behind its address send. The limiter's
+//! memory is bounded (`BoundedStore`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,8 +20,9 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use governor::clock::{Clock as _, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,10 +36,10 @@ pub const DEFAULT_MAX_CONCURRENT_ISSUANCES: usize = 64;
 /// How long an issuance waits for a free slot before the caller gets 503 with `Retry-After`:
 /// half of the request timeout, leaving the other half to the signer.
 pub const ISSUANCE_QUEUE_WAIT: Duration = Duration::from_secs(30);
-/// Above this many tracked sources, idle ones are dropped at the next failure instead of once a
-/// minute.
-const MAX_TRACKED_SOURCES: usize = 100_000;
+/// Default bound on the sources the failure limiter tracks separately (see `BoundedStore`).
+pub const DEFAULT_MAX_TRACKED_SOURCES: usize = 65_536;
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
+const CLEANUP_WHEN_FULL_EVERY: Duration = Duration::from_secs(1);
 
 /// How the issuance route protects itself.
 #[derive(Debug, Clone)]
@@ -45,6 +48,8 @@ pub struct ProtectionConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Failed authentications allowed per source and minute (burst of the same size); 0 disables.
     pub auth_failures_per_minute: u32,
+    /// Sources the failure limit tracks separately; beyond that they share one budget.
+    pub max_tracked_sources: usize,
     /// Issuances running at once; further ones wait up to `queue_wait`, then get 503.
     pub max_concurrent_issuances: usize,
     /// Longest wait for an issuance slot.
@@ -56,6 +61,7 @@ impl Default for ProtectionConfig {
         Self {
             trusted_proxies: Vec::new(),
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
+            max_tracked_sources: DEFAULT_MAX_TRACKED_SOURCES,
             max_concurrent_issuances: DEFAULT_MAX_CONCURRENT_ISSUANCES,
             queue_wait: ISSUANCE_QUEUE_WAIT,
         }
@@ -88,7 +94,8 @@ pub struct Source {
 impl Protection {
     /// Builds the protection state.
     pub fn new(config: ProtectionConfig) -> Self {
-        let failures = NonZeroU32::new(config.auth_failures_per_minute).map(FailureLimiter::per_minute);
+        let failures = NonZeroU32::new(config.auth_failures_per_minute)
+            .map(|limit| FailureLimiter::new(limit, config.max_tracked_sources.max(1)));
         Self(Arc::new(ProtectionInner {
             trusted_proxies: config.trusted_proxies,
             failures,
@@ -127,19 +134,19 @@ impl Protection {
         }
     }
 
-    /// `Err(retry_after)` when `source` has used up its failed authentications.
-    pub fn check_failures(&self, source: &Source) -> Result<(), Duration> {
+    /// Counts one failed authentication from `source`: `Err(retry_after)` when the source had
+    /// none left, and the caller answers 429 instead of 401. Only failures are counted, and only
+    /// failures are refused: successes never call this.
+    pub fn record_failure(&self, source: &Source) -> Result<(), Duration> {
         match &self.0.failures {
-            Some(limiter) => limiter.check(limit_key(source)),
+            Some(limiter) => limiter.record(limit_key(source)),
             None => Ok(()),
         }
     }
 
-    /// Counts one failed authentication from `source`.
-    pub fn record_failure(&self, source: &Source) {
-        if let Some(limiter) = &self.0.failures {
-            limiter.record(limit_key(source));
-        }
+    /// Sources the failure limit tracks now (for tests and the memory bound).
+    pub fn tracked_sources(&self) -> usize {
+        self.0.failures.as_ref().map_or(0, FailureLimiter::tracked)
     }
 
     /// Waits for an issuance slot, at most the configured queue wait (`None` when none freed up).
@@ -184,67 +191,107 @@ impl FromRequestParts<AppState> for Source {
     }
 }
 
-type KeyedLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
-
-/// Failed authentications per source. governor keeps the buckets (GCRA: a burst of `limit`,
-/// then one cell every minute / `limit`). governor has no "peek", so when a failure empties a
-/// bucket we note when its next cell is due, and refuse the source until then without touching
-/// the bucket: successes never consume cells.
+/// Failed authentications per source: governor's GCRA (a burst of `limit`, then one cell every
+/// minute / `limit`) over a `BoundedStore`. Only failures reach it: a failure takes a cell, or
+/// is refused (429) when none is left. A request with a valid token never touches it, so a
+/// correct peer is never refused because of what others from its address did.
 struct FailureLimiter {
-    limiter: KeyedLimiter,
-    /// Time for one cell to come back.
-    replenish: Duration,
-    blocked: Mutex<Blocked>,
-}
-
-struct Blocked {
-    until: HashMap<IpAddr, Instant>,
-    last_cleanup: Instant,
+    limiter: RateLimiter<IpAddr, BoundedStore, DefaultClock>,
+    max_sources: usize,
+    last_cleanup: Mutex<Instant>,
 }
 
 impl FailureLimiter {
-    fn per_minute(limit: NonZeroU32) -> Self {
-        let quota = Quota::per_minute(limit);
+    fn new(limit: NonZeroU32, max_sources: usize) -> Self {
+        let store = BoundedStore::new(max_sources);
         Self {
-            replenish: quota.replenish_interval(),
-            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
-            blocked: Mutex::new(Blocked { until: HashMap::new(), last_cleanup: Instant::now() }),
+            limiter: RateLimiter::new(Quota::per_minute(limit), store, DefaultClock::default()),
+            max_sources,
+            last_cleanup: Mutex::new(Instant::now()),
         }
     }
 
-    fn check(&self, key: IpAddr) -> Result<(), Duration> {
-        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match blocked.until.get(&key) {
-            Some(until) if *until > now => Err(*until - now),
-            Some(_) => {
-                blocked.until.remove(&key);
-                Ok(())
-            }
-            None => Ok(()),
-        }
+    /// Takes one cell for a failure from `key`, or says how long until the next one is due.
+    fn record(&self, key: IpAddr) -> Result<(), Duration> {
+        let clock = self.limiter.clock();
+        let outcome = self.limiter.check_key(&key).map(drop).map_err(|not_until| not_until.wait_time_from(clock.now()));
+        self.clean_up();
+        outcome
     }
 
-    fn record(&self, key: IpAddr) {
-        let now = Instant::now();
-        let next_cell = match self.limiter.check_key(&key) {
-            // This failure took the last cell: the next one is due within one replenish interval.
-            Ok(snapshot) if snapshot.remaining_burst_capacity() == 0 => Some(now + self.replenish),
-            Ok(_) => None,
-            // Concurrent failures emptied the bucket first.
-            Err(not_until) => Some(now + not_until.wait_time_from(self.limiter.clock().now())),
-        };
-        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(until) = next_cell {
-            blocked.until.insert(key, until);
-        }
-        // Keep the state bounded: drop buckets that have refilled and expired blocks.
-        if blocked.last_cleanup.elapsed() >= CLEANUP_EVERY || self.limiter.len() > MAX_TRACKED_SOURCES {
+    /// Drops the buckets that have refilled (indistinguishable from fresh ones): once a minute,
+    /// or once a second while the store is full.
+    fn clean_up(&self) {
+        let mut last = self.last_cleanup.lock().unwrap_or_else(|p| p.into_inner());
+        let every = if self.limiter.len() >= self.max_sources { CLEANUP_WHEN_FULL_EVERY } else { CLEANUP_EVERY };
+        if last.elapsed() >= every {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
-            blocked.until.retain(|_, until| *until > now);
-            blocked.last_cleanup = now;
+            *last = Instant::now();
         }
+    }
+
+    /// Sources tracked now (at most `max_sources` + the overflow bucket).
+    fn tracked(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// governor's keyed state with a hard bound: at most `capacity` sources get a bucket of their
+/// own; while the store is full, further sources share one overflow bucket. Sharing costs a
+/// correct peer nothing (it never takes a cell), and an attacker spreading failures over more
+/// addresses than that only limits itself sooner. Each entry is an address and a GCRA
+/// timestamp: about 40 bytes with the map's overhead, so the default bound is about 2.5 MiB.
+struct BoundedStore {
+    capacity: usize,
+    buckets: Mutex<HashMap<IpAddr, Nanos>>,
+}
+
+/// The key shared by the sources that found the store full (never a real client's key: the
+/// unknown source maps to `::`).
+const OVERFLOW_KEY: IpAddr = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1));
+
+impl BoundedStore {
+    fn new(capacity: usize) -> Self {
+        Self { capacity, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Nanos>> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateStore for BoundedStore {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut buckets = self.lock();
+        let key = if buckets.contains_key(key) || buckets.len() < self.capacity { *key } else { OVERFLOW_KEY };
+        // The lock is held across the decision, so no compare-and-swap loop is needed.
+        let (outcome, next) = f(buckets.get(&key).copied())?;
+        buckets.insert(key, next);
+        Ok(outcome)
+    }
+}
+
+impl ShrinkableKeyedStateStore<IpAddr> for BoundedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.lock().retain(|_, tat| *tat > drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.lock().shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 }
 
@@ -331,18 +378,43 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_blocks_after_the_burst_and_counts_only_failures() {
+    fn failures_are_refused_once_the_burst_is_spent_and_each_source_has_its_own_budget() {
         let p = protection(&[]);
         let source = p.source(peer("192.0.2.1:1"), &HeaderMap::new());
-        for _ in 0..DEFAULT_AUTH_FAILURES_PER_MINUTE {
-            assert!(p.check_failures(&source).is_ok());
-            p.record_failure(&source);
+        for attempt in 1..=DEFAULT_AUTH_FAILURES_PER_MINUTE {
+            assert!(p.record_failure(&source).is_ok(), "failure {attempt} is within the burst");
         }
-        let wait = p.check_failures(&source).expect_err("blocked after the burst");
+        let wait = p.record_failure(&source).expect_err("refused after the burst");
         assert!(wait <= Duration::from_secs(6), "{wait:?}");
         assert_eq!(retry_after_secs(wait), 6);
+        // A refused failure takes no cell: the source is not pushed further back by retrying.
+        let again = p.record_failure(&source).expect_err("still refused");
+        assert!(again <= wait, "{again:?} > {wait:?}");
         let other = p.source(peer("192.0.2.2:1"), &HeaderMap::new());
-        assert!(p.check_failures(&other).is_ok());
+        assert!(p.record_failure(&other).is_ok());
+    }
+
+    #[test]
+    fn the_limiter_tracks_at_most_its_bound_and_overflowing_sources_share_one_budget() {
+        let p = Protection::new(ProtectionConfig {
+            auth_failures_per_minute: 2,
+            max_tracked_sources: 100,
+            ..ProtectionConfig::default()
+        });
+        let source = |i: u32| Source {
+            address: Some(IpAddr::V4(std::net::Ipv4Addr::from(0xc000_0000 + i))),
+            peer: None,
+            forwarded: false,
+        };
+        for i in 0..10_000 {
+            let _ = p.record_failure(&source(i));
+        }
+        assert!(p.tracked_sources() <= 101, "{} sources tracked", p.tracked_sources());
+        // The first 100 sources keep their own budget (one failure left each) ...
+        assert!(p.record_failure(&source(7)).is_ok());
+        // ... the rest shared one, long spent.
+        assert!(p.record_failure(&source(5_000)).is_err());
+        assert!(p.record_failure(&source(20_000)).is_err());
     }
 
     #[test]

@@ -206,13 +206,65 @@ async fn the_eleventh_bad_token_from_one_address_gets_429_while_a_good_peer_stil
     assert_eq!((answer.status, answer.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
     let retry_after: u64 = answer.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=6).contains(&retry_after), "the next cell is due within 60s / 10: {retry_after}");
-    // Even the right token waits: the limit applies before any token work.
+    // The right token from the same address is never refused: only failures are limited.
     let good = certificate_body("peer-1", "rome", app.token.expose(), &csr, None);
-    assert_eq!(send(&public, issue_from(ATTACKER, &good)).await.status, StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..15 {
+        assert_eq!(send(&public, issue_from(ATTACKER, &good)).await.status, StatusCode::ACCEPTED);
+        assert_eq!(send(&public, issue_from(ATTACKER, &bad)).await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
     // Another address is not affected, and its success is never counted.
     for _ in 0..15 {
         assert_eq!(send(&public, issue_from(GOOD_PEER, &good)).await.status, StatusCode::ACCEPTED);
     }
+    assert_eq!(send(&public, issue_from(GOOD_PEER, &bad)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_correct_peer_sharing_an_address_with_an_attacker_always_succeeds_on_the_real_server() {
+    // Both on 127.0.0.1, as behind one NAT: the attacker sends wrong tokens as fast as its
+    // connection allows for the whole test; every request of the correct peer must get 202.
+    let server = TestServer::start(&[]).await;
+    let client =
+        || AuthClient::new(&server.http_url(), ServerTrust::InsecureSkipVerify, Duration::from_secs(10)).unwrap();
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let good = certificate_body("peer-1", "rome", &server.token(), &csr, None).into_bytes();
+    let bad = certificate_body("peer-9", "evil", "guess", &csr, None).into_bytes();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attacker = {
+        let (client, stop, limited) = (client(), stop.clone(), limited.clone());
+        tokio::spawn(async move {
+            let mut unauthorized = 0;
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match client.post("/identity/certificate", bad.clone(), "text/plain").await.unwrap().status {
+                    401 => unauthorized += 1,
+                    429 => drop(limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+                    other => panic!("the attacker got {other}"),
+                }
+            }
+            unauthorized
+        })
+    };
+    for _ in 0..500 {
+        if limited.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(limited.load(std::sync::atomic::Ordering::Relaxed) > 0, "the attacker's budget is spent");
+    let peer = client();
+    for attempt in 1..=20 {
+        let answer = peer.post("/identity/certificate", good.clone(), "text/plain").await.unwrap();
+        assert_eq!(answer.status, 202, "attempt {attempt} of the correct peer");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let unauthorized = attacker.await.unwrap();
+    // A burst of 10, and at most one more cell per 6 s while the test ran.
+    assert!((10..=12).contains(&unauthorized), "{unauthorized} wrong tokens got 401 before 429");
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -370,6 +422,12 @@ impl std::io::Write for LogWriter {
 
 impl Logs {
     fn capture() -> Self {
+        // tracing caches each callsite's interest when the callsite is first hit. While only one
+        // dispatcher exists it asks the *hitting thread's* default, so a callsite first hit by a
+        // concurrent test on another thread (no subscriber there) is cached as "never" and this
+        // capture misses it. A second, permanent dispatcher makes tracing ask every dispatcher.
+        static SECOND_DISPATCHER: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND_DISPATCHER.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
