@@ -1,5 +1,9 @@
 //! `ApiJson<T>`: a JSON body extractor that ignores Content-Type (the reference client sends
 //! `text/plain`) and answers every rejection with the API's error envelope.
+//!
+//! Every body of this API is a JSON object. serde's derived structs would also take a JSON
+//! array as their fields in order (`[cluster, token, null, csr]`); Go's decoder refuses that, and
+//! so do we, before deserialising.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -29,6 +33,9 @@ where
                 ApiError::InvalidJson { detail: "the body could not be read".into() }
             }
         })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|first| *first != b'{') {
+            return Err(ApiError::InvalidJson { detail: "the body must be a JSON object".into() });
+        }
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::InvalidJson { detail: describe(&e) })
     }
 }

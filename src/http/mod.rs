@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -76,16 +76,19 @@ impl AppState {
 
 /// The public router.
 ///
-/// The body limit and the request timeout sit on the issuance route only: `/ids` and the probes
-/// answer from memory, and the benchmark against the reference (`benches/`) shows every layer.
+/// The body limit, the request timeout and `Cache-Control: no-store` (their answers carry
+/// credentials) sit on the issuance and renewal routes only: `/ids` and the probes answer from
+/// memory, and the benchmark against the reference (`benches/`) shows every layer.
 pub fn router(state: AppState) -> Router {
     let issue = post(certificate::issue_certificate).layer::<_, std::convert::Infallible>(
         tower::ServiceBuilder::new()
+            .layer(middleware::map_response(no_store))
             .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
             .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
     );
     let renew = post(renew::renew_certificate).layer::<_, std::convert::Infallible>(
         tower::ServiceBuilder::new()
+            .layer(middleware::map_response(no_store))
             .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
             .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
     );
@@ -98,6 +101,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Marks a response as never to be stored by a cache or proxy: it may carry a certificate.
+pub async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 const ROUTES: [&str; 5] = ["/ids", "/identity/certificate", "/identity/certificate/renew", "/healthz", "/readyz"];

@@ -29,7 +29,7 @@ pub struct ClusterRef {
 /// `POST /identity/certificate` body.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct CertificateRequest {
-    #[serde(default, alias = "Cluster")]
+    #[serde(default, alias = "Cluster", deserialize_with = "object_or_null")]
     pub cluster: Option<ClusterRef>,
     #[serde(rename = "destinationClusterToken", default, alias = "DestinationClusterToken")]
     pub destination_cluster_token: Option<String>,
@@ -52,6 +52,32 @@ impl fmt::Debug for CertificateRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificateRequest").field("cluster", &self.cluster).field("tokens", &"<redacted>").finish()
     }
+}
+
+/// An object (or `null`), never an array: serde's derived structs would take an array's elements
+/// as the fields in order, which Go's decoder (and the contract) refuses.
+fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_any(ObjectOrNull(std::marker::PhantomData))
 }
 
 /// `POST /identity/certificate` answer (202).

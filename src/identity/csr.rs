@@ -1,20 +1,33 @@
 //! `ParsedCsr`: a PKCS#10 certificate signing request, valid by construction.
 //!
-//! Parsing checks everything a CSR can be checked for on its own: one PEM block, a valid
-//! self-signature, an accepted key type, a subject made only of CN and `O=liqo.io`, and no
-//! requested extensions. Whether the CN matches the requesting cluster is the issuer's check,
-//! because only the issuer knows the cluster.
+//! Parsing checks everything a CSR can be checked for on its own: one strict PEM block (its END
+//! label repeats its BEGIN label), a valid self-signature made with an accepted algorithm, an
+//! accepted key type, a subject made only of CN and `O=liqo.io`, and no requested extensions.
+//! Whether the CN matches the requesting cluster is the issuer's check, because only the issuer
+//! knows the cluster.
+//!
+//! Signature policy: a self-signature proves possession of the key, so it must use a digest
+//! that is not broken. Accepted: Ed25519; ECDSA (P-256 or P-384) with SHA-256, SHA-384 or
+//! SHA-512; RSA PKCS#1 v1.5 or RSASSA-PSS with SHA-256, SHA-384 or SHA-512. Refused, with
+//! `CsrError::SignatureAlgorithm`: SHA-1 and MD5 in any form, SHA-224, DSA, and anything else.
+//! (Go, and so the Kubernetes CSR API, still accepts SHA-1 on CSRs; this service does not.)
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use x509_parser::certification_request::X509CertificationRequest;
+use sha2::{Sha384, Sha512};
+use x509_parser::certification_request::X509CertificationRequest as Request;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
-    OID_X509_COMMON_NAME, OID_X509_ORGANIZATION_NAME,
+    Oid, OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_HASH_SHA256, OID_NIST_HASH_SHA384,
+    OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA,
+    OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+    OID_SIG_ECDSA_WITH_SHA512, OID_SIG_ED25519, OID_X509_COMMON_NAME, OID_X509_ORGANIZATION_NAME,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
+use x509_parser::signature_algorithm::RsaSsaPssParams;
+
+use crate::pki::pem_blocks;
 
 /// The only organisation a peer may ask for: the group Liqo grants peering permissions to.
 pub const LIQO_ORGANIZATION: &str = "liqo.io";
@@ -35,6 +48,8 @@ pub enum CsrError {
     Der,
     #[error("certificate signing request signature is invalid")]
     Signature,
+    #[error("unsupported CSR signature algorithm: sign with SHA-256, SHA-384 or SHA-512 (ECDSA, RSA or RSA-PSS), or Ed25519; SHA-1 and MD5 are refused")]
+    SignatureAlgorithm,
     #[error("unsupported key: use Ed25519, ECDSA P-256 or P-384, or RSA with 2048 to 8192 bits")]
     KeyType,
     #[error("certificate signing request subject must hold exactly one common name")]
@@ -83,28 +98,27 @@ impl ParsedCsr {
         if pem.len() > MAX_CSR_PEM_BYTES {
             return Err(CsrError::TooLarge);
         }
-        let mut blocks = x509_parser::pem::Pem::iter_from_buffer(pem);
-        let block = match blocks.next() {
-            Some(Ok(block)) if block.label == "CERTIFICATE REQUEST" || block.label == "NEW CERTIFICATE REQUEST" => {
-                block
+        let mut blocks = pem_blocks(pem).map_err(|_| CsrError::Pem)?;
+        match blocks.pop() {
+            Some(block)
+                if blocks.is_empty()
+                    && (block.label == "CERTIFICATE REQUEST" || block.label == "NEW CERTIFICATE REQUEST") =>
+            {
+                Self::from_der(block.contents)
             }
-            _ => return Err(CsrError::Pem),
-        };
-        if blocks.next().is_some() {
-            return Err(CsrError::Pem);
+            _ => Err(CsrError::Pem),
         }
-        Self::from_der(block.contents)
     }
 
     /// Parses and validates DER bytes.
     pub fn from_der(der: Vec<u8>) -> Result<Self, CsrError> {
-        let (rest, csr) = X509CertificationRequest::from_der(&der).map_err(|_| CsrError::Der)?;
+        let (rest, csr) = Request::from_der(&der).map_err(|_| CsrError::Der)?;
         if !rest.is_empty() {
             return Err(CsrError::Der);
         }
-        csr.verify_signature().map_err(|_| CsrError::Signature)?;
         let info = &csr.certification_request_info;
         let key_kind = key_kind(&info.subject_pki)?;
+        verify_self_signature(&csr, key_kind)?;
 
         let mut common_name = None;
         let mut organization = None;
@@ -205,6 +219,65 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// Checks the self-signature under the policy in the module docs.
+fn verify_self_signature(csr: &Request<'_>, key: KeyKind) -> Result<(), CsrError> {
+    let algorithm = &csr.signature_algorithm.algorithm;
+    let signed = csr.certification_request_info.raw;
+    let signature = csr.signature_value.data.as_ref();
+    let public_key = csr.certification_request_info.subject_pki.subject_public_key.data.as_ref();
+    let ecdsa_digest = |oid: &Oid<'_>| -> Option<Vec<u8>> {
+        if oid == &OID_SIG_ECDSA_WITH_SHA256 {
+            Some(Sha256::digest(signed).to_vec())
+        } else if oid == &OID_SIG_ECDSA_WITH_SHA384 {
+            Some(Sha384::digest(signed).to_vec())
+        } else if oid == &OID_SIG_ECDSA_WITH_SHA512 {
+            Some(Sha512::digest(signed).to_vec())
+        } else {
+            None
+        }
+    };
+    if let Some(digest) = ecdsa_digest(algorithm) {
+        // RustCrypto for every ECDSA digest: ring lacks P-256/P-384 with SHA-512.
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        let verified = match key {
+            KeyKind::EcdsaP256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
+                .ok()
+                .zip(p256::ecdsa::Signature::from_der(signature).ok())
+                .is_some_and(|(key, sig)| key.verify_prehash(&digest, &sig).is_ok()),
+            KeyKind::EcdsaP384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
+                .ok()
+                .zip(p384::ecdsa::Signature::from_der(signature).ok())
+                .is_some_and(|(key, sig)| key.verify_prehash(&digest, &sig).is_ok()),
+            KeyKind::Ed25519 | KeyKind::Rsa { .. } => false,
+        };
+        return if verified { Ok(()) } else { Err(CsrError::Signature) };
+    }
+    let rsa = [OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA];
+    let accepted = if rsa.contains(algorithm) {
+        matches!(key, KeyKind::Rsa { .. })
+    } else if algorithm == &OID_PKCS1_RSASSAPSS {
+        matches!(key, KeyKind::Rsa { .. }) && pss_hash_is_sha2(csr)
+    } else if algorithm == &OID_SIG_ED25519 {
+        key == KeyKind::Ed25519
+    } else {
+        return Err(CsrError::SignatureAlgorithm);
+    };
+    // ring verifies these (through x509-parser), for exactly the algorithms allowed above.
+    if accepted && csr.verify_signature().is_ok() {
+        Ok(())
+    } else {
+        Err(CsrError::Signature)
+    }
+}
+
+/// RSASSA-PSS parameters naming SHA-256, SHA-384 or SHA-512 (never the SHA-1 default).
+fn pss_hash_is_sha2(csr: &Request<'_>) -> bool {
+    let Some(params) = csr.signature_algorithm.parameters.as_ref() else { return false };
+    let Ok(params) = RsaSsaPssParams::try_from(params) else { return false };
+    let hash = params.hash_algorithm_oid();
+    [OID_NIST_HASH_SHA256, OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512].contains(hash)
+}
+
 fn key_kind(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyKind, CsrError> {
     let alg = &spki.algorithm.algorithm;
     if alg == &OID_SIG_ED25519 {
@@ -256,6 +329,47 @@ mod tests {
             assert_eq!(csr.organization(), Some("liqo.io"));
             assert_eq!(csr.spki_der(), key.subject_public_key_info());
         }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/{name}.test-only.csr.pem", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn accepts_every_sha2_digest_on_every_accepted_key() {
+        for name in ["p256-sha384", "p256-sha512", "p384-sha512", "rsa2048-sha512", "rsa2048-pss-sha256"] {
+            let csr = ParsedCsr::from_pem(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(csr.common_name(), "peer-1", "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_sha1_signatures_even_when_they_verify() {
+        for name in ["rsa2048-sha1", "p256-sha1"] {
+            assert_eq!(ParsedCsr::from_pem(&fixture(name)).unwrap_err(), CsrError::SignatureAlgorithm, "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_an_ecdsa_signature_that_does_not_verify_with_any_digest() {
+        for name in ["p256-sha512", "p384-sha512", "p256-sha384"] {
+            let mut der = ParsedCsr::from_pem(&fixture(name)).unwrap().der().to_vec();
+            // Flip a bit of the signed subject: the signature no longer matches.
+            let cn = der.windows(6).position(|w| w == b"peer-1").unwrap();
+            der[cn] ^= 0x01;
+            assert_eq!(ParsedCsr::from_der(der).unwrap_err(), CsrError::Signature, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_pem_end_label_must_repeat_the_begin_label() {
+        let key = KeyPair::generate().unwrap();
+        let pem = csr_pem(&key, Some("c1"), None, vec![]);
+        let mismatched = pem.replace("-----END CERTIFICATE REQUEST-----", "-----END PRIVATE KEY-----");
+        assert_eq!(ParsedCsr::from_pem(mismatched.as_bytes()).unwrap_err(), CsrError::Pem);
+        let legacy = pem.replace("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST");
+        assert!(ParsedCsr::from_pem(legacy.as_bytes()).is_ok(), "the legacy label, matched, is fine");
     }
 
     #[test]

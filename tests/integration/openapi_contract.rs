@@ -9,6 +9,7 @@ use axum::http::{Method, Request};
 use liqo_auth::http::wire::{
     CertificateRequest, CertificateResponse, ErrorBody, HealthResponse, IdsResponse, RenewalRequest,
 };
+use liqo_auth::identity::{ClusterIdentity, ParsedCsr};
 use serde_yaml::Value;
 
 fn spec() -> Value {
@@ -95,8 +96,12 @@ fn every_example_body_deserialises_into_its_wire_type() {
                             .unwrap_or_else(|e| panic!("{method} {path} request example: {e}"));
                         assert!(!request.proof.is_empty() && !request.certificate_signing_request.is_empty());
                     } else {
-                        serde_json::from_value::<CertificateRequest>(json)
+                        let request = serde_json::from_value::<CertificateRequest>(json)
                             .unwrap_or_else(|e| panic!("{method} {path} request example: {e}"));
+                        // The example CSR is complete and valid, for the example's cluster.
+                        let csr = ParsedCsr::from_base64_pem(&request.certificate_signing_request)
+                            .unwrap_or_else(|e| panic!("{method} {path} request example CSR: {e}"));
+                        assert_eq!(Some(csr.common_name()), request.cluster.as_ref().map(|c| c.cluster_id.as_str()));
                     }
                     checked += 1;
                 }
@@ -135,6 +140,53 @@ fn every_example_body_deserialises_into_its_wire_type() {
         }
     }
     assert!(checked >= 12, "only {checked} examples checked");
+}
+
+#[tokio::test]
+async fn the_request_example_with_a_real_token_is_issued() {
+    let spec = spec();
+    let app = TestApp::new();
+    let example = &spec["paths"]["/identity/certificate"]["post"]["requestBody"]["content"]["application/json"]
+        ["examples"]["request"]["value"];
+    let mut body = serde_json::to_value(example).unwrap();
+    body["destinationClusterToken"] = app.token.expose().into();
+    let answer = app
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/identity/certificate")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status.as_u16(), 202, "{}", answer.text());
+}
+
+#[test]
+fn schemas_state_the_constraints_the_code_enforces() {
+    let spec = spec();
+    let cluster = &spec["components"]["schemas"]["ClusterRef"]["properties"];
+    let label = |field: &str| {
+        let pattern = cluster[field]["pattern"].as_str().unwrap_or_else(|| panic!("{field} has a pattern"));
+        let max = cluster[field]["maxLength"].as_u64().unwrap_or_else(|| panic!("{field} has a maxLength"));
+        (pattern.to_owned(), max as usize)
+    };
+    // The documented pattern and lengths accept exactly what the validation accepts.
+    for (field, (pattern, max)) in [("clusterID", label("clusterID")), ("clusterName", label("clusterName"))] {
+        assert_eq!(pattern, "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "{field}");
+        let longest = "a".repeat(max);
+        let too_long = "a".repeat(max + 1);
+        let ok = |id: &str, name: &str| ClusterIdentity::parse_remote(id, name).is_ok();
+        let (accepts, refuses) = match field {
+            "clusterID" => (ok(&longest, "n"), ok(&too_long, "n")),
+            _ => (ok("id", &longest), ok("id", &too_long)),
+        };
+        assert!(accepts && !refuses, "{field}: maxLength {max} is the enforced bound");
+    }
+    let csr = &spec["components"]["schemas"]["CertificateRequest"]["properties"]["certificateSigningRequest"];
+    assert_eq!(csr["maxLength"].as_u64(), Some(32768));
+    let oversized = "A".repeat(32769);
+    assert_eq!(ParsedCsr::from_base64_pem(&oversized).unwrap_err(), liqo_auth::identity::CsrError::TooLarge);
 }
 
 #[test]

@@ -117,6 +117,9 @@ async fn dangerous_or_malformed_csrs_get_400_with_a_reason() {
         pki::RSA1024_CSR.to_owned(),
         "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".to_owned(),
         format!("{0}{0}", pki::liqo_csr(&key, "peer-1")),
+        pki::liqo_csr(&key, "peer-1").replace("-----END CERTIFICATE REQUEST-----", "-----END CERTIFICATE-----"),
+        fixture_csr("rsa2048-sha1"),
+        fixture_csr("p256-sha1"),
     ];
     for csr in cases {
         let answer = app.issue("peer-1", "rome", &csr).await;
@@ -129,6 +132,25 @@ async fn dangerous_or_malformed_csrs_get_400_with_a_reason() {
     body["certificateSigningRequest"] = "%%% not base64".into();
     let answer = app.send(post_json("/identity/certificate", body.to_string())).await;
     assert_eq!((answer.status, answer.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_csr"));
+}
+
+#[tokio::test]
+async fn ecdsa_and_rsa_csrs_signed_with_sha384_or_sha512_are_issued() {
+    let app = TestApp::new();
+    let answer = app.issue("peer-1", "rome", &fixture_csr("p256-sha512")).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    // The fixtures share CN=peer-1 but not their key: passing every CSR check, they reach the
+    // conflict with the identity just issued.
+    for fixture in ["p256-sha384", "p384-sha512", "rsa2048-sha512", "rsa2048-pss-sha256"] {
+        let answer = app.issue("peer-1", "rome", &fixture_csr(fixture)).await;
+        assert_eq!(answer.code(), "identity_exists", "{fixture} parsed and reached the conflict check");
+    }
+}
+
+/// A test-only CSR from `tests/fixtures/` (see regenerate.sh there).
+fn fixture_csr(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}.test-only.csr.pem", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[tokio::test]
@@ -201,6 +223,39 @@ async fn invalid_or_empty_json_gets_400_without_echoing_values() {
         assert_eq!(answer.code(), "invalid_json");
         assert!(!answer.text().contains("12345678901"));
     }
+}
+
+#[tokio::test]
+async fn a_json_array_is_never_taken_as_positional_fields() {
+    let app = TestApp::new();
+    let csr = pki::b64(&pki::liqo_csr(&pki::key(KeyType::P256), "peer-1"));
+    let token = app.token.expose();
+    let top_level = serde_json::json!([{"clusterID": "peer-1", "clusterName": "rome"}, token, null, csr]);
+    let nested = serde_json::json!({
+        "cluster": ["peer-1", "rome"],
+        "destinationClusterToken": token,
+        "certificateSigningRequest": csr,
+    });
+    for body in [top_level.to_string(), format!("  \n{top_level}"), nested.to_string()] {
+        let answer = app.send(post_json("/identity/certificate", body.clone())).await;
+        assert_eq!((answer.status, answer.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_json"), "{body}");
+        assert!(!answer.text().contains(token));
+    }
+    assert!(app.memory.grants().is_empty(), "nothing was issued");
+    // `"cluster": null` is still the reference's empty identity (refused as an invalid cluster).
+    let null = serde_json::json!({"cluster": null, "destinationClusterToken": token, "certificateSigningRequest": csr});
+    let answer = app.send(post_json("/identity/certificate", null.to_string())).await;
+    assert_eq!(answer.code(), "invalid_cluster");
+}
+
+#[tokio::test]
+async fn credential_responses_are_never_cached() {
+    let app = TestApp::new();
+    let answer = app.issue("peer-1", "rome", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1")).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    assert_eq!(answer.headers["cache-control"], "no-store");
+    let refused = app.send(post_json("/identity/certificate", "{}".into())).await;
+    assert_eq!(refused.headers["cache-control"], "no-store", "errors of the route too");
 }
 
 #[tokio::test]
