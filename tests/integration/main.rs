@@ -15,4 +15,5 @@ mod operations;
 mod peer;
 mod renewal;
 mod router;
+mod schemathesis;
 mod support;
