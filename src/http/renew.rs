@@ -2,7 +2,8 @@
 //! of the current one (see `identity::renew`), no token needed.
 //!
 //! Around the renewer: the failed-authentication limit shared with issuance (a refused proof
-//! counts as a failed authentication, so proofs cannot be guessed faster than tokens), the
+//! counts as a failed authentication and, once the source's budget is spent, gets 429 instead
+//! of 401; a valid proof is never refused because of others' failures), the
 //! concurrency bound, the audit event (target `audit`, `event = "renewal"`) and the
 //! `auth_certificate_renewals_total{kind,result}` metric. The answer is the issuance answer's
 //! shape with status 200.
@@ -26,13 +27,6 @@ pub async fn renew_certificate(
     body: Result<ApiJson<RenewalRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<CertificateResponse>), ApiError> {
     let observe = Observe { state: &state, source: &source };
-    if let Err(wait) = state.protection.check_failures(&source) {
-        return Err(observe.refused(
-            ApiError::TooManyRequests { retry_after_secs: retry_after_secs(wait) },
-            None,
-            None,
-        ));
-    }
     let body = match body {
         Ok(ApiJson(body)) => body,
         Err(error) => return Err(observe.refused(error, None, None)),
@@ -61,9 +55,11 @@ pub async fn renew_certificate(
             if let Some(took) = failure.error.signer_elapsed() {
                 state.metrics.observe_signer(state.renewer.signer_kind(), took);
             }
-            let error = ApiError::from(failure.error);
+            let mut error = ApiError::from(failure.error);
             if error.status() == StatusCode::UNAUTHORIZED {
-                state.protection.record_failure(&source);
+                if let Err(wait) = state.protection.record_failure(&source) {
+                    error = ApiError::TooManyRequests { retry_after_secs: retry_after_secs(wait) };
+                }
             }
             Err(observe.refused(error, failure.kind, failure.cluster.as_ref()))
         }

@@ -202,13 +202,17 @@ async fn refused_proofs_count_as_failed_authentications_and_are_rate_limited() {
         let answer = renew(&router_with_metrics, renewal_body(&held, &claims("other-provider", &csr), &csr)).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     }
-    let limited = renew(&router_with_metrics, renewal_body(&held, &claims(PROVIDER_ID, &csr), &csr)).await;
+    let limited = renew(&router_with_metrics, renewal_body(&held, &claims("other-provider", &csr), &csr)).await;
     assert_eq!((limited.status, limited.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
     assert!(limited.headers.contains_key("retry-after"));
     let metrics = state.metrics.encode();
-    assert!(metrics.contains(r#"auth_certificate_renewals_total{kind="renew",result="error"} 10"#), "{metrics}");
-    assert!(metrics.contains(r#"auth_certificate_renewals_total{kind="unknown",result="error"} 1"#), "{metrics}");
-    // Another state (a fresh source limit) renews fine; the success is counted.
+    assert!(metrics.contains(r#"auth_certificate_renewals_total{kind="renew",result="error"} 11"#), "{metrics}");
+    // A valid proof from the same source is never refused: only failures are limited.
+    let answer = renew(&router_with_metrics, renewal_body(&held, &claims(PROVIDER_ID, &csr), &csr)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.headers["cache-control"], "no-store", "a renewal answer carries a credential");
+    assert_eq!(limited.headers["cache-control"], "no-store");
+    // Another state (a fresh source limit) renews fine too.
     let answer = renew(&router, renewal_body(&held, &claims(PROVIDER_ID, &csr), &csr)).await;
     assert_eq!(answer.status, StatusCode::OK);
 }
