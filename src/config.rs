@@ -14,6 +14,7 @@ use std::time::Duration;
 // Named `kubernetes` here so that paths into the kube crate appear only inside
 // src/adapter/kube: a grep for them is the check that Kubernetes stays in its adapter.
 use crate::adapter::kube as kubernetes;
+use crate::adapter::local::local_peers::Recovery;
 use crate::adapter::local::{LocalCa, LocalProofLedger, LocalStore};
 use crate::client::identity_store::LocalIdentityStore;
 use crate::client::peer::PeerBackend;
@@ -289,7 +290,21 @@ impl Config {
     fn build_local(&self, data_dir: &std::path::Path) -> Result<AppState, ConfigError> {
         let store_err = |source| ConfigError::Store { backend: "local", source };
         let url = self.api_server_url.clone().unwrap_or_else(|| LOCAL_API_SERVER_URL.to_owned());
-        let store = Arc::new(LocalStore::open(data_dir, url, self.advertise_ca).map_err(store_err)?);
+        let (store, recovery) = LocalStore::open_for_serving(data_dir, url, self.advertise_ca).map_err(store_err)?;
+        if recovery != Recovery::default() {
+            tracing::info!(
+                recovery.temp_files = recovery.temp_files_removed,
+                recovery.migrated = recovery.legacy_peers_migrated,
+                recovery.replayed = recovery.journal_changes_replayed,
+                recovery.torn = recovery.torn_lines_dropped,
+                "data dir recovered: {} temp files removed, {} peers migrated to peers/<id>.json, {} journal changes replayed, {} torn journal lines dropped",
+                recovery.temp_files_removed,
+                recovery.legacy_peers_migrated,
+                recovery.journal_changes_replayed,
+                recovery.torn_lines_dropped
+            );
+        }
+        let store = Arc::new(store);
         let cluster =
             store.cluster_identity(self.cluster_id.as_deref(), self.cluster_name.as_deref()).map_err(store_err)?;
         let ca = Arc::new(store.load_or_create_ca(&cluster).map_err(store_err)?);

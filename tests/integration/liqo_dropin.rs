@@ -90,14 +90,18 @@ fn assert_conflict(answer: &LiqoAnswer, what: &str) {
     assert_eq!(answer.json()["code"], "identity_exists", "{what}");
 }
 
+/// The local backend's record of the peer (`peers/<id>.json`).
+fn local_record(server: &TestServer) -> serde_json::Value {
+    let path = server.data_dir().join("peers").join(format!("{PEER}.json"));
+    serde_json::from_slice(&std::fs::read(path).expect("peer record")).unwrap()
+}
+
 fn local_origin_token(server: &TestServer) -> String {
-    std::fs::read_to_string(server.data_dir().join("peers").join(PEER).join("origin-token")).expect("origin token")
+    local_record(server)["originToken"].as_str().expect("origin token").to_owned()
 }
 
 fn local_stored_certificate(server: &TestServer) -> String {
-    let path = server.data_dir().join("peers").join(PEER).join("identity.json");
-    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("identity file")).unwrap();
-    file["certificate"].as_str().expect("certificate").to_owned()
+    local_record(server)["certificate"].as_str().expect("certificate").to_owned()
 }
 
 #[tokio::test]
@@ -152,7 +156,7 @@ async fn a_first_issuance_without_an_origin_token_can_never_be_recovered() {
     // ... so that token proves nothing later.
     let (answer, _) = liqo.request_identity(PEER, "rome", &token, Some("attacker")).await;
     assert_conflict(&answer, "a token bound by nobody");
-    assert!(!server.data_dir().join("peers").join(PEER).join("origin-token").exists());
+    assert!(local_record(&server).get("originToken").is_none(), "no origin token stored");
 }
 
 #[tokio::test]

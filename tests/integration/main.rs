@@ -2,6 +2,7 @@
 //! binary, and `support` holds what they share (fake API server, test PKI, `TestApp`,
 //! `TestServer`).
 
+mod crash;
 mod deploy;
 mod dns_discovery;
 mod e2e_tls;

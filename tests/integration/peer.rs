@@ -78,9 +78,13 @@ impl Provider {
 
     /// The certificate the provider stored for the consumer.
     fn stored_certificate(&self, consumer: &str) -> String {
-        let path = self.data_dir().join("peers").join(consumer).join("identity.json");
-        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("identity.json")).unwrap();
-        record["certificate"].as_str().expect("certificate").to_owned()
+        self.peer_record(consumer)["certificate"].as_str().expect("certificate").to_owned()
+    }
+
+    /// The provider's record of a peer (`peers/<id>.json`).
+    fn peer_record(&self, consumer: &str) -> serde_json::Value {
+        let path = self.data_dir().join("peers").join(format!("{consumer}.json"));
+        serde_json::from_slice(&std::fs::read(path).expect("the peer's record")).unwrap()
     }
 }
 
@@ -307,8 +311,8 @@ async fn peering_with_a_pinned_provider_stores_private_files_and_a_kubeconfig_th
     assert_eq!(record["namespace"], outcome.namespace.as_str());
     assert!(record["apiServerCa"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
     // Our own token went along as originClusterToken, so the provider can peer back.
-    let sent = std::fs::read_to_string(provider.data_dir().join("peers").join(CONSUMER_ID).join("origin-token"))
-        .expect("the provider stored our token");
+    let sent =
+        provider.peer_record(CONSUMER_ID)["originToken"].as_str().expect("the provider stored our token").to_owned();
     assert_eq!(sent, std::fs::read_to_string(consumer.path().join("token")).unwrap().trim());
 
     let file = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kube reads the kubeconfig");
@@ -550,8 +554,10 @@ async fn peering_with_the_kubernetes_backend_writes_a_liqo_identity_secret() {
     assert_eq!(text("apiServerUrl"), outcome.api_server_url);
     assert!(text("apiServerCa").contains("BEGIN CERTIFICATE"));
     assert_eq!(certificate, provider.stored_certificate(CONSUMER_ID));
-    let sent = std::fs::read_to_string(provider.data_dir().join("peers").join(CONSUMER_ID).join("origin-token"))
-        .expect("auth-token went along as originClusterToken");
+    let sent = provider.peer_record(CONSUMER_ID)["originToken"]
+        .as_str()
+        .expect("auth-token went along as originClusterToken")
+        .to_owned();
     assert_eq!(sent, own_token);
 
     // Re-running finds the Secret and leaves it alone.

@@ -1,32 +1,36 @@
 //! `LocalStore`: the embedded backend, keeping all state in the data dir (no cluster needed).
 //!
-//! Layout (directory 0700, files 0600, every write atomic: temp file, fsync, rename, fsync dir):
+//! Layout (directory 0700, files 0600):
 //!
 //! ```text
 //! token                         shared token (128 hex characters)
 //! cluster.json                  this cluster's ID and name
 //! ca.crt, ca.key                local CA that signs peers' certificates
 //! tls.crt, tls.key              generated serving certificate (when --cert-path is absent)
-//! peers/<cluster-id>/tenant.json       peer name and tenant namespace
-//! peers/<cluster-id>/identity.json     stored CSR, issued certificate, origin-token digest
-//! peers/<cluster-id>/origin-token      the peer's own token (originClusterToken)
+//! peers/<cluster-id>.json       one record per peer: name, tenant namespace, stored CSR and
+//!                               certificate, origin token (see local_peers.rs)
+//! peers.journal                 write-ahead journal of peer changes not yet checkpointed
 //! join-token.key                HS256 key signing join tokens (32 raw bytes)
 //! join-tokens/<id>.json         one record per join token (never the token itself)
 //! ```
 //!
-//! Join-token records are updated read-modify-write under a process-wide mutex, and every write
-//! is an atomic rename, so concurrent requests in one server never take more uses than allowed.
-//! Two *processes* sharing a data dir are not coordinated: run one server per data dir.
+//! Peer records are written through the journal with group commit (local_peers.rs); every
+//! other file is written atomically (temp file, fsync, rename, fsync dir). All file I/O of a
+//! request runs on blocking threads, never on the async workers. Join-token records are updated
+//! read-modify-write under a process-wide mutex, so concurrent requests in one server never take
+//! more uses than allowed. Two *processes* sharing a data dir are not coordinated beyond that:
+//! run one server per data dir.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{ensure_private_dir, read_string, write_private_file};
 
+use crate::adapter::local::local_peers::{blocking, Next, PeerFile, PeerFiles, Recovery};
 use crate::adapter::local::LocalCa;
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{
@@ -39,8 +43,6 @@ use crate::identity::{
 
 /// Serialises read-modify-write of join-token files within this process.
 static JOIN_TOKEN_LOCK: Mutex<()> = Mutex::new(());
-/// Serialises create-if-absent and compare-and-replace of peers' identity files in this process.
-static IDENTITY_LOCK: Mutex<()> = Mutex::new(());
 const JOIN_TOKEN_KEY_FILE: &str = "join-token.key";
 const JOIN_TOKEN_DIR: &str = "join-tokens";
 
@@ -54,6 +56,7 @@ pub struct LocalStore {
     api_server_url: String,
     advertise_ca: bool,
     ca_pem: RwLock<Option<String>>,
+    peers: Arc<PeerFiles>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,55 +64,6 @@ pub struct LocalStore {
 struct ClusterFile {
     cluster_id: String,
     cluster_name: String,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TenantFile {
-    cluster_id: String,
-    cluster_name: String,
-    namespace: String,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IdentityFile {
-    csr: String,
-    certificate: String,
-    /// Digest of the origin token bound to this identity (hex); absent in older files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    origin_token_sha256: Option<String>,
-    /// The certificate a renewal replaced (see `StoredIdentity::previous`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    previous_certificate: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    previous_replaced_at: Option<i64>,
-}
-
-impl IdentityFile {
-    fn of(identity: &StoredIdentity) -> Self {
-        Self {
-            csr: identity.csr_pem.clone(),
-            certificate: identity.certificate_pem.clone(),
-            origin_token_sha256: identity.origin.map(|digest| digest.to_hex()),
-            previous_certificate: identity.previous.as_ref().map(|p| p.certificate_pem.clone()),
-            previous_replaced_at: identity.previous.as_ref().map(|p| p.replaced_at),
-        }
-    }
-
-    fn into_identity(self) -> StoredIdentity {
-        let previous = match (self.previous_certificate, self.previous_replaced_at) {
-            (Some(certificate_pem), Some(replaced_at)) => Some(PreviousCertificate { certificate_pem, replaced_at }),
-            _ => None,
-        };
-        StoredIdentity {
-            csr_pem: self.csr,
-            certificate_pem: self.certificate,
-            // An unreadable digest binds no token: recovery then answers 409, as without one.
-            origin: self.origin_token_sha256.as_deref().and_then(OriginTokenDigest::from_hex),
-            previous,
-        }
-    }
 }
 
 impl LocalStore {
@@ -125,7 +79,22 @@ impl LocalStore {
             api_server_url,
             advertise_ca,
             ca_pem: RwLock::new(None),
+            peers: Arc::new(PeerFiles::new(dir, false)),
         })
+    }
+
+    /// Opens the data dir for `serve`: as [`LocalStore::open`], then recovers from a crash
+    /// (temp files, the peer journal) and migrates peers stored in the layout of earlier
+    /// versions. Only the serving process checkpoints the peer journal.
+    pub fn open_for_serving(
+        dir: &Path,
+        api_server_url: String,
+        advertise_ca: bool,
+    ) -> Result<(Self, Recovery), StoreError> {
+        let mut store = Self::open(dir, api_server_url, advertise_ca)?;
+        store.peers = Arc::new(PeerFiles::new(dir, true));
+        let recovery = store.peers.recover()?;
+        Ok((store, recovery))
     }
 
     /// Opens an existing data dir without creating anything: a missing dir is
@@ -153,6 +122,7 @@ impl LocalStore {
             api_server_url: String::new(),
             advertise_ca: false,
             ca_pem: RwLock::new(None),
+            peers: Arc::new(PeerFiles::new(dir, false)),
         })
     }
 
@@ -221,139 +191,41 @@ impl LocalStore {
         Ok(identity)
     }
 
-    /// Every peer with a tenant record.
-    pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        let peers_dir = self.dir.join("peers");
-        let entries = match fs::read_dir(&peers_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io(format!("listing {}", peers_dir.display()), e)),
-        };
-        let mut peers = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io("listing peers", e))?;
-            let Some(tenant) = read_json::<TenantFile>(&entry.path().join("tenant.json"))? else {
-                continue;
-            };
-            let identity =
-                read_json::<IdentityFile>(&entry.path().join("identity.json"))?.map(IdentityFile::into_identity);
-            peers.push(PeerRecord {
-                cluster_id: tenant.cluster_id,
-                cluster_name: Some(tenant.cluster_name),
-                namespace: tenant.namespace,
-                identity,
-            });
-        }
-        peers.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
-        Ok(peers)
-    }
-
     /// Removes everything stored for peer `cluster` (tenant record, identity, origin token) and
     /// returns what was removed, for `tenant remove`. Without a cluster there is no namespace or
     /// RBAC to remove: the stored state is the whole grant.
-    pub fn remove_peer(&self, cluster: &ClusterId) -> Result<Vec<String>, StoreError> {
-        let dir = self.peer_dir(cluster);
-        let mut removed = Vec::new();
-        for (file, what) in [
-            ("identity.json", "stored certificate"),
-            ("origin-token", "origin token"),
-            ("tenant.json", "tenant record"),
-        ] {
-            let path = dir.join(file);
-            match fs::remove_file(&path) {
-                Ok(()) => removed.push(format!("{what} {}", path.display())),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(format!("removing {}", path.display()), e)),
-            }
+    pub async fn remove_peer(&self, cluster: &ClusterId) -> Result<Vec<String>, StoreError> {
+        let removed = self
+            .peers
+            .update(cluster.as_str(), Box::new(|current| Ok(current.map_or(Next::Keep, |_| Next::Remove))))
+            .await?;
+        let path = self.dir.join("peers").join(format!("{cluster}.json"));
+        let Some(record) = removed else { return Ok(Vec::new()) };
+        let mut what = Vec::new();
+        if record.certificate.is_some() {
+            what.push(format!("stored certificate of {cluster}"));
         }
-        match fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(format!("removing {}", dir.display()), e)),
+        if record.origin_token.is_some() {
+            what.push(format!("origin token of {cluster}"));
         }
-        Ok(removed)
-    }
-
-    fn join_token_path(&self, id: &str) -> Result<PathBuf, StoreError> {
-        // Only IDs of the minted shape reach the file system: no '/', no '..'.
-        if !join_token::valid_id(id) {
-            return Err(StoreError::Corrupt {
-                what: format!("join token ID {id:?}"),
-                reason: "not 32 hex characters".into(),
-            });
-        }
-        Ok(self.dir.join(JOIN_TOKEN_DIR).join(format!("{id}.json")))
-    }
-
-    fn read_join_key(&self) -> Result<Option<JoinTokenKey>, StoreError> {
-        let path = self.dir.join(JOIN_TOKEN_KEY_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => JoinTokenKey::from_bytes(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
-                what: path.display().to_string(),
-                reason: "not a 32-byte key; run `liqo-auth token rotate-key`".into(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
-        }
-    }
-
-    fn write_join_key(&self, key: &JoinTokenKey) -> Result<(), StoreError> {
-        Ok(write_private_file(&self.dir.join(JOIN_TOKEN_KEY_FILE), key.expose())?)
-    }
-
-    /// Read-modify-write of one record under the process-wide lock.
-    fn update_join_record<T>(
-        &self,
-        id: &str,
-        change: impl FnOnce(Option<&mut JoinTokenRecord>) -> (bool, T),
-    ) -> Result<T, StoreError> {
-        let path = self.join_token_path(id)?;
-        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let mut record = read_json::<JoinTokenRecord>(&path)?;
-        let (write, answer) = change(record.as_mut());
-        if let (true, Some(record)) = (write, record) {
-            write_json(&path, &record)?;
-        }
-        Ok(answer)
-    }
-
-    fn read_identity(&self, cluster: &ClusterId) -> Result<Option<StoredIdentity>, StoreError> {
-        Ok(read_json::<IdentityFile>(&self.peer_dir(cluster).join("identity.json"))?.map(IdentityFile::into_identity))
-    }
-
-    fn peer_dir(&self, cluster: &ClusterId) -> PathBuf {
-        // ClusterId is a validated DNS-1123 label: no '/', no '..', safe as a path component.
-        self.dir.join("peers").join(cluster.as_str())
+        what.push(format!("tenant record {}", path.display()));
+        Ok(what)
     }
 }
 
 #[async_trait::async_trait]
 impl CredentialStore for LocalStore {
     async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
-        let dir = self.peer_dir(&cluster.id);
-        let path = dir.join("tenant.json");
         // Keyed by cluster ID only: a later request with another name reuses the first namespace,
-        // as in Liqo.
-        if let Some(existing) = read_json::<TenantFile>(&path)? {
-            return Ok(TenantNamespace::from_stored(existing.namespace));
-        }
-        ensure_private_dir(&self.dir.join("peers"))?;
-        ensure_private_dir(&dir)?;
-        let namespace = cluster.tenant_namespace();
-        write_json(
-            &path,
-            &TenantFile {
-                cluster_id: cluster.id.to_string(),
-                cluster_name: cluster.name.to_string(),
-                namespace: namespace.to_string(),
-            },
-        )?;
-        Ok(namespace)
+        // as in Liqo. Nothing is written yet: the record is written once, with the identity.
+        Ok(match self.peers.read(cluster.id.as_str()).await? {
+            Some(record) => TenantNamespace::from_stored(record.namespace),
+            None => cluster.tenant_namespace(),
+        })
     }
 
     async fn tenant_namespace(&self, cluster: &ClusterId) -> Result<Option<TenantNamespace>, StoreError> {
-        Ok(read_json::<TenantFile>(&self.peer_dir(cluster).join("tenant.json"))?
-            .map(|tenant| TenantNamespace::from_stored(tenant.namespace)))
+        Ok(self.peers.read(cluster.as_str()).await?.map(|record| TenantNamespace::from_stored(record.namespace)))
     }
 
     async fn stored_identity(
@@ -361,21 +233,35 @@ impl CredentialStore for LocalStore {
         _: &TenantNamespace,
         cluster: &ClusterId,
     ) -> Result<Option<StoredIdentity>, StoreError> {
-        self.read_identity(cluster)
+        Ok(self.peers.read(cluster.as_str()).await?.and_then(stored))
     }
 
     async fn create_identity(
         &self,
-        _: &TenantNamespace,
+        namespace: &TenantNamespace,
         cluster: &ClusterId,
         identity: &StoredIdentity,
     ) -> Result<(), StoreError> {
-        let path = self.peer_dir(cluster).join("identity.json");
-        let _guard = IDENTITY_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        if path.exists() {
-            return Err(StoreError::AlreadyExists { what: path.display().to_string() });
-        }
-        write_json(&path, &IdentityFile::of(identity))
+        let (id, namespace, identity) = (cluster.to_string(), namespace.to_string(), identity.clone());
+        let change = Box::new(move |current: Option<&PeerFile>| {
+            if current.is_some_and(|r| r.certificate.is_some()) {
+                return Err(StoreError::AlreadyExists { what: format!("the identity of cluster {id}") });
+            }
+            let mut record = current.cloned().unwrap_or_else(|| PeerFile {
+                cluster_name: cluster_name_of(&namespace).unwrap_or(&id).to_owned(),
+                cluster_id: id,
+                namespace,
+                csr: None,
+                certificate: None,
+                origin_token_sha256: None,
+                previous_certificate: None,
+                previous_replaced_at: None,
+                origin_token: None,
+            });
+            set_identity(&mut record, identity);
+            Ok(Next::Put(record))
+        });
+        self.peers.update(cluster.as_str(), change).await.map(drop)
     }
 
     async fn replace_identity(
@@ -385,13 +271,16 @@ impl CredentialStore for LocalStore {
         identity: &StoredIdentity,
         previous: &StoredIdentity,
     ) -> Result<(), StoreError> {
-        // Compare and write under one lock: two issuers in this process (two servers on one
-        // data dir, say) can never both replace the same previous identity.
-        let _guard = IDENTITY_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        if self.read_identity(cluster)?.as_ref() != Some(previous) {
-            return Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {cluster}") });
-        }
-        write_json(&self.peer_dir(cluster).join("identity.json"), &IdentityFile::of(identity))
+        let (id, identity, previous) = (cluster.to_string(), identity.clone(), previous.clone());
+        let change = Box::new(move |current: Option<&PeerFile>| match current {
+            Some(record) if stored(record.clone()).as_ref() == Some(&previous) => {
+                let mut record = record.clone();
+                set_identity(&mut record, identity);
+                Ok(Next::Put(record))
+            }
+            _ => Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {id}") }),
+        });
+        self.peers.update(cluster.as_str(), change).await.map(drop)
     }
 
     async fn grant_peering_permissions(&self, _: &TenantNamespace, _: &ClusterId) -> Result<(), StoreError> {
@@ -400,7 +289,20 @@ impl CredentialStore for LocalStore {
     }
 
     async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
-        Ok(write_private_file(&self.peer_dir(cluster).join("origin-token"), token.expose().as_bytes())?)
+        let (id, token) = (cluster.to_string(), token.expose().to_owned());
+        let change = Box::new(move |current: Option<&PeerFile>| match current {
+            Some(record) if record.origin_token.as_deref() == Some(token.as_str()) => Ok(Next::Keep),
+            Some(record) => {
+                let mut record = record.clone();
+                record.origin_token = Some(token);
+                Ok(Next::Put(record))
+            }
+            None => Err(StoreError::Missing {
+                what: format!("peer record of cluster {id}"),
+                hint: "it was removed while the request ran; send the request again".into(),
+            }),
+        });
+        self.peers.update(cluster.as_str(), change).await.map(drop)
     }
 
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
@@ -410,10 +312,14 @@ impl CredentialStore for LocalStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        fs::metadata(&self.dir).map(|_| ()).map_err(|e| StoreError::Unavailable {
-            operation: format!("reading {}", self.dir.display()),
-            source: Box::new(e),
+        let dir = self.dir.clone();
+        blocking(move || {
+            fs::metadata(&dir).map(|_| ()).map_err(|e| StoreError::Unavailable {
+                operation: format!("reading {}", dir.display()),
+                source: Box::new(e),
+            })
         })
+        .await
     }
 }
 
@@ -443,13 +349,14 @@ impl ClusterState for LocalStore {
 #[async_trait::async_trait]
 impl TenantAdmin for LocalStore {
     async fn tenants(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        self.peers()
+        let peers = self.peers.clone();
+        blocking(move || Ok(peers.list()?.into_iter().map(peer_record).collect())).await
     }
 
     /// Without a cluster there is no namespace or RBAC to remove: the stored state is the
     /// whole grant, so `delete_namespace` changes nothing here.
     async fn remove_tenant(&self, cluster: &ClusterId, _delete_namespace: bool) -> Result<Vec<String>, StoreError> {
-        self.remove_peer(cluster)
+        self.remove_peer(cluster).await
     }
 }
 
@@ -462,81 +369,188 @@ impl SharedTokenSource for LocalStore {
 #[async_trait::async_trait]
 impl JoinTokenStore for LocalStore {
     async fn key(&self) -> Result<Option<JoinTokenKey>, StoreError> {
-        self.read_join_key()
+        let dir = self.dir.clone();
+        blocking(move || read_join_key(&dir)).await
     }
 
     async fn ensure_key(&self) -> Result<JoinTokenKey, StoreError> {
-        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = self.read_join_key()? {
-            return Ok(key);
-        }
-        let key = JoinTokenKey::generate();
-        self.write_join_key(&key)?;
-        Ok(key)
+        let dir = self.dir.clone();
+        blocking(move || {
+            let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(key) = read_join_key(&dir)? {
+                return Ok(key);
+            }
+            let key = JoinTokenKey::generate();
+            write_join_key(&dir, &key)?;
+            Ok(key)
+        })
+        .await
     }
 
     async fn rotate_key(&self) -> Result<JoinTokenKey, StoreError> {
-        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let key = JoinTokenKey::generate();
-        self.write_join_key(&key)?;
-        Ok(key)
+        let dir = self.dir.clone();
+        blocking(move || {
+            let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            let key = JoinTokenKey::generate();
+            write_join_key(&dir, &key)?;
+            Ok(key)
+        })
+        .await
     }
 
     async fn create_record(&self, record: &JoinTokenRecord) -> Result<(), StoreError> {
-        let path = self.join_token_path(&record.id)?;
-        ensure_private_dir(&self.dir.join(JOIN_TOKEN_DIR))?;
-        let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        if path.exists() {
-            return Err(StoreError::AlreadyExists { what: path.display().to_string() });
-        }
-        write_json(&path, record)
+        let (dir, record) = (self.dir.clone(), record.clone());
+        blocking(move || {
+            let path = join_token_path(&dir, &record.id)?;
+            ensure_private_dir(&dir.join(JOIN_TOKEN_DIR))?;
+            let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            if path.exists() {
+                return Err(StoreError::AlreadyExists { what: path.display().to_string() });
+            }
+            write_json(&path, &record)
+        })
+        .await
     }
 
     async fn record(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
         if !join_token::valid_id(id) {
             return Ok(None);
         }
-        read_json(&self.join_token_path(id)?)
+        let (dir, id) = (self.dir.clone(), id.to_owned());
+        blocking(move || read_json(&join_token_path(&dir, &id)?)).await
     }
 
     async fn records(&self) -> Result<Vec<JoinTokenRecord>, StoreError> {
         let dir = self.dir.join(JOIN_TOKEN_DIR);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
-        };
-        let mut records = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| StoreError::io("listing join tokens", e))?.path();
-            // Temp files of interrupted writes start with '.' and have another extension.
-            if path.extension().is_some_and(|ext| ext == "json") {
-                records.extend(read_json::<JoinTokenRecord>(&path)?);
+        blocking(move || {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
+            };
+            let mut records = Vec::new();
+            for entry in entries {
+                let path = entry.map_err(|e| StoreError::io("listing join tokens", e))?.path();
+                // Temp files of interrupted writes start with '.' and have another extension.
+                if path.extension().is_some_and(|ext| ext == "json") {
+                    records.extend(read_json::<JoinTokenRecord>(&path)?);
+                }
             }
-        }
-        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(records)
+            records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(records)
+        })
+        .await
     }
 
     async fn revoke(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
         if !join_token::valid_id(id) {
             return Ok(None);
         }
-        self.update_join_record(id, |record| match record {
-            Some(record) => (record.revoke(), Some(record.clone())),
-            None => (false, None),
+        let (dir, id) = (self.dir.clone(), id.to_owned());
+        blocking(move || {
+            update_join_record(&dir, &id, |record| match record {
+                Some(record) => (record.revoke(), Some(record.clone())),
+                None => (false, None),
+            })
         })
+        .await
     }
 
     async fn consume(&self, id: &str, fingerprint: &str) -> Result<ConsumeOutcome, StoreError> {
-        self.update_join_record(id, |record| match record {
-            Some(record) => {
-                let outcome = record.consume(fingerprint);
-                (outcome == ConsumeOutcome::Consumed, outcome)
-            }
-            None => (false, ConsumeOutcome::Unknown),
+        let (dir, id, fingerprint) = (self.dir.clone(), id.to_owned(), fingerprint.to_owned());
+        blocking(move || {
+            update_join_record(&dir, &id, |record| match record {
+                Some(record) => {
+                    let outcome = record.consume(&fingerprint);
+                    (outcome == ConsumeOutcome::Consumed, outcome)
+                }
+                None => (false, ConsumeOutcome::Unknown),
+            })
         })
+        .await
     }
+}
+
+fn join_token_path(dir: &Path, id: &str) -> Result<PathBuf, StoreError> {
+    // Only IDs of the minted shape reach the file system: no '/', no '..'.
+    if !join_token::valid_id(id) {
+        return Err(StoreError::Corrupt {
+            what: format!("join token ID {id:?}"),
+            reason: "not 32 hex characters".into(),
+        });
+    }
+    Ok(dir.join(JOIN_TOKEN_DIR).join(format!("{id}.json")))
+}
+
+fn read_join_key(dir: &Path) -> Result<Option<JoinTokenKey>, StoreError> {
+    let path = dir.join(JOIN_TOKEN_KEY_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => JoinTokenKey::from_bytes(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
+            what: path.display().to_string(),
+            reason: "not a 32-byte key; run `liqo-auth token rotate-key`".into(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn write_join_key(dir: &Path, key: &JoinTokenKey) -> Result<(), StoreError> {
+    Ok(write_private_file(&dir.join(JOIN_TOKEN_KEY_FILE), key.expose())?)
+}
+
+/// Read-modify-write of one join-token record under the process-wide lock.
+fn update_join_record<T>(
+    dir: &Path,
+    id: &str,
+    change: impl FnOnce(Option<&mut JoinTokenRecord>) -> (bool, T),
+) -> Result<T, StoreError> {
+    let path = join_token_path(dir, id)?;
+    let _guard = JOIN_TOKEN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let mut record = read_json::<JoinTokenRecord>(&path)?;
+    let (write, answer) = change(record.as_mut());
+    if let (true, Some(record)) = (write, record) {
+        write_json(&path, &record)?;
+    }
+    Ok(answer)
+}
+
+/// The identity in a record, when it has one.
+fn stored(record: PeerFile) -> Option<StoredIdentity> {
+    let previous = match (record.previous_certificate, record.previous_replaced_at) {
+        (Some(certificate_pem), Some(replaced_at)) => Some(PreviousCertificate { certificate_pem, replaced_at }),
+        _ => None,
+    };
+    Some(StoredIdentity {
+        csr_pem: record.csr?,
+        certificate_pem: record.certificate?,
+        // An unreadable digest binds no token: recovery then answers 409, as without one.
+        origin: record.origin_token_sha256.as_deref().and_then(OriginTokenDigest::from_hex),
+        previous,
+    })
+}
+
+/// Puts `identity` (with its origin-token digest and previous certificate) into `record`.
+fn set_identity(record: &mut PeerFile, identity: StoredIdentity) {
+    record.csr = Some(identity.csr_pem);
+    record.certificate = Some(identity.certificate_pem);
+    record.origin_token_sha256 = identity.origin.map(|digest| digest.to_hex());
+    record.previous_certificate = identity.previous.as_ref().map(|p| p.certificate_pem.clone());
+    record.previous_replaced_at = identity.previous.map(|p| p.replaced_at);
+}
+
+fn peer_record(record: PeerFile) -> PeerRecord {
+    PeerRecord {
+        cluster_id: record.cluster_id.clone(),
+        cluster_name: Some(record.cluster_name.clone()),
+        namespace: record.namespace.clone(),
+        identity: stored(record),
+    }
+}
+
+/// The cluster name in a tenant namespace `liqo-tenant-<name>-<6 hex>`.
+fn cluster_name_of(namespace: &str) -> Option<&str> {
+    let rest = namespace.strip_prefix("liqo-tenant-")?;
+    rest.get(..rest.len().checked_sub(7)?).filter(|name| !name.is_empty())
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
@@ -660,9 +674,9 @@ mod tests {
         let identity = StoredIdentity::new("csr".into(), "cert".into());
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         store.save_origin_token(&cluster.id, &BearerToken::new("t".into())).await.unwrap();
-        assert_eq!(store.remove_peer(&cluster.id).unwrap().len(), 3);
-        assert!(store.peers().unwrap().is_empty());
-        assert!(store.remove_peer(&cluster.id).unwrap().is_empty(), "idempotent");
+        assert_eq!(store.remove_peer(&cluster.id).await.unwrap().len(), 3);
+        assert!(store.tenants().await.unwrap().is_empty());
+        assert!(store.remove_peer(&cluster.id).await.unwrap().is_empty(), "idempotent");
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
     }
@@ -680,6 +694,6 @@ mod tests {
             Err(StoreError::AlreadyExists { .. })
         ));
         assert_eq!(store.stored_identity(&ns, &cluster.id).await.unwrap(), Some(identity));
-        assert_eq!(store.peers().unwrap().len(), 1);
+        assert_eq!(store.tenants().await.unwrap().len(), 1);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod local_ca;
 pub mod local_file;
+pub mod local_peers;
 pub mod local_proof;
 
 pub use local_ca::LocalCa;
