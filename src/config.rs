@@ -28,8 +28,8 @@ use kubernetes::kube_identity::KubeIdentityStore;
 use kubernetes::kube_kubeconfig;
 use kubernetes::kube_serving::{self, PemPair, ServingSecretError};
 use kubernetes::{
-    ApiServerSource, ClusterIdentityError, ConnectError, KubeClusterState, KubeCsrSigner, KubeCtx, KubeJoinTokens,
-    KubeProofLedger, KubeStore, KubeTenants, KubeTokenCache,
+    ApiServerSource, ClusterIdentityError, ConnectError, KubeCaches, KubeClusterState, KubeCsrSigner, KubeCtx,
+    KubeJoinTokens, KubeProofLedger, KubeStore, KubeTenants, KubeTokenCache,
 };
 
 pub use kubernetes::{Connection, DEFAULT_REQUEST_TIMEOUT as DEFAULT_KUBE_REQUEST_TIMEOUT};
@@ -266,7 +266,11 @@ impl Config {
                 "the token Secret is not synced yet; /readyz reports not ready until it is"
             );
         }
-        let store = Arc::new(KubeStore::new(ctx.clone(), namespace.to_owned(), tokens.clone(), api_source));
+        let caches = KubeCaches::start(ctx, namespace);
+        if !caches.wait_synced(Duration::from_secs(10)).await {
+            tracing::warn!("the caches of tenant namespaces, ClusterRoles, nodes and Secrets are not synced yet; /readyz reports not ready until they are");
+        }
+        let store = Arc::new(KubeStore::new(ctx.clone(), namespace.to_owned(), tokens.clone(), caches, api_source));
         let signer: Arc<dyn Signer> = match &self.signer {
             SignerConfig::KubernetesCsr { timeout } => Arc::new(KubeCsrSigner::new(ctx.clone(), *timeout)),
             SignerConfig::LocalCa { cert, key } => {

@@ -29,6 +29,8 @@ pub enum ApiError {
     TenantRemoved { cluster: String },
     /// The cluster already holds an identity for another key.
     IdentityExists { cluster: String, namespace: String },
+    /// The cluster's tenant namespace exists and is labelled for another cluster (or none).
+    NamespaceTaken { cluster: String, namespace: String },
     /// Body over the limit.
     PayloadTooLarge,
     /// No such route.
@@ -62,6 +64,7 @@ pub const ERROR_CODES: &[&str] = &[
     "certificate_not_current",
     "certificate_expired",
     "tenant_removed",
+    "tenant_namespace_taken",
     "payload_too_large",
     "not_found",
     "method_not_allowed",
@@ -83,7 +86,7 @@ impl ApiError {
             Self::InvalidJson { .. } | Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::RenewalRefused { .. } => StatusCode::UNAUTHORIZED,
             Self::TenantRemoved { .. } => StatusCode::FORBIDDEN,
-            Self::IdentityExists { .. } => StatusCode::CONFLICT,
+            Self::IdentityExists { .. } | Self::NamespaceTaken { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -100,6 +103,7 @@ impl ApiError {
             Self::TenantRemoved { .. } => "tenant_removed",
             Self::Unauthorized => "invalid_token",
             Self::IdentityExists { .. } => "identity_exists",
+            Self::NamespaceTaken { .. } => "tenant_namespace_taken",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
             Self::TooManyRequests { .. } => "rate_limited",
@@ -119,6 +123,9 @@ impl ApiError {
             ),
             Self::IdentityExists { cluster, namespace } => format!(
                     "cluster {cluster} already holds an identity issued for another key; send the same certificate signing request again to get it back, or ask the provider's operator to reset it (liqo-auth tenant remove {cluster}, or delete Secret liqo-remote-certificate in namespace {namespace})"
+            ),
+            Self::NamespaceTaken { cluster, namespace } => format!(
+                "the tenant namespace {namespace} for cluster {cluster} already exists and belongs to another cluster; ask the provider's operator to resolve it (see \"Tenant namespace collisions\" in the liqo-auth README)"
             ),
             Self::PayloadTooLarge => "request body is larger than 64 KiB".to_owned(),
             Self::NotFound => "no such route".to_owned(),
@@ -174,6 +181,10 @@ impl From<IssueError> for ApiError {
             IssueError::IdentityExists { cluster, namespace } => {
                 Self::IdentityExists { cluster: cluster.id.to_string(), namespace }
             }
+            IssueError::Store {
+                cluster,
+                source: crate::identity::port::StoreError::NamespaceTaken { namespace, .. },
+            } => Self::NamespaceTaken { cluster: cluster.id.to_string(), namespace },
             other if transient => Self::Unavailable { detail: error_chain(&other) },
             other @ IssueError::Sign {
                 source:
@@ -240,6 +251,7 @@ mod tests {
             ApiError::TenantRemoved { cluster: "c".into() },
             ApiError::from(RenewError::Replayed),
             ApiError::IdentityExists { cluster: "c".into(), namespace: "n".into() },
+            ApiError::NamespaceTaken { cluster: "c".into(), namespace: "n".into() },
             ApiError::PayloadTooLarge,
             ApiError::NotFound,
             ApiError::TooManyRequests { retry_after_secs: 1 },

@@ -52,7 +52,7 @@ async fn full_issuance_creates_exactly_the_reference_objects() {
     fake.clear_requests();
     let answer = issue(&router, &token, "peer-1", &csr, Some("origin-token-1")).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
-    let first_calls = fake.requests().len();
+    let first_calls = fake.requests();
     let body = answer.json();
     let namespace = body["namespace"].as_str().unwrap().to_owned();
     assert!(namespace.starts_with("liqo-tenant-rome-"));
@@ -101,11 +101,26 @@ async fn full_issuance_creates_exactly_the_reference_objects() {
     let repeat = issue(&router, &token, "peer-1", &csr, Some("origin-token-1")).await;
     assert_eq!(repeat.status, StatusCode::ACCEPTED);
     assert_eq!(repeat.json()["certificate"], body["certificate"]);
-    let repeat_calls = fake.requests().len();
-    println!("API requests: first issuance {first_calls}, repeat {repeat_calls} (reference: about 8 per issuance)");
-    // One of each is the kube-root-ca.crt read: this fake's client configuration has no CA.
-    assert!(first_calls <= 12, "first issuance used {first_calls} API requests");
-    assert!(repeat_calls <= 7, "repeat used {repeat_calls} API requests");
+    let repeat_calls = fake.requests();
+    let show = |calls: &[crate::support::fake_apiserver::RecordedRequest]| {
+        calls.iter().map(|r| format!("{} {}?{}", r.method, r.path, r.query)).collect::<Vec<_>>().join("\n  ")
+    };
+    println!(
+        "API requests: first issuance {} (reference: about 8 and a watch), repeat {} (reference: 2)\n first:\n  {}\n repeat:\n  {}",
+        first_calls.len(),
+        repeat_calls.len(),
+        show(&first_calls),
+        show(&repeat_calls)
+    );
+    // What rarely changes comes from the caches; a repeat writes nothing that is already right.
+    assert!(
+        first_calls.len() <= 8,
+        "first issuance used {} API requests:\n  {}",
+        first_calls.len(),
+        show(&first_calls)
+    );
+    assert!(repeat_calls.len() <= 2, "repeat used {} API requests:\n  {}", repeat_calls.len(), show(&repeat_calls));
+    assert!(repeat_calls.iter().all(|r| r.method == Method::GET), "a repeat only reads: {}", show(&repeat_calls));
 }
 
 #[tokio::test]
@@ -212,14 +227,13 @@ async fn two_replicas_racing_twenty_requests_for_one_cluster_issue_one_certifica
 
 #[tokio::test]
 async fn a_fault_at_any_api_step_gives_503_and_the_next_request_succeeds() {
-    let steps: [(Option<Method>, &str); 9] = [
-        (Some(Method::GET), "/api/v1/namespaces?"),
+    // Every request of a first issuance (tenant namespaces and ClusterRoles come from caches;
+    // the CSR wait is bounded by --signing-timeout, not by the request timeout).
+    let steps: [(Option<Method>, &str); 6] = [
         (Some(Method::POST), "/api/v1/namespaces?"),
-        (Some(Method::GET), "/secrets/liqo-remote-certificate"),
         (Some(Method::POST), "/certificatesigningrequests?"),
         (Some(Method::PATCH), "/approval"),
         (Some(Method::POST), "/secrets?"),
-        (Some(Method::GET), "/clusterroles"),
         (Some(Method::POST), "/rolebindings"),
         (Some(Method::POST), "/namespaces/liqo/secrets"),
     ];
@@ -396,4 +410,73 @@ async fn token_show_reads_the_token_from_the_cluster() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(stdout.lines().last(), Some(expected.as_str()));
     assert!(!String::from_utf8_lossy(&output.stderr).contains(&expected), "the token only on stdout");
+}
+
+/// `liqo-tenant-<name>-<first 3 bytes of sha256(id)>`, as the service names it.
+fn tenant_namespace_name(id: &str, name: &str) -> String {
+    use sha2::Digest as _;
+    format!("liqo-tenant-{name}-{}", hex::encode(&sha2::Sha256::digest(id.as_bytes())[..3]))
+}
+
+#[tokio::test]
+async fn a_namespace_of_the_computed_name_owned_by_another_cluster_is_never_used() {
+    let fake = cluster().await;
+    let name = tenant_namespace_name("peer-1", "rome");
+    // Left over from another peer whose ID collides on the 24-bit suffix, and one made by hand.
+    fake.insert_json(
+        "/api/v1/namespaces",
+        serde_json::json!({"metadata": {"name": name, "labels": {"discovery.liqo.io/cluster-id": "someone-else"}}}),
+    );
+    let unlabelled = tenant_namespace_name("peer-2", "rome");
+    fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": unlabelled}}));
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    for (id, namespace) in [("peer-1", &name), ("peer-2", &unlabelled)] {
+        let answer = issue(&router, &token, id, &pki::liqo_csr(&pki::key(KeyType::P256), id), Some("origin")).await;
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.text());
+        assert_eq!(answer.code(), "tenant_namespace_taken");
+        assert!(answer.text().contains(namespace.as_str()), "{}", answer.text());
+        assert!(fake.get_json("secrets", Some(namespace), "liqo-remote-certificate").is_none(), "nothing planted");
+        assert!(fake.list_json("rolebindings").is_empty(), "no RoleBinding in a foreign namespace");
+        assert!(fake.get_json("secrets", Some(NS), &format!("remote-token-{id}")).is_none());
+    }
+    // The operator deletes the leftover namespace: the peer's retry succeeds in a fresh one.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(fake.client());
+    namespaces.delete(&name, &Default::default()).await.expect("delete the leftover");
+    let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+    let retry = issue(&router, &token, "peer-1", &csr, None).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{}", retry.text());
+    let ns = fake.get_json("namespaces", None, &name).expect("recreated");
+    assert_eq!(ns["metadata"]["labels"]["discovery.liqo.io/cluster-id"], "peer-1");
+}
+
+#[tokio::test]
+async fn a_namespace_labelled_for_the_same_cluster_that_the_cache_missed_is_used() {
+    let fake = cluster().await;
+    let router = instance(&fake, &[]).await;
+    let token = token(&fake).await;
+    // Created by Liqo (or another replica) without the tenant label the cache selects on.
+    let name = tenant_namespace_name("peer-1", "rome");
+    fake.insert_json(
+        "/api/v1/namespaces",
+        serde_json::json!({"metadata": {"name": name, "labels": {"discovery.liqo.io/cluster-id": "peer-1"}}}),
+    );
+    let answer = issue(&router, &token, "peer-1", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-1"), None).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    assert_eq!(answer.json()["namespace"], name.as_str());
+    assert!(fake.get_json("secrets", Some(&name), "liqo-remote-certificate").is_some());
+}
+
+#[tokio::test]
+async fn readiness_waits_for_every_cache_to_complete_its_first_list() {
+    let fake = cluster().await;
+    // The ClusterRole cache's first list answers only after start-up stopped waiting (10 s).
+    fake.delay_next(Some(Method::GET), "/clusterroles?", Duration::from_secs(12));
+    let router = instance(&fake, &[]).await;
+    let unready = send(&router, get("/readyz")).await;
+    assert_eq!(unready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", unready.text());
+    eventually("the cache syncs and /readyz turns ready", || async {
+        send(&router, get("/readyz")).await.status == StatusCode::OK
+    })
+    .await;
 }

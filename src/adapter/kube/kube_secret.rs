@@ -2,24 +2,33 @@
 //! itself creates and reads (tenant namespace, `liqo-remote-certificate` Secret, `liqo-binding-*`
 //! RoleBindings, `remote-token-<id>` Secrets), so it interoperates with real Liqo clusters.
 //!
-//! Every step is create-or-get through direct API calls, with no informer cache between steps:
-//! a cache may lag behind another replica's write, and a step based on a stale view would create
-//! a duplicate or overwrite a newer object. Every step also tolerates what a previous,
-//! interrupted attempt left behind, so a peer's retry completes a half-done issuance.
+//! What rarely changes (tenant namespaces, the basic ClusterRoles, control-plane nodes, the
+//! origin-token Secrets and `kube-root-ca.crt` in `--namespace`) is read from reflector caches
+//! ([`KubeCaches`]); writes go to the API server, and a repeat writes nothing that is already as
+//! it should be. A cache may lag behind another replica's write, so every write keeps
+//! create-if-absent or resourceVersion preconditions, and a miss that may be staleness is
+//! confirmed with one direct read. Every step also tolerates what a previous, interrupted attempt
+//! left behind, so a peer's retry completes a half-done issuance.
+//!
+//! A tenant namespace that exists under the computed name but whose `discovery.liqo.io/cluster-id`
+//! label names another cluster (or none) is never used: its name carries only 24 bits of the
+//! cluster ID, so a collision can be searched for, and using it would plant an identity and
+//! RoleBindings in another peer's namespace.
 //!
 //! The shared token comes from [`KubeTokenCache`]; deciding what to store is the domain's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
 
+use crate::adapter::kube::kube_cache::{label, KubeCaches};
 use crate::adapter::kube::kube_token::KubeTokenCache;
 use crate::adapter::kube::{
     KubeCtx, KubeFailure, LABEL_AUTH_TOKEN, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS, LABEL_TENANT_NAMESPACE,
@@ -62,33 +71,76 @@ impl ApiServerSource {
     }
 }
 
+/// Namespaces remembered as created by this process and not yet through an issuance.
+const FRESH_LIMIT: usize = 1024;
+
 /// The Kubernetes credential store.
 #[derive(Clone)]
 pub struct KubeStore {
     ctx: KubeCtx,
     namespace: String,
     tokens: KubeTokenCache,
+    caches: KubeCaches,
     api_server: Arc<ApiServerSource>,
+    /// Tenant namespaces this process has just created: nothing can be stored in them yet
+    /// (other than by a concurrent writer, which create-if-absent catches), so their first
+    /// issuance skips the reads that would find nothing.
+    fresh: Arc<Mutex<HashSet<String>>>,
 }
 
 impl KubeStore {
-    /// A store over `client`, keeping tokens in `namespace`.
-    pub fn new(ctx: KubeCtx, namespace: String, tokens: KubeTokenCache, api_server: ApiServerSource) -> Self {
-        Self { ctx, namespace, tokens, api_server: Arc::new(api_server) }
+    /// A store over `client`, keeping tokens in `namespace`, reading from `caches`.
+    pub fn new(
+        ctx: KubeCtx,
+        namespace: String,
+        tokens: KubeTokenCache,
+        caches: KubeCaches,
+        api_server: ApiServerSource,
+    ) -> Self {
+        Self { ctx, namespace, tokens, caches, api_server: Arc::new(api_server), fresh: Arc::default() }
     }
 
-    async fn grant(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), KubeFailure> {
+    fn fresh(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The basic peering ClusterRoles: the cache, or one direct list when the cache has none
+    /// (it may not have seen a role created a moment ago).
+    async fn basic_roles(&self) -> Result<Vec<ClusterRole>, KubeFailure> {
+        let cached: Vec<ClusterRole> = self.caches.cluster_roles.state().iter().map(|r| (**r).clone()).collect();
+        if !cached.is_empty() {
+            return Ok(cached);
+        }
         let roles: Api<ClusterRole> = Api::all(self.ctx.client.clone());
         let selector = format!("{LABEL_PEERING_PERMISSIONS}=basic");
-        let roles = self
+        let listed = self
             .ctx
             .call("listing the basic peering ClusterRoles", roles.list(&ListParams::default().labels(&selector)))
             .await?;
+        Ok(listed.items)
+    }
+
+    async fn grant(&self, namespace: &TenantNamespace, user: &ClusterId) -> Result<(), KubeFailure> {
+        let roles = self.basic_roles().await?;
         let bindings: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), namespace.as_str());
-        for role in roles.items {
+        // In a namespace this process just created there is nothing to list; elsewhere one list
+        // tells which bindings exist, so a repeat writes nothing.
+        let existing: HashSet<String> = if self.fresh().remove(namespace.as_str()) {
+            HashSet::new()
+        } else {
+            let listed = self
+                .ctx
+                .call(&format!("listing RoleBindings in {namespace}"), bindings.list(&ListParams::default()))
+                .await?;
+            listed.items.into_iter().filter_map(|b| b.metadata.name).collect()
+        };
+        for role in roles {
             let (Some(role_name), Some(uid)) = (role.metadata.name.clone(), role.metadata.uid.clone()) else {
                 continue;
             };
+            if existing.contains(&format!("liqo-binding-{role_name}")) {
+                continue;
+            }
             let binding = RoleBinding {
                 metadata: ObjectMeta {
                     name: Some(format!("liqo-binding-{role_name}")),
@@ -149,20 +201,16 @@ impl KubeStore {
         }
     }
 
-    async fn control_plane_url(&self) -> Result<Option<String>, KubeFailure> {
-        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
-        for label in [
-            "node-role.kubernetes.io/control-plane",
-            "node-role.kubernetes.io/master",
-            "node-role.kubernetes.io/controlplane",
-        ] {
-            let list =
-                self.ctx.call("listing control-plane nodes", nodes.list(&ListParams::default().labels(label))).await?;
-            if let Some(address) = list.items.iter().find_map(preferred_address) {
-                return Ok(Some(format!("https://{}:6443", bracket_ipv6(&address))));
-            }
-        }
-        Ok(None)
+    /// The first control-plane node's preferred address, from the node caches (a cluster
+    /// without labelled control-plane nodes, as managed ones, has none: no fallback read).
+    fn control_plane_url(&self) -> Option<String> {
+        self.caches.control_plane_nodes.iter().find_map(|nodes| {
+            let mut state: Vec<Arc<Node>> = nodes.state();
+            // The same node whatever order the watch delivered them in.
+            state.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            let address = state.iter().find_map(|node| preferred_address(node))?;
+            Some(format!("https://{}:6443", bracket_ipv6(&address)))
+        })
     }
 
     async fn api_server_ca(&self) -> Result<Option<String>, KubeFailure> {
@@ -170,26 +218,40 @@ impl KubeStore {
         if source.trusted_ca {
             return Ok(None);
         }
-        if let Some(pem) = source.ca_file.as_ref().and_then(|path| std::fs::read_to_string(path).ok()) {
-            return Ok(Some(pem));
+        if let Some(path) = source.ca_file.clone() {
+            // Re-read at request time (a rotation needs no restart), off the async workers.
+            let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(path).ok()).await.ok().flatten();
+            if let Some(pem) = read {
+                return Ok(Some(pem));
+            }
         }
         if let Some(pem) = &source.client_ca_pem {
             return Ok(Some(pem.clone()));
         }
-        let configmaps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let root = self.ctx.call_opt("reading ConfigMap kube-root-ca.crt", configmaps.get("kube-root-ca.crt")).await?;
-        Ok(root.and_then(|cm| cm.data).and_then(|mut data| data.remove("ca.crt")))
+        // kube-controller-manager publishes it when the namespace is created and on rotation:
+        // once the cache has listed, it is the answer (absent means absent).
+        Ok(self.caches.root_ca.state().first().and_then(|cm| cm.data.as_ref()?.get("ca.crt").cloned()))
     }
 }
 
 #[async_trait::async_trait]
 impl CredentialStore for KubeStore {
     async fn ensure_tenant_namespace(&self, cluster: &ClusterIdentity) -> Result<TenantNamespace, StoreError> {
-        if let Some(found) = self.find_tenant_namespace(&cluster.id).await? {
-            return Ok(found);
+        let cached = self.caches.tenant_namespaces_of(cluster.id.as_str());
+        if let [one] = cached.as_slice() {
+            let name = one.metadata.name.clone().unwrap_or_default();
+            self.fresh().remove(&name);
+            return Ok(TenantNamespace::from_stored(name));
         }
-        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
+        if cached.len() > 1 {
+            // Maybe one was deleted a moment ago: the API server decides.
+            return self.find_tenant_namespace(&cluster.id).await?.ok_or_else(|| StoreError::Missing {
+                what: format!("tenant namespace of cluster {}", cluster.id),
+                hint: "it was deleted while the request ran; send the request again".into(),
+            });
+        }
         let name = cluster.tenant_namespace();
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -208,10 +270,33 @@ impl CredentialStore for KubeStore {
         {
             Ok(_) => {
                 tracing::info!(namespace = %name, cluster.id = %cluster.id, "created tenant namespace {name}");
+                let mut fresh = self.fresh();
+                if fresh.len() >= FRESH_LIMIT {
+                    fresh.clear();
+                }
+                fresh.insert(name.to_string());
                 Ok(name)
             }
-            // Created meanwhile by another replica or by Liqo itself (same naming): use it.
-            Err(failure) if failure.is_already_exists() => Ok(name),
+            // It exists: created meanwhile by another replica or by Liqo itself (same naming,
+            // same labels; the cache had not seen it yet), or it belongs to someone else.
+            Err(failure) if failure.is_already_exists() => {
+                let existing =
+                    self.ctx.call(&format!("reading namespace {name}"), namespaces.get(name.as_str())).await?;
+                // Not ours to call fresh: whoever created it may have stored something.
+                self.fresh().remove(name.as_str());
+                match label(&existing.metadata, LABEL_CLUSTER_ID) {
+                    Some(owner) if owner == cluster.id.as_str() => Ok(name),
+                    owner => {
+                        tracing::warn!(
+                            namespace = %name,
+                            cluster.id = %cluster.id,
+                            namespace.owner = owner.unwrap_or(""),
+                            "tenant namespace {name} exists and is labelled for another cluster; refusing to use it"
+                        );
+                        Err(StoreError::NamespaceTaken { namespace: name.to_string(), owner: owner.map(str::to_owned) })
+                    }
+                }
+            }
             Err(failure) => Err(failure.into()),
         }
     }
@@ -225,6 +310,9 @@ impl CredentialStore for KubeStore {
         namespace: &TenantNamespace,
         _: &ClusterId,
     ) -> Result<Option<StoredIdentity>, StoreError> {
+        if self.fresh().contains(namespace.as_str()) {
+            return Ok(None);
+        }
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace.as_str());
         let secret =
             self.ctx.call_opt("reading Secret liqo-remote-certificate", secrets.get(REMOTE_CERTIFICATE_SECRET)).await?;
@@ -308,6 +396,11 @@ impl CredentialStore for KubeStore {
     async fn save_origin_token(&self, cluster: &ClusterId, token: &BearerToken) -> Result<(), StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let name = format!("remote-token-{cluster}");
+        let cached = self.caches.origin_tokens.state().into_iter().find(|s| s.metadata.name.as_deref() == Some(&name));
+        if cached.as_ref().is_some_and(|s| holds_origin_token(s, cluster, token)) {
+            // Already as it should be: a repeat writes nothing.
+            return Ok(());
+        }
         // Create first: the common case (a first peering) then costs one request.
         let created = self
             .ctx
@@ -369,7 +462,7 @@ impl CredentialStore for KubeStore {
     async fn api_server(&self) -> Result<ApiServerInfo, StoreError> {
         let url = match &self.api_server.advertised_url {
             Some(url) => url.clone(),
-            None => self.control_plane_url().await?.unwrap_or_else(|| self.api_server.client_url.clone()),
+            None => self.control_plane_url().unwrap_or_else(|| self.api_server.client_url.clone()),
         };
         Ok(ApiServerInfo { url, ca_pem: self.api_server_ca().await? })
     }
@@ -379,6 +472,13 @@ impl CredentialStore for KubeStore {
             return Err(StoreError::Unavailable {
                 operation: "syncing the token Secret".into(),
                 source: "the first list has not completed".into(),
+            });
+        }
+        if !self.caches.synced() {
+            // Serving from a cache that has not listed yet would answer from nothing.
+            return Err(StoreError::Unavailable {
+                operation: "syncing the caches of tenant namespaces, ClusterRoles, nodes and Secrets".into(),
+                source: "a first list has not completed".into(),
             });
         }
         self.ctx.call("asking the API server for its version", self.ctx.client.apiserver_version()).await?;

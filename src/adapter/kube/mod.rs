@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod kube_admin;
+pub mod kube_cache;
 pub mod kube_cluster;
 pub mod kube_csr;
 pub mod kube_identity;
@@ -21,6 +22,7 @@ pub mod kube_serving;
 pub mod kube_token;
 
 pub use kube_admin::{KubeClusterState, KubeTenants};
+pub use kube_cache::KubeCaches;
 pub use kube_cluster::{cluster_identity, ClusterIdentityError};
 pub use kube_csr::KubeCsrSigner;
 pub use kube_join_token::KubeJoinTokens;

@@ -172,6 +172,10 @@ pub enum StoreError {
     Corrupt { what: String, reason: String },
     #[error("no {what}: {hint}")]
     Missing { what: String, hint: String },
+    /// The tenant namespace a cluster would get exists and belongs to another cluster (its
+    /// `discovery.liqo.io/cluster-id` label names another one, or none): it is never used.
+    #[error("tenant namespace {namespace} exists but is labelled for {}", owner.as_deref().map_or("no cluster".to_owned(), |o| format!("cluster {o}")))]
+    NamespaceTaken { namespace: String, owner: Option<String> },
 }
 
 impl StoreError {
