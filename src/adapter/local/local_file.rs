@@ -259,7 +259,7 @@ impl CredentialStore for LocalStore {
                 origin_token: None,
             });
             set_identity(&mut record, identity);
-            Ok(Next::Put(record))
+            Ok(Next::Put(Box::new(record)))
         });
         self.peers.update(cluster.as_str(), change).await.map(drop)
     }
@@ -276,7 +276,7 @@ impl CredentialStore for LocalStore {
             Some(record) if stored(record.clone()).as_ref() == Some(&previous) => {
                 let mut record = record.clone();
                 set_identity(&mut record, identity);
-                Ok(Next::Put(record))
+                Ok(Next::Put(Box::new(record)))
             }
             _ => Err(StoreError::AlreadyExists { what: format!("a newer identity of cluster {id}") }),
         });
@@ -295,7 +295,7 @@ impl CredentialStore for LocalStore {
             Some(record) => {
                 let mut record = record.clone();
                 record.origin_token = Some(token);
-                Ok(Next::Put(record))
+                Ok(Next::Put(Box::new(record)))
             }
             None => Err(StoreError::Missing {
                 what: format!("peer record of cluster {id}"),

@@ -86,7 +86,7 @@ impl fmt::Debug for PeerFile {
 pub enum Next {
     /// Nothing to write (the record is already as it should be).
     Keep,
-    Put(PeerFile),
+    Put(Box<PeerFile>),
     Remove,
 }
 
@@ -132,7 +132,7 @@ struct Job {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum JournalOp {
-    Put(PeerFile),
+    Put(Box<PeerFile>),
     Remove { cluster_id: String },
 }
 
@@ -352,7 +352,7 @@ impl Writer {
                     continue;
                 }
                 Ok(Next::Put(record)) => {
-                    overlay.insert(cluster_id, Some(record.clone()));
+                    overlay.insert(cluster_id, Some((*record).clone()));
                     JournalOp::Put(record)
                 }
                 Ok(Next::Remove) => {
@@ -726,7 +726,7 @@ mod tests {
     }
 
     fn put(record: PeerFile) -> Change {
-        Box::new(move |_| Ok(Next::Put(record)))
+        Box::new(move |_| Ok(Next::Put(Box::new(record))))
     }
 
     #[tokio::test]
@@ -781,11 +781,11 @@ mod tests {
         let dir = tmp.path().join(PEERS_DIR);
         fs::create_dir_all(&dir).unwrap();
         // As after power loss: the journal was flushed, the record files were not.
-        let mut journal = journal_line(&JournalOp::Put(record("c1", "one")));
-        journal.extend(journal_line(&JournalOp::Put(record("c2", "two"))));
+        let mut journal = journal_line(&JournalOp::Put(Box::new(record("c1", "one"))));
+        journal.extend(journal_line(&JournalOp::Put(Box::new(record("c2", "two")))));
         journal.extend(journal_line(&JournalOp::Remove { cluster_id: "c2".into() }));
-        journal.extend(journal_line(&JournalOp::Put(record("c3", "three"))));
-        let torn = journal_line(&JournalOp::Put(record("c4", "four")));
+        journal.extend(journal_line(&JournalOp::Put(Box::new(record("c3", "three")))));
+        let torn = journal_line(&JournalOp::Put(Box::new(record("c4", "four"))));
         journal.extend_from_slice(&torn[..torn.len() / 2]);
         fs::write(tmp.path().join(JOURNAL), &journal).unwrap();
         fs::write(dir.join(".c9.json.tmp-dead"), b"half").unwrap();
