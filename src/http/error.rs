@@ -122,7 +122,7 @@ impl ApiError {
                 "cluster {cluster} is no longer a tenant of this provider (it was unpeered); peer again with a new token"
             ),
             Self::IdentityExists { cluster, namespace } => format!(
-                    "cluster {cluster} already holds an identity issued for another key; send the same certificate signing request again to get it back, or ask the provider's operator to reset it (liqo-auth tenant remove {cluster}, or delete Secret liqo-remote-certificate in namespace {namespace})"
+                    "cluster {cluster} already holds an identity issued for another key; send the same certificate signing request again to get it back, send a new one with the originClusterToken of the first request, or ask the provider's operator to reset it (liqo-auth tenant remove {cluster}, or delete Secret liqo-remote-certificate in namespace {namespace})"
             ),
             Self::NamespaceTaken { cluster, namespace } => format!(
                 "the tenant namespace {namespace} for cluster {cluster} already exists and belongs to another cluster; ask the provider's operator to resolve it (see \"Tenant namespace collisions\" in the liqo-auth README)"
