@@ -502,15 +502,16 @@ struct LegacyTenant {
     namespace: String,
 }
 
+/// `identity.json` of the old layout, which spelled its keys in camelCase.
 #[derive(Deserialize)]
 struct LegacyIdentity {
     csr: String,
     certificate: String,
-    #[serde(default)]
+    #[serde(default, alias = "originTokenSha256")]
     origin_token_sha256: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "previousCertificate")]
     previous_certificate: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "previousReplacedAt")]
     previous_replaced_at: Option<i64>,
 }
 
@@ -815,7 +816,7 @@ mod tests {
         let legacy = tmp.path().join(PEERS_DIR).join("c1");
         fs::create_dir_all(&legacy).unwrap();
         fs::write(legacy.join("tenant.json"), r#"{"clusterId":"c1","clusterName":"rome","namespace":"ns-1"}"#).unwrap();
-        fs::write(legacy.join("identity.json"), r#"{"csr":"C","certificate":"X","origin_token_sha256":"ab"}"#).unwrap();
+        fs::write(legacy.join("identity.json"), r#"{"csr":"C","certificate":"X","originTokenSha256":"ab"}"#).unwrap();
         fs::write(legacy.join("origin-token"), "tok").unwrap();
         let expected = PeerFile {
             cluster_id: "c1".into(),
