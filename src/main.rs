@@ -53,6 +53,26 @@ fn main() -> ExitCode {
                 let backend = backend.open(Access::Existing).await?.peer_backend();
                 Ok(liqo_auth::peer(options, backend).await)
             }
+            Command::Renew(args) => {
+                let (backend, options) = args.into_options()?;
+                let backend = backend.open(Access::Existing).await?.peer_backend();
+                Ok(liqo_auth::renew(options, backend).await)
+            }
+            Command::Agent(args) => match args.into_options() {
+                Ok((backend, options)) => {
+                    let backend = backend.open(Access::Existing).await?.peer_backend();
+                    Ok(liqo_auth::agent(options, backend).await)
+                }
+                Err(error) => Ok(usage(&error)),
+            },
+            Command::Identity(command) => {
+                let (backend, action) = command.into_options();
+                let backend = backend.open(Access::Existing).await?.peer_backend();
+                liqo_auth::identity(action, backend.identities.as_ref(), &mut out)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+                    .map_err(Into::into)
+            }
         }
     });
     result.unwrap_or_else(|error| fail(error.as_ref()))

@@ -10,11 +10,14 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 
 pub use crate::telemetry::LogFormat;
 
+pub mod agent;
 pub mod check;
 pub mod discover;
 mod dns_records;
 mod goflags;
+pub mod identity;
 pub mod peer;
+pub mod renew;
 mod serve;
 mod shared;
 mod tenant;
@@ -68,6 +71,14 @@ pub enum Command {
     DnsRecords(DnsRecordsArgs),
     /// Obtain an identity from another cluster's liqo-auth service and store it.
     Peer(Box<peer::PeerArgs>),
+    /// Renew a stored identity once it is due (proof of possession, no token); exit 0 when
+    /// renewed or not due, 2 when the provider refused (peer again), 3 when it is unreachable.
+    Renew(Box<renew::RenewArgs>),
+    /// Keep every stored identity renewed until SIGTERM (serves /healthz, /readyz, /metrics).
+    Agent(Box<agent::AgentArgs>),
+    /// The identities this cluster obtained from providers: list them, remove one.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
 }
 
 #[cfg(test)]

@@ -68,13 +68,24 @@ pub fn generate_key(key_type: KeyType, local: &ClusterId) -> Result<PendingKey, 
             rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(|e| failed(Box::new(e)))?
         }
     };
+    let csr_pem = csr_of(&key, local).map_err(|e| failed(Box::new(e)))?;
+    Ok(PendingKey { key_type: key_type.name().to_owned(), private_key_pem: key.serialize_pem(), csr_pem })
+}
+
+/// A CSR for an existing key (a renewal keeps the key), with the subject `generate_key` uses.
+pub fn csr_for_key(private_key_pem: &str, local: &ClusterId) -> Result<PendingKey, rcgen::Error> {
+    let key = rcgen::KeyPair::from_pem(private_key_pem)
+        .or_else(|_| rcgen::KeyPair::from_pem_and_sign_algo(private_key_pem, &rcgen::PKCS_RSA_SHA256))?;
+    let csr_pem = csr_of(&key, local)?;
+    Ok(PendingKey { key_type: "current".to_owned(), private_key_pem: private_key_pem.to_owned(), csr_pem })
+}
+
+fn csr_of(key: &rcgen::KeyPair, local: &ClusterId) -> Result<String, rcgen::Error> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, local.as_str());
     params.distinguished_name.push(rcgen::DnType::OrganizationName, LIQO_ORGANIZATION);
-    let csr = params.serialize_request(&key).map_err(|e| failed(Box::new(e)))?;
-    let csr_pem = csr.pem().map_err(|e| failed(Box::new(e)))?;
-    Ok(PendingKey { key_type: key_type.name().to_owned(), private_key_pem: key.serialize_pem(), csr_pem })
+    params.serialize_request(key)?.pem()
 }
 
 /// True when a pending key can be re-sent as is: same key type, and a CSR for this cluster.
@@ -114,6 +125,9 @@ mod tests {
             assert!(key.private_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8");
             assert!(pending_fits(&key, key_type, &local));
             assert!(!pending_fits(&key, key_type, &ClusterId::parse("someone-else").unwrap()));
+            let again = csr_for_key(&key.private_key_pem, &local).expect("a CSR for the same key");
+            let csr_again = ParsedCsr::from_pem(again.csr_pem.as_bytes()).unwrap();
+            assert_eq!(csr_again.spki_der(), csr.spki_der(), "same key");
         }
     }
 }

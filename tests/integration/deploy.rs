@@ -526,6 +526,86 @@ fn deploy_dir() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
+// deploy/consumer: the renewal agent on a consumer cluster.
+
+/// `deploy/consumer` as rendered by kubectl (`None` when skipped, as for [`render`]).
+fn consumer() -> Option<&'static Rendered> {
+    static RENDERED: OnceLock<Option<Rendered>> = OnceLock::new();
+    RENDERED.get_or_init(|| find_on_path("kubectl").map(|kubectl| kustomize(&kubectl, "consumer"))).as_ref().or_else(
+        || {
+            // Same rule as the provider renderings: CI fails, a machine without kubectl skips.
+            render("base");
+            None
+        },
+    )
+}
+
+#[test]
+fn consumer_renders_one_agent_with_its_service_account_and_cluster_role() {
+    let Some(r) = consumer() else { return };
+    assert_eq!(r.deployments.len(), 1);
+    assert_eq!(r.service_accounts.len(), 1);
+    assert_eq!(r.cluster_roles.len(), 1);
+    assert_eq!(r.cluster_role_bindings.len(), 1);
+    assert!(r.services.is_empty() && r.roles.is_empty() && r.role_bindings.is_empty());
+    for (kind, namespace) in r.namespaced() {
+        assert_eq!(namespace.as_deref(), Some("liqo"), "{kind} namespace");
+    }
+    let spec = r.deployment().spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1), "one agent renews each identity once");
+    let pod = pod_spec(r.deployment());
+    let account = pod.service_account_name.as_deref();
+    assert_eq!(account, Some("liqo-auth-agent"));
+    let binding = &r.cluster_role_bindings[0];
+    assert_eq!(binding.role_ref.name, "liqo-auth-agent");
+    let subject = &binding.subjects.as_ref().unwrap()[0];
+    assert_eq!((subject.kind.as_str(), Some(subject.name.as_str())), ("ServiceAccount", account));
+    assert_eq!(subject.namespace.as_deref(), Some("liqo"));
+}
+
+#[test]
+fn consumer_runs_the_agent_with_args_the_binary_accepts_and_probes_its_admin_port() {
+    let Some(r) = consumer() else { return };
+    let container = r.container();
+    let argv = std::iter::once("liqo-auth").chain(args(container));
+    let parsed =
+        liqo_auth::cli::Args::try_parse_from(argv).unwrap_or_else(|e| panic!("the binary rejects the args: {e}"));
+    assert!(matches!(parsed.command, liqo_auth::cli::Command::Agent(_)), "runs `liqo-auth agent`");
+    assert!(args(container).contains(&"--metrics-address=:9091"));
+    for (probe, path) in [(&container.liveness_probe, "/healthz"), (&container.readiness_probe, "/readyz")] {
+        let get = probe.as_ref().and_then(|p| p.http_get.clone()).unwrap_or_else(|| panic!("no probe for {path}"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(container_port(container, &get.port), 9091, "{path}");
+    }
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+}
+
+#[test]
+fn consumer_rbac_is_list_on_namespaces_and_list_update_on_secrets_only() {
+    let Some(r) = consumer() else { return };
+    let mut granted: Vec<(String, Vec<String>)> = r
+        .rules()
+        .map(|rule| {
+            assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]), "core group only");
+            assert!(rule.resource_names.is_none());
+            let resources = rule.resources.clone().unwrap_or_default();
+            assert_eq!(resources.len(), 1);
+            let mut verbs = rule.verbs.clone();
+            verbs.sort();
+            (resources[0].clone(), verbs)
+        })
+        .collect();
+    granted.sort();
+    let expected = vec![
+        ("namespaces".to_owned(), vec!["list".to_owned()]),
+        ("secrets".to_owned(), vec!["list".to_owned(), "update".to_owned()]),
+    ];
+    assert_eq!(granted, expected);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Small accessors.
 
 fn pod_spec(deployment: &Deployment) -> &k8s_openapi::api::core::v1::PodSpec {

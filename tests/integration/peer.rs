@@ -217,7 +217,7 @@ fn with(mut args: Vec<String>, extra: &[&str]) -> Vec<String> {
 /// A TLS endpoint standing in for the provider's API server: its certificate is signed by the
 /// provider's CA, it requires client certificates from that CA, and answers `GET /version`.
 /// Returns the common names of the client certificates it accepted.
-async fn start_api_server(listener: TcpListener, ca_dir: &Path) -> Arc<Mutex<Vec<String>>> {
+pub(crate) async fn start_api_server(listener: TcpListener, ca_dir: &Path) -> Arc<Mutex<Vec<String>>> {
     let ca_cert = std::fs::read_to_string(ca_dir.join("ca.crt")).expect("provider CA");
     let ca_key = std::fs::read_to_string(ca_dir.join("ca.key")).expect("CA key");
     let serving = pki::server_cert_from_ca(&ca_cert, &ca_key, &["127.0.0.1"]);

@@ -364,3 +364,448 @@ async fn on_kubernetes_a_removed_tenant_cannot_renew() {
     let writes: Vec<_> = fake.requests().into_iter().filter(|r| r.method != Method::GET).collect();
     assert!(writes.is_empty(), "nothing created or stored: {writes:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Consumer side: `liqo-auth renew` and `peer` on an identity that is due.
+
+mod consumer {
+    use std::path::{Path, PathBuf};
+
+    use clap::Parser as _;
+    use liqo_auth::cli::{Args, Command};
+    use liqo_auth::client::peer::{self, PeerStatus};
+    use liqo_auth::client::renew::{self, RenewStatus, EXIT_REFUSED, EXIT_UNREACHABLE};
+    use liqo_auth::config::{Access, BackendConfig};
+    use liqo_auth::error::error_chain;
+    use liqo_auth::pki::CertificateSummary;
+
+    use crate::support::server::TestServer;
+
+    pub const PROVIDER: &str = "provider-r1";
+    pub const CONSUMER: &str = "consumer-r1";
+
+    /// A TLS provider on the local backend in `dir` (restartable on the same port).
+    pub async fn provider(dir: &Path, extra: &[&str]) -> TestServer {
+        let mut flags = vec!["--cluster-id", PROVIDER, "--cluster-name", "provider", "--enable-tls"];
+        let cert = format!("--cert-path={}", dir.join("serving.crt").display());
+        let key = format!("--key-path={}", dir.join("serving.key").display());
+        flags.extend([cert.as_str(), key.as_str()]);
+        flags.extend_from_slice(extra);
+        TestServer::start_in(&dir.join("data"), &flags).await
+    }
+
+    /// `liqo-auth <argv>` parsed as the binary parses it.
+    pub fn command(argv: &[&str]) -> Command {
+        let mut full = vec!["liqo-auth"];
+        full.extend_from_slice(argv);
+        Args::try_parse_from(&full).unwrap_or_else(|e| panic!("{argv:?}: {e}")).command
+    }
+
+    /// Peers `consumer` (a local data dir) with `server`, writing `kubeconfig`.
+    pub async fn peer_with(
+        server: &TestServer,
+        consumer: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> peer::PeerOutcome {
+        let token = server.data_dir().join("token");
+        let url = server.https_url();
+        let mut argv = vec![
+            "peer",
+            "--auth-url",
+            &url,
+            "--token-file",
+            token.to_str().unwrap(),
+            "--ca-hash",
+            server.pin.as_deref().unwrap(),
+            "--backend",
+            "local",
+            "--data-dir",
+            consumer.to_str().unwrap(),
+            "--cluster-id",
+            CONSUMER,
+            "--cluster-name",
+            "consumer",
+            "--kubeconfig-out",
+            kubeconfig.to_str().unwrap(),
+            "--timeout",
+            "20s",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Peer(args) = command(&argv) else { unreachable!() };
+        let (config, options) = args.into_options().expect("peer flags");
+        config.open(Access::Create).await.expect("the consumer's own state");
+        let backend = config.open(Access::Existing).await.unwrap().peer_backend();
+        peer::run(options, backend).await.unwrap_or_else(|e| panic!("peer: {}", error_chain(&e)))
+    }
+
+    pub async fn renew_run(consumer: &Path, extra: &[&str]) -> Result<renew::RenewOutcome, renew::RenewClientError> {
+        let mut argv = vec!["renew", "--backend", "local", "--data-dir", consumer.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        let Command::Renew(args) = command(&argv) else { unreachable!() };
+        let (config, options) = args.into_options().expect("renew flags");
+        let backend = config.open(Access::Existing).await.unwrap().peer_backend();
+        renew::run(&options, backend.identities.as_ref(), backend.render_kubeconfig).await
+    }
+
+    pub fn kubeconfig_certificate(path: &Path) -> String {
+        let file = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
+        let data = file.auth_infos[0].auth_info.as_ref().unwrap().client_certificate_data.clone().unwrap();
+        crate::support::pki::unb64(&data)
+    }
+
+    pub fn stored_on_provider(server: &TestServer) -> String {
+        let path: PathBuf = server.data_dir().join("peers").join(CONSUMER).join("identity.json");
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        record["certificate"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn renew_is_a_no_op_before_the_fraction_and_renews_when_forced_keeping_the_kubeconfig_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = provider(dir.path(), &[]).await;
+        let consumer = dir.path().join("consumer");
+        let kubeconfig = dir.path().join("provider.kubeconfig");
+        let issued = peer_with(&server, &consumer, &kubeconfig, &[]).await;
+        assert_eq!(issued.status, PeerStatus::Issued);
+        let pin = server.pin.clone().unwrap();
+
+        let not_due = renew_run(&consumer, &["--ca-hash", &pin]).await.expect("not due is no error");
+        assert_eq!(not_due.status, RenewStatus::NotDue);
+        assert_eq!(not_due.certificate_serial, issued.certificate_serial);
+        assert!(not_due.renew_at > liqo_auth::pki::unix_now());
+
+        let renewed = renew_run(&consumer, &["--ca-hash", &pin, "--force"])
+            .await
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        assert_eq!(renewed.status, RenewStatus::Renewed);
+        assert_ne!(renewed.certificate_serial, issued.certificate_serial);
+        let on_provider = stored_on_provider(&server);
+        let summary = CertificateSummary::from_pem(on_provider.as_bytes()).unwrap();
+        assert_eq!(summary.serial, renewed.certificate_serial, "the provider stored the renewed certificate");
+        assert_eq!(kubeconfig_certificate(&kubeconfig), on_provider, "the kubeconfig holds the new certificate");
+        let record = consumer.join("identities").join(PROVIDER).join("identity.json");
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+        assert_eq!(
+            record["certificate"].as_str().unwrap(),
+            on_provider,
+            "the record holds key and certificate together"
+        );
+
+        // A rekey gives a new key; the provider stores its certificate.
+        let rekeyed = renew_run(&consumer, &["--ca-hash", &pin, "--force", "--rekey", "ed25519"]).await.expect("rekey");
+        assert_ne!(rekeyed.certificate_serial, renewed.certificate_serial);
+        let new_key =
+            std::fs::read_to_string(consumer.join("identities").join(PROVIDER).join("private-key.pem")).unwrap();
+        assert!(liqo_auth::client::key::key_matches_certificate(&new_key, &stored_on_provider(&server)));
+    }
+
+    #[tokio::test]
+    async fn peer_renews_an_identity_that_is_due_instead_of_reporting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // 10 s certificates (11 s lifetime): due 6.3 s after issuance.
+        let server = provider(dir.path(), &["--certificate-ttl", "10s"]).await;
+        let consumer = dir.path().join("consumer");
+        let kubeconfig = dir.path().join("k");
+        let first = peer_with(&server, &consumer, &kubeconfig, &[]).await;
+        let again = peer_with(&server, &consumer, &kubeconfig, &[]).await;
+        assert_eq!(again.status, PeerStatus::Existing, "not due yet: reported");
+        tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+        let renewed = peer_with(&server, &consumer, &kubeconfig, &[]).await;
+        assert_eq!(renewed.status, PeerStatus::Renewed);
+        assert_ne!(renewed.certificate_serial, first.certificate_serial);
+        assert_eq!(kubeconfig_certificate(&kubeconfig), stored_on_provider(&server));
+    }
+
+    #[tokio::test]
+    async fn identity_list_shows_the_stored_identity_and_identity_remove_deletes_it_and_its_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = provider(dir.path(), &[]).await;
+        let consumer = dir.path().join("consumer");
+        let kubeconfig = dir.path().join("provider.kubeconfig");
+        let issued = peer_with(&server, &consumer, &kubeconfig, &[]).await;
+        let run = |argv: Vec<&'static str>| {
+            let consumer = consumer.clone();
+            async move {
+                let mut full: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+                full.extend(["--backend".into(), "local".into(), "--data-dir".into(), consumer.display().to_string()]);
+                let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+                let Command::Identity(command) = command(&refs) else { unreachable!() };
+                let (config, action) = command.into_options();
+                let backend = config.open(Access::Existing).await.unwrap().peer_backend();
+                let mut out = Vec::new();
+                liqo_auth::identity(action, backend.identities.as_ref(), &mut out).await.expect("identity command");
+                String::from_utf8(out).unwrap()
+            }
+        };
+        let listed: serde_json::Value =
+            serde_json::from_str(&run(vec!["identity", "list", "--output", "json"]).await).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 1);
+        assert_eq!(listed[0]["provider_id"], PROVIDER);
+        assert_eq!(listed[0]["certificate_serial"], issued.certificate_serial.as_str());
+        assert_eq!(listed[0]["not_after"], liqo_auth::pki::format_unix(issued.certificate_not_after).as_str());
+        assert_eq!(listed[0]["auth_url"], server.https_url().as_str());
+        assert!(run(vec!["identity", "list"]).await.contains(PROVIDER));
+
+        let removed = run(vec!["identity", "remove", PROVIDER]).await;
+        assert!(removed.contains("identity record") && removed.contains("kubeconfig"), "{removed}");
+        assert!(!kubeconfig.exists(), "the kubeconfig is removed with the identity");
+        assert!(!consumer.join("identities").join(PROVIDER).exists());
+        assert!(run(vec!["identity", "list"]).await.contains("No identities stored"));
+    }
+
+    #[tokio::test]
+    async fn on_kubernetes_renew_replaces_the_identity_secret_in_place_and_identity_remove_deletes_it() {
+        use crate::support::fake_apiserver::FakeApiServer;
+        use liqo_auth::config::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let server = provider(dir.path(), &[]).await;
+        let fake = FakeApiServer::start().await;
+        fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": "liqo"}}));
+        fake.insert_json(
+            "/api/v1/namespaces/liqo/configmaps",
+            serde_json::json!({"metadata": {"name": "liqo-clusterid-configmap"}, "data": {"CLUSTER_ID": CONSUMER, "CLUSTER_NAME": "consumer"}}),
+        );
+        let url = server.https_url();
+        let token = server.data_dir().join("token");
+        let pin = server.pin.clone().unwrap();
+        let kube = ["--backend", "kubernetes", "--namespace", "liqo"];
+        let open = |config: BackendConfig| {
+            let fake_config = fake.kube_config();
+            async move {
+                let config = match config {
+                    BackendConfig::Kubernetes { namespace, request_timeout, .. } => BackendConfig::Kubernetes {
+                        namespace,
+                        request_timeout,
+                        connection: Connection::Config(Box::new(fake_config)),
+                    },
+                    other => other,
+                };
+                config.open(Access::Existing).await.unwrap().peer_backend()
+            }
+        };
+        let mut argv = vec!["peer", "--auth-url", &url, "--token-file", token.to_str().unwrap(), "--ca-hash", &pin];
+        argv.extend(kube);
+        let Command::Peer(args) = command(&argv) else { unreachable!() };
+        let (config, options) = args.into_options().unwrap();
+        let issued = peer::run(options, open(config).await).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let identity_secrets = || {
+            fake.list_json("secrets")
+                .into_iter()
+                .filter(|s| s["metadata"]["labels"]["discovery.liqo.io/local-identity"] == "true")
+                .collect::<Vec<_>>()
+        };
+        let before = identity_secrets();
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0]["metadata"]["annotations"]["auth.liqo.io/auth-url"], url.as_str());
+
+        let mut argv = vec!["renew", "--force", "--ca-hash", &pin];
+        argv.extend(kube);
+        let Command::Renew(args) = command(&argv) else { unreachable!() };
+        let (config, options) = args.into_options().unwrap();
+        let backend = open(config).await;
+        fake.clear_requests();
+        let renewed = renew::run(&options, backend.identities.as_ref(), backend.render_kubeconfig)
+            .await
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        // Only what deploy/consumer/rbac.yaml grants: list namespaces, list and update Secrets
+        // inside them (never a cluster-wide Secret list).
+        for request in fake.requests() {
+            let allowed = match request.method {
+                http::Method::GET => {
+                    request.path == "/api/v1/namespaces"
+                        || request.path.ends_with("/secrets") && request.path.starts_with("/api/v1/namespaces/")
+                }
+                http::Method::PUT => request.path.contains("/secrets/"),
+                _ => false,
+            };
+            assert!(allowed, "{} {} is not granted to the agent", request.method, request.path);
+        }
+        assert_ne!(renewed.certificate_serial, issued.certificate_serial);
+        let after = identity_secrets();
+        assert_eq!(after.len(), 1, "replaced in place, not a second Secret");
+        assert_eq!(after[0]["metadata"]["name"], before[0]["metadata"]["name"]);
+        assert_ne!(after[0]["metadata"]["resourceVersion"], before[0]["metadata"]["resourceVersion"]);
+        let cert = crate::support::pki::unb64(after[0]["data"]["certificate"].as_str().unwrap());
+        assert_eq!(cert, stored_on_provider(&server));
+        let expire = after[0]["metadata"]["annotations"]["discovery.liqo.io/certificate-expire-time"].as_str().unwrap();
+        assert_eq!(expire, renewed.certificate_not_after.to_string());
+
+        let mut argv = vec!["identity", "remove", PROVIDER];
+        argv.extend(kube);
+        let Command::Identity(command) = command(&argv) else { unreachable!() };
+        let (config, action) = command.into_options();
+        let backend = open(config).await;
+        let mut out = Vec::new();
+        liqo_auth::identity(action, backend.identities.as_ref(), &mut out).await.unwrap();
+        assert!(identity_secrets().is_empty(), "{}", String::from_utf8_lossy(&out));
+    }
+
+    #[tokio::test]
+    async fn renew_exits_with_refused_for_a_removed_tenant_and_unreachable_for_a_stopped_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = provider(dir.path(), &[]).await;
+        let consumer = dir.path().join("consumer");
+        peer_with(&server, &consumer, &dir.path().join("k"), &[]).await;
+        let pin = server.pin.clone().unwrap();
+
+        let backend = BackendConfig::Local { data_dir: server.data_dir().to_owned() };
+        let remove = liqo_auth::TenantAction::Remove { cluster_id: CONSUMER.into(), delete_namespace: false };
+        liqo_auth::tenant(&backend, remove, &mut Vec::new()).await.expect("tenant remove");
+        let refused = renew_run(&consumer, &["--ca-hash", &pin, "--force"]).await.expect_err("refused");
+        assert_eq!(refused.exit_code(), EXIT_REFUSED, "{}", error_chain(&refused));
+        assert!(error_chain(&refused).contains("tenant_removed"), "{}", error_chain(&refused));
+
+        server.stop().await;
+        let unreachable =
+            renew_run(&consumer, &["--ca-hash", &pin, "--force", "--timeout", "2s"]).await.expect_err("down");
+        assert_eq!(unreachable.exit_code(), EXIT_UNREACHABLE, "{}", error_chain(&unreachable));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `liqo-auth agent` end to end: local backend and local CA with short-lived certificates.
+
+mod agent {
+    use std::time::Duration;
+
+    use liqo_auth::cli::Command;
+    use liqo_auth::client::agent;
+    use liqo_auth::config::Access;
+    use liqo_auth::pki::CertificateSummary;
+    use tokio::net::TcpListener;
+
+    use super::consumer::{
+        command, kubeconfig_certificate, peer_with, provider, stored_on_provider, CONSUMER, PROVIDER,
+    };
+
+    fn consumer_certificate(consumer: &std::path::Path) -> String {
+        let record = consumer.join("identities").join(PROVIDER).join("identity.json");
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+        record["certificate"].as_str().unwrap().to_owned()
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("admin listener");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await.unwrap();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    #[tokio::test]
+    async fn the_agent_renews_before_expiry_across_a_provider_restart_and_the_kubeconfig_keeps_authenticating() {
+        let dir = tempfile::tempdir().unwrap();
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("https://{}", api_listener.local_addr().unwrap());
+        // 30 s certificates: due at 2/3 ± 10 % of their 33 s lifetime (backdated 3 s), so 16.8
+        // to 21.2 s after issuance. The provider is down from 12 s to 22 s: whenever the jitter
+        // puts the renewal, the agent meets a stopped provider and has to retry.
+        let ttl = ["--certificate-ttl", "30s", "--advertise-api-server-address", &api_url];
+        let server = provider(dir.path(), &ttl).await;
+        let users = crate::peer::start_api_server(api_listener, server.data_dir()).await;
+        let consumer = dir.path().join("consumer");
+        let kubeconfig = dir.path().join("provider.kubeconfig");
+        peer_with(&server, &consumer, &kubeconfig, &[]).await;
+        let first_pem = consumer_certificate(&consumer);
+        let first = CertificateSummary::from_pem(first_pem.as_bytes()).unwrap();
+        assert!(first.not_after - first.not_before <= 33, "a short-lived certificate");
+        let issued_at = std::time::Instant::now();
+        let pin = server.pin.clone().unwrap();
+        let port = server.addr.port().to_string();
+        let address = format!("127.0.0.1:{port}");
+
+        let Command::Agent(args) = command(&[
+            "agent",
+            "--backend",
+            "local",
+            "--data-dir",
+            consumer.to_str().unwrap(),
+            "--ca-hash",
+            &pin,
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--attempt-timeout",
+            "15s",
+            "--rescan-interval",
+            "1s",
+        ]) else {
+            unreachable!()
+        };
+        let (config, options) = args.into_options().expect("agent flags");
+        let backend = config.open(Access::Existing).await.unwrap().peer_backend();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let started = agent::start(options, backend, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("the agent starts");
+        let admin = started.admin_address.expect("admin listener");
+        let task = tokio::spawn(started.run());
+        let (status, _) = get(admin, "/healthz").await;
+        assert_eq!(status, 200);
+
+        // The provider goes away before the certificate is due and comes back on the same
+        // address while the agent is retrying.
+        tokio::time::sleep(Duration::from_secs(12).saturating_sub(issued_at.elapsed())).await;
+        assert_eq!(consumer_certificate(&consumer), stored_on_provider(&server), "not renewed before it is due");
+        let data_dir = server.data_dir().to_owned();
+        server.stop().await;
+        tokio::time::sleep(Duration::from_secs(22).saturating_sub(issued_at.elapsed())).await;
+        assert_eq!(consumer_certificate(&consumer), first_pem, "no renewal while the provider is down");
+        let restarted_at = liqo_auth::pki::unix_now();
+        let mut flags = vec!["--cluster-id", PROVIDER, "--cluster-name", "provider", "--enable-tls"];
+        let cert = format!("--cert-path={}", dir.path().join("serving.crt").display());
+        let key = format!("--key-path={}", dir.path().join("serving.key").display());
+        flags.extend([cert.as_str(), key.as_str(), "--address", &address]);
+        flags.extend_from_slice(&ttl);
+        let server = crate::support::server::TestServer::start_in(&data_dir, &flags).await;
+        assert_eq!(server.pin.as_deref(), Some(pin.as_str()), "the same serving certificate after the restart");
+
+        // A new certificate is in place before the first one expires.
+        let renewed = loop {
+            let current = CertificateSummary::from_pem(consumer_certificate(&consumer).as_bytes()).unwrap();
+            if current.serial != first.serial {
+                break current;
+            }
+            assert!(liqo_auth::pki::unix_now() < first.not_after, "the first certificate expired before renewal");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(liqo_auth::pki::unix_now() < first.not_after, "renewed before the first certificate expired");
+        assert!(renewed.not_after > first.not_after);
+        assert!(renewed.not_before + 3 >= restarted_at, "issued by the restarted provider");
+        assert_eq!(consumer_certificate(&consumer), stored_on_provider(&server));
+
+        // The kubeconfig was replaced too and authenticates with the new certificate (mTLS).
+        assert_eq!(
+            CertificateSummary::from_pem(kubeconfig_certificate(&kubeconfig).as_bytes()).unwrap().serial,
+            renewed.serial
+        );
+        let file = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await.unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        client.apiserver_version().await.expect("GET /version with the renewed certificate");
+        assert!(users.lock().unwrap().iter().any(|cn| cn == CONSUMER));
+
+        let (status, metrics) = get(admin, "/metrics").await;
+        assert_eq!(status, 200);
+        let gauge =
+            format!("liqo_auth_identity_expiration_timestamp_seconds{{provider=\"{PROVIDER}\"}} {}", renewed.not_after);
+        assert!(metrics.contains(&gauge), "{metrics}");
+        assert!(
+            metrics.contains(&format!("liqo_auth_identity_renewals_total{{provider=\"{PROVIDER}\",result=\"ok\"}}")),
+            "{metrics}"
+        );
+        assert_eq!(get(admin, "/readyz").await.0, 200);
+
+        // SIGTERM (here: the shutdown future) stops it cleanly, admin listener included.
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops promptly").unwrap();
+        assert!(tokio::net::TcpStream::connect(admin).await.is_err(), "the admin listener is closed");
+        server.stop().await;
+    }
+}

@@ -140,7 +140,7 @@ pub(super) fn rejected(status: u16, body: &[u8], secrets: &Secrets, local: &Clus
 }
 
 /// Connection failures and timeouts may pass; TLS verification failures and bad URLs do not.
-fn is_transient(error: &TransportError) -> bool {
+pub(crate) fn is_transient(error: &TransportError) -> bool {
     match error {
         // Refused too: the service may be restarting behind its Service.
         TransportError::Connect { .. } => true,
@@ -151,7 +151,7 @@ fn is_transient(error: &TransportError) -> bool {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by liqo-auth and is ignored).
-fn retry_after(response: &Response) -> Option<Duration> {
+pub(crate) fn retry_after(response: &Response) -> Option<Duration> {
     let value = response.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

@@ -24,6 +24,7 @@ use base64::Engine as _;
 use tokio::time::Instant;
 
 use crate::client::key::{generate_key, pending_fits, KeyType};
+use crate::client::renew;
 use crate::client::transport::{AuthClient, Response, ServerTrust};
 use crate::client::verify::{check_answer, still_valid};
 use crate::client::Output;
@@ -31,7 +32,7 @@ use crate::http::wire::{CertificateRequest, CertificateResponse, ClusterRef, Ids
 use crate::identity::port::{ClusterState, PeerIdentity, PeerIdentityStore, PendingKey, RenderKubeconfig};
 use crate::identity::{ClusterId, ClusterIdentity, ClusterName};
 
-mod attempt;
+pub(crate) mod attempt;
 mod error;
 mod outcome;
 
@@ -121,10 +122,51 @@ pub async fn run(options: PeerOptions, backend: PeerBackend) -> Result<PeerOutco
     }
     let store = backend.identities.as_ref();
 
-    // An identity that is still valid is reported, not replaced (unless --force).
+    // An identity that is still valid is reported, not replaced (unless --force); one that is
+    // due for renewal is renewed with a proof of possession (no token spent).
     if !options.force {
         if let Some(existing) = store.existing(&provider.id).await.map_err(PeerError::store)? {
-            if let Some(summary) = still_valid(&existing) {
+            let due = still_valid(&existing)
+                .is_some_and(|s| crate::pki::unix_now() >= renew::due_at(&s, renew::DEFAULT_RENEW_AFTER));
+            // Refused for good (unpeered, say): a token issuance is what helps, so go on.
+            let mut refused = false;
+            if due {
+                let renewed = renew::renew_identity(
+                    &client,
+                    &provider.id,
+                    &existing,
+                    None,
+                    deadline,
+                    options.timeout,
+                    store,
+                    backend.render_kubeconfig,
+                    options.kubeconfig_out.as_deref(),
+                )
+                .await;
+                match renewed {
+                    Ok(renewal) => {
+                        return Ok(PeerOutcome {
+                            status: PeerStatus::Renewed,
+                            provider_id: provider.id.to_string(),
+                            provider_name: existing.provider_name.clone().unwrap_or_else(|| provider.name.to_string()),
+                            namespace: renewal.identity.namespace.clone(),
+                            api_server_url: renewal.identity.api_server_url.clone(),
+                            certificate_serial: renewal.summary.serial,
+                            certificate_not_after: renewal.summary.not_after,
+                            stored_in: renewal.stored_in,
+                            kubeconfig: renewal.kubeconfig,
+                            certificate_requests: renewal.attempts,
+                            warnings,
+                        })
+                    }
+                    Err(error) => {
+                        let chain = crate::error::error_chain(&error);
+                        warn(&mut warnings, format!("renewing the identity that is due failed: {chain}"));
+                        refused = error.is_refusal();
+                    }
+                }
+            }
+            if let (false, Some(summary)) = (refused, still_valid(&existing)) {
                 let kubeconfig = write_kubeconfig(&options, &backend, &provider, &existing)?;
                 return Ok(PeerOutcome {
                     status: PeerStatus::Existing,
@@ -172,6 +214,8 @@ pub async fn run(options: PeerOptions, backend: PeerBackend) -> Result<PeerOutco
         api_server_url: answer.api_server_url.clone(),
         api_server_ca: issued.api_server_ca,
         namespace: answer.namespace.clone(),
+        auth_url: Some(url.clone()),
+        kubeconfig_path: options.kubeconfig_out.as_ref().map(|p| p.display().to_string()),
     };
     let stored_in = store.store(&provider, &identity).await.map_err(PeerError::store)?;
     tracing::info!(cluster.id = %provider.id, cert.serial = %issued.summary.serial, "obtained an identity from provider {}", provider.id);

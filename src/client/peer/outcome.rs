@@ -7,7 +7,7 @@ use serde::Serialize;
 /// What `peer` did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PeerOutcome {
-    /// `issued` or `existing`.
+    /// `issued`, `existing` or `renewed`.
     pub status: PeerStatus,
     /// The provider's cluster ID.
     pub provider_id: String,
@@ -39,6 +39,8 @@ pub enum PeerStatus {
     Issued,
     /// A valid identity was already stored; nothing was requested.
     Existing,
+    /// The stored identity was due for renewal and was renewed (proof of possession, no token).
+    Renewed,
 }
 
 impl PeerOutcome {
@@ -48,6 +50,10 @@ impl PeerOutcome {
             PeerStatus::Issued => {
                 format!("Obtained an identity from provider {} ({}).\n", self.provider_name, self.provider_id)
             }
+            PeerStatus::Renewed => format!(
+                "The identity from provider {} ({}) was due for renewal and was renewed.\n",
+                self.provider_name, self.provider_id
+            ),
             PeerStatus::Existing => format!(
                 "A valid identity from provider {} ({}) is already stored; nothing requested (use --force for a new one).\n",
                 self.provider_name, self.provider_id

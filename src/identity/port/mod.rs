@@ -11,7 +11,9 @@ mod signer;
 mod store;
 
 pub use admin::{ClusterState, TenantAdmin};
-pub use peer_identity::{KubeconfigParts, PeerIdentity, PeerIdentityStore, PendingKey, RenderKubeconfig};
+pub use peer_identity::{
+    KubeconfigParts, PeerIdentity, PeerIdentityStore, PendingKey, RenderKubeconfig, StoredPeerIdentity,
+};
 pub use replay::{ProofId, ProofLedger, Seen};
 pub use signer::{SignRequest, SignedCertificate, Signer, SignerError};
 pub use store::{

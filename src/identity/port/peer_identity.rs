@@ -28,6 +28,19 @@ pub struct PeerIdentity {
     pub api_server_ca: Option<String>,
     /// The provider's tenant namespace for this cluster.
     pub namespace: String,
+    /// Base URL of the provider's liqo-auth service (where renewals go), when recorded.
+    pub auth_url: Option<String>,
+    /// The kubeconfig file kept in step with this identity (`--kubeconfig-out`), when recorded.
+    pub kubeconfig_path: Option<String>,
+}
+
+/// An identity as `identity list` shows it: the provider, and where it is kept.
+#[derive(Clone, Debug)]
+pub struct StoredPeerIdentity {
+    pub provider: ClusterId,
+    pub identity: PeerIdentity,
+    /// Where it is stored, for messages.
+    pub location: String,
 }
 
 /// A key and CSR generated for one request, kept until the certificate is stored.
@@ -81,6 +94,24 @@ pub trait PeerIdentityStore: Send + Sync {
 
     /// Stores a new identity and drops the pending key; returns where it went, for messages.
     async fn store(&self, provider: &ClusterIdentity, identity: &PeerIdentity) -> Result<String, StoreError>;
+
+    /// Replaces the identity holding `previous`'s certificate with `identity` in one atomic
+    /// write (a reader sees the old key and certificate or the new ones, never a mix); fails
+    /// with `AlreadyExists` when the stored identity is no longer `previous` (a concurrent
+    /// renewal). Returns where it went, for messages.
+    async fn replace(
+        &self,
+        provider: &ClusterIdentity,
+        previous: &PeerIdentity,
+        identity: &PeerIdentity,
+    ) -> Result<String, StoreError>;
+
+    /// Every stored identity, the newest per provider, sorted by provider ID.
+    async fn list(&self) -> Result<Vec<StoredPeerIdentity>, StoreError>;
+
+    /// Deletes every identity and pending key stored for `provider`; returns what was removed
+    /// (empty when nothing was stored: "not found" is no error).
+    async fn remove(&self, provider: &ClusterId) -> Result<Vec<String>, StoreError>;
 
     /// Where the identity for `provider` is (or would be) stored, for messages.
     fn describe(&self, provider: &ClusterId) -> String;
@@ -141,6 +172,8 @@ mod tests {
             api_server_url: "https://10.0.0.5:6443".into(),
             api_server_ca: None,
             namespace: "ns".into(),
+            auth_url: None,
+            kubeconfig_path: None,
         };
         let printed = format!("{identity:?} {:?}", identity.kubeconfig_parts("liqo-p"));
         assert!(printed.contains("<redacted>") && !printed.contains("BBBB"), "{printed}");
