@@ -455,7 +455,8 @@ mod consumer {
     }
 
     pub fn stored_on_provider(server: &TestServer) -> String {
-        let path: PathBuf = server.data_dir().join("peers").join(CONSUMER).join("identity.json");
+        // The provider's record of the peer (`peers/<id>.json` on the local backend).
+        let path: PathBuf = server.data_dir().join("peers").join(format!("{CONSUMER}.json"));
         let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         record["certificate"].as_str().unwrap().to_owned()
     }
