@@ -61,7 +61,8 @@ async fn schemathesis_finds_no_failure_against_the_running_server() {
         .args(["--request-timeout", "20", "--no-color"])
         .arg("--report-dir")
         .arg(&report)
-        .current_dir(manifest.join("tests/integration/schemathesis"))
+        // schemathesis keeps a cache in its working directory: the temp dir, not the source tree.
+        .current_dir(work.path())
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", manifest.join("tests/integration/schemathesis"))
         .env("LIQO_AUTH_SCHEMATHESIS_FIXTURE", &fixture)
