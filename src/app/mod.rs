@@ -89,6 +89,9 @@ impl Config {
             let limits = ServerLimits {
                 max_connections: ADMIN_MAX_CONNECTIONS,
                 header_read_timeout: self.limits.header_read_timeout,
+                tls_handshake_timeout: self.limits.tls_handshake_timeout,
+                idle_timeout: self.limits.idle_timeout,
+                body_read_timeout: self.limits.body_read_timeout,
                 shutdown_grace: Duration::from_secs(5),
                 ..ServerLimits::default()
             };

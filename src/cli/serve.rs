@@ -145,9 +145,30 @@ pub struct ServeArgs {
     /// start uses it.
     #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
     pub advertise_auth_address: Option<String>,
-    /// Maximum open connections on the public listener.
+    /// Maximum open connections on the public listener; when all are taken, the one idle the
+    /// longest is closed for a new peer.
     #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Maximum open connections from one source address (0: no cap). Behind an Ingress or a
+    /// load balancer every peer shares its address: raise this or set 0 there.
+    #[arg(long = "max-connections-per-source", env = "LIQO_AUTH_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 64)]
+    pub max_connections_per_source: usize,
+    /// Requests in flight on the public listener, over all connections and HTTP/2 streams; more
+    /// get 503 with Retry-After at once.
+    #[arg(long = "max-requests-in-flight", env = "LIQO_AUTH_MAX_REQUESTS_IN_FLIGHT", default_value_t = 256)]
+    pub max_requests_in_flight: usize,
+    /// Longest TLS handshake, from accept.
+    #[arg(long = "tls-handshake-timeout", env = "LIQO_AUTH_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Longest time a connection may stay open with no request in flight (HTTP/1.1 keep-alive,
+    /// HTTP/2 without streams). Longer than Go's 90 s client idle time, so a Go client never
+    /// reuses a connection the server is closing.
+    #[arg(long = "idle-timeout", env = "LIQO_AUTH_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Longest time a client may take to send a request body, from its first byte to its end;
+    /// then 408 with Retry-After.
+    #[arg(long = "body-read-timeout", env = "LIQO_AUTH_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
     /// Announce this service on the LAN over mDNS as `<cluster-id>._liqo_auth._tcp.local.` (bare
     /// flag or `=true|false`).
     #[arg(long = "mdns-advertise", env = "LIQO_AUTH_MDNS_ADVERTISE", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
@@ -173,7 +194,8 @@ pub struct ServeArgs {
     /// Identity requests processed at once; more wait for a slot (up to 30s, then 503 with Retry-After).
     #[arg(long = "max-concurrent-issuances", env = "LIQO_AUTH_MAX_CONCURRENT_ISSUANCES", default_value_t = crate::http::protect::DEFAULT_MAX_CONCURRENT_ISSUANCES)]
     pub max_concurrent_issuances: usize,
-    /// Longest time a client may take to send its request headers.
+    /// Longest time a client may take to send a request head: the first one from the end of the
+    /// TLS handshake (or from accept), later ones from their first byte.
     #[arg(long = "header-read-timeout", env = "LIQO_AUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
     /// How often --cert-path/--key-path are checked for a new pair.
@@ -198,10 +220,15 @@ impl ServeArgs {
                     .map_err(|e| ConfigError::Invalid(format!("--metrics-address: {e}")))?,
             ),
         };
-        if self.tls_reload_interval.is_zero() || self.header_read_timeout.is_zero() {
-            return Err(ConfigError::Invalid(
-                "--tls-reload-interval and --header-read-timeout must be positive".into(),
-            ));
+        let durations = [
+            (self.tls_reload_interval, "--tls-reload-interval"),
+            (self.header_read_timeout, "--header-read-timeout"),
+            (self.tls_handshake_timeout, "--tls-handshake-timeout"),
+            (self.idle_timeout, "--idle-timeout"),
+            (self.body_read_timeout, "--body-read-timeout"),
+        ];
+        if let Some((_, flag)) = durations.iter().find(|(value, _)| value.is_zero()) {
+            return Err(ConfigError::Invalid(format!("{flag} must be positive")));
         }
         for (value, field) in [(&self.cluster_id, "--cluster-id"), (&self.cluster_name, "--cluster-name")] {
             if let Some(value) = value {
@@ -281,7 +308,12 @@ impl ServeArgs {
             renewal_grace_after_expiry: self.renewal_grace_after_expiry,
             limits: ServerLimits {
                 max_connections: self.max_connections.max(1),
+                max_connections_per_source: self.max_connections_per_source,
+                max_requests_in_flight: self.max_requests_in_flight.max(1),
+                tls_handshake_timeout: self.tls_handshake_timeout,
                 header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                body_read_timeout: self.body_read_timeout,
                 ..ServerLimits::default()
             },
             mdns,

@@ -13,6 +13,16 @@ use crate::identity::{IssueError, RenewError};
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u64 = 5;
+/// Seconds to wait after a 408 (slow body) or a 503 from a full listener.
+const RETRY_SOON_SECONDS: u64 = 1;
+
+/// The error a request body yields when it does not arrive within the listener's body read
+/// timeout; the body extractor answers it with 408 [`ApiError::BodyTimeout`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {timeout:?}")]
+pub struct BodyReadTimeout {
+    pub timeout: std::time::Duration,
+}
 
 /// An error answer.
 #[derive(Debug)]
@@ -33,6 +43,12 @@ pub enum ApiError {
     NamespaceTaken { cluster: String, namespace: String },
     /// Body over the limit.
     PayloadTooLarge,
+    /// The request body did not arrive within `--body-read-timeout`.
+    BodyTimeout,
+    /// The request's header section is over the limit.
+    HeadersTooLarge,
+    /// Every request slot of the listener is taken (`--max-requests-in-flight`).
+    Overloaded,
     /// No such route.
     NotFound,
     /// Too many failed attempts from this source.
@@ -66,6 +82,8 @@ pub const ERROR_CODES: &[&str] = &[
     "tenant_removed",
     "tenant_namespace_taken",
     "payload_too_large",
+    "request_timeout",
+    "headers_too_large",
     "not_found",
     "method_not_allowed",
     "rate_limited",
@@ -88,9 +106,11 @@ impl ApiError {
             Self::TenantRemoved { .. } => StatusCode::FORBIDDEN,
             Self::IdentityExists { .. } | Self::NamespaceTaken { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Busy | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::Overloaded | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,9 +125,11 @@ impl ApiError {
             Self::IdentityExists { .. } => "identity_exists",
             Self::NamespaceTaken { .. } => "tenant_namespace_taken",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::BodyTimeout => "request_timeout",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::NotFound => "not_found",
             Self::TooManyRequests { .. } => "rate_limited",
-            Self::Busy => "busy",
+            Self::Busy | Self::Overloaded => "busy",
             Self::Unavailable { .. } => "unavailable",
         }
     }
@@ -128,9 +150,12 @@ impl ApiError {
                 "the tenant namespace {namespace} for cluster {cluster} already exists and belongs to another cluster; ask the provider's operator to resolve it (see \"Tenant namespace collisions\" in the liqo-auth README)"
             ),
             Self::PayloadTooLarge => "request body is larger than 64 KiB".to_owned(),
+            Self::BodyTimeout => "the request body did not arrive in time; retry".to_owned(),
+            Self::HeadersTooLarge => "request header fields are larger than 16 KiB".to_owned(),
             Self::NotFound => "no such route".to_owned(),
             Self::TooManyRequests { .. } => "too many failed attempts; retry later".to_owned(),
             Self::Busy => "too many identity requests in progress; retry later".to_owned(),
+            Self::Overloaded => "too many requests in progress; retry later".to_owned(),
             Self::Unavailable { .. } => "temporarily unavailable; retry later".to_owned(),
             Self::Internal { message, .. } => (*message).to_owned(),
         };
@@ -157,6 +182,11 @@ impl IntoResponse for ApiError {
             }
             Self::Busy => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            Self::Overloaded | Self::BodyTimeout => {
+                // A client that could not send its body in time may have met a congested link
+                // or a server that read slowly under load: retrying soon is reasonable.
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_SOON_SECONDS));
             }
             Self::TooManyRequests { retry_after_secs } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
@@ -253,6 +283,9 @@ mod tests {
             ApiError::IdentityExists { cluster: "c".into(), namespace: "n".into() },
             ApiError::NamespaceTaken { cluster: "c".into(), namespace: "n".into() },
             ApiError::PayloadTooLarge,
+            ApiError::BodyTimeout,
+            ApiError::HeadersTooLarge,
+            ApiError::Overloaded,
             ApiError::NotFound,
             ApiError::TooManyRequests { retry_after_secs: 1 },
             ApiError::Busy,

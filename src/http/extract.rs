@@ -10,7 +10,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, BodyReadTimeout};
 
 /// Maximum accepted body: a CSR with an RSA-8192 key and two tokens fit with room to spare.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -29,6 +29,8 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if caused_by_body_timeout(&rejection) {
+                ApiError::BodyTimeout
             } else {
                 ApiError::InvalidJson { detail: "the body could not be read".into() }
             }
@@ -44,6 +46,18 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::InvalidJson { detail: "the body must be a JSON object".into() });
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson { detail: describe(&e) })
+}
+
+/// Whether reading the body failed because the listener's body read deadline passed.
+fn caused_by_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<BodyReadTimeout>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Describes a JSON error by category and position only: serde's own messages can quote the

@@ -16,7 +16,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::identity::{ClusterIdentity, Issuer, Renewer};
 use crate::telemetry::Metrics;
@@ -83,13 +82,13 @@ pub fn router(state: AppState) -> Router {
     let issue = post(certificate::issue_certificate).layer::<_, std::convert::Infallible>(
         tower::ServiceBuilder::new()
             .layer(middleware::map_response(no_store))
-            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+            .layer(middleware::from_fn(within_request_timeout))
             .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
     );
     let renew = post(renew::renew_certificate).layer::<_, std::convert::Infallible>(
         tower::ServiceBuilder::new()
             .layer(middleware::map_response(no_store))
-            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+            .layer(middleware::from_fn(within_request_timeout))
             .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
     );
     Router::new()
@@ -107,6 +106,16 @@ pub fn router(state: AppState) -> Router {
 pub async fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Bounds an issuance or a renewal by `REQUEST_TIMEOUT`: past it, 503 `unavailable` with `Retry-After` in
+/// the error envelope (tower-http's timeout layer answers with an empty body).
+async fn within_request_timeout(request: Request<Body>, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable { detail: format!("the request did not finish within {REQUEST_TIMEOUT:?}") }
+            .into_response(),
+    }
 }
 
 const ROUTES: [&str; 5] = ["/ids", "/identity/certificate", "/identity/certificate/renew", "/healthz", "/readyz"];

@@ -1,34 +1,80 @@
-//! The listener: accept loop, optional TLS, HTTP/1.1 and HTTP/2, limits, graceful shutdown.
+//! The listener: accept loop, optional TLS, HTTP/1.1 and HTTP/2, connection limits and
+//! deadlines, graceful shutdown.
 //!
-//! Hardening the reference lacks: a TLS handshake timeout, a header-read timeout
-//! (slow-header clients are cut), a connection limit, and a graceful shutdown in which in-flight
-//! requests finish while no new connection is accepted.
+//! Hardening the reference lacks, all on the public and the admin listener:
+//! - a TLS handshake deadline, a deadline for the first request head (HTTP/1.1 and the h2
+//!   preface alike), a header deadline from the first byte of each later request, and an idle
+//!   timeout for keep-alive and for h2 connections without streams (`connection`);
+//! - connection slots, a per-source cap, and eviction of the connection idle the longest when
+//!   every slot is taken, so idle or slow peers cannot lock a good one out (`connection`);
+//! - a global cap on requests in flight, 413 on `Content-Length` before reading, 431 in the
+//!   error envelope, a body-read deadline answered with 408 (`request`), and a lingering close
+//!   after an unread body so that clients read the refusal instead of a reset;
+//! - HTTP/2 limits sized for this API (few streams, small windows, bounded header lists);
+//! - a graceful shutdown in which in-flight requests finish while no new connection is accepted.
+//!
+//! TLS configuration and certificate reload live in `tls` and `reload`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
+use crate::server::connection::{ConnState, Deadlines, Expiry, Refusal, Registry, Slot, Watched};
+use crate::server::request::RequestLimits;
+
+pub mod connection;
 pub mod reload;
+pub mod request;
 pub mod tls;
+
+/// Concurrent h2 streams per connection: a peer needs one or two (`/ids`, then the identity
+/// request); hyper's default of 200 lets one connection hold 200 request states.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 8;
+/// h2 header list limit (decoded, as RFC 9113 counts it); above it h2 answers a bare 431.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 32 * 1024;
+/// h2 flow-control window of one stream: one maximal request body (64 KiB) and no more.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// h2 flow-control window of a connection: what all its streams may have in flight together.
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// h2 per-stream send buffer (responses here are a few KiB).
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
+/// Streams a client may reset before the server has accepted them (the "rapid reset" bound).
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 16;
+/// HTTP/1.1 read and write buffer limit: a header section over it gets hyper's bare 431.
+pub const HTTP1_MAX_BUF_SIZE: usize = 32 * 1024;
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
+    /// Open connections (`--max-connections`).
     pub max_connections: usize,
-    pub header_read_timeout: Duration,
+    /// Open connections from one source address, 0 for no cap (`--max-connections-per-source`).
+    pub max_connections_per_source: usize,
+    /// Requests in flight on the listener, over every connection and stream
+    /// (`--max-requests-in-flight`); more get 503 at once.
+    pub max_requests_in_flight: usize,
+    /// From accept to the end of the TLS handshake (`--tls-handshake-timeout`).
     pub tls_handshake_timeout: Duration,
+    /// From the end of the handshake, or from the first byte of a later request, to the end of
+    /// the request head (`--header-read-timeout`).
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight stays open (`--idle-timeout`).
+    pub idle_timeout: Duration,
+    /// From the first read of a request body to its end (`--body-read-timeout`).
+    pub body_read_timeout: Duration,
+    /// Bodies declared larger than this are refused before reading.
+    pub max_body_bytes: usize,
+    /// How long open requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
 }
 
@@ -36,8 +82,13 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 4096,
-            header_read_timeout: Duration::from_secs(10),
+            max_connections_per_source: 64,
+            max_requests_in_flight: 256,
             tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            body_read_timeout: Duration::from_secs(10),
+            max_body_bytes: crate::http::extract::MAX_BODY_BYTES,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -76,21 +127,11 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(250)
-        .keep_alive_interval(Some(Duration::from_secs(60)));
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let listener_ctx = Arc::new(Listener::new(router, tls, &limits));
+    let registry = Registry::new(limits.max_connections, limits.max_connections_per_source);
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
+    'accept: loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -103,43 +144,182 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let handshake_timeout = limits.tls_handshake_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(request.map(axum::body::Body::new))
-            });
-            let result = match tls {
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+        // A slot for this peer: free, or freed by closing the connection idle the longest; when
+        // every connection is working, the peer waits (and the kernel's backlog holds the rest).
+        let slot = loop {
+            match registry.admit(peer.ip()) {
+                Ok(slot) => break slot,
+                Err(Refusal::SourceFull) => {
+                    tracing::debug!(peer = %peer, "refusing a connection: --max-connections-per-source reached");
+                    continue 'accept;
+                }
+                Err(Refusal::Full) => {
+                    let evicted = registry.evict_oldest_idle();
+                    let wait = if evicted { Duration::from_millis(200) } else { Duration::from_millis(20) };
+                    tokio::select! {
+                        () = registry.changed() => {}
+                        () = tokio::time::sleep(wait) => {}
+                        () = &mut shutdown => break 'accept,
                     }
-                    Ok(Err(error)) => {
-                        tracing::debug!(peer = %peer, error = %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
-            };
-            if let Err(error) = result {
-                tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+                }
             }
-        });
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(listener_ctx.clone().connection(stream, peer, slot, stopped.clone()));
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, waiting for open requests to finish");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    let _ = stop.send(true);
+    let drained = async {
+        while registry.len() > 0 {
+            tokio::select! {
+                () = registry.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(limits.shutdown_grace, drained).await.is_err() {
         tracing::warn!(grace = ?limits.shutdown_grace, "open connections did not finish in time");
+        registry.evict_all();
+    }
+}
+
+/// What every connection of one listener shares.
+struct Listener {
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    requests: Arc<RequestLimits>,
+    handshake_timeout: Duration,
+    deadlines: Deadlines,
+}
+
+impl Listener {
+    fn new(router: Router, tls: Option<TlsAcceptor>, limits: &ServerLimits) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper's own header timer also runs while a keep-alive connection waits for its next
+        // request, so it would double as a 10 s idle timeout; the connection supervisor keeps
+        // the two apart instead.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_buf_size(HTTP1_MAX_BUF_SIZE);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_send_buf_size(H2_MAX_SEND_BUF)
+            .keep_alive_interval(Some(Duration::from_secs(60)));
+        Self {
+            router,
+            tls,
+            builder,
+            requests: Arc::new(RequestLimits {
+                in_flight: Arc::new(Semaphore::new(limits.max_requests_in_flight.max(1))),
+                body_read_timeout: limits.body_read_timeout,
+                max_body_bytes: limits.max_body_bytes as u64,
+            }),
+            handshake_timeout: limits.tls_handshake_timeout,
+            deadlines: Deadlines { header_read: limits.header_read_timeout, idle: limits.idle_timeout },
+        }
+    }
+
+    /// One connection, from the TLS handshake to the lingering close.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: Slot, stop: watch::Receiver<bool>) {
+        let state = slot.state.clone();
+        match &self.tls {
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream));
+                let stream = tokio::select! {
+                    done = handshake => match done {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(peer = %peer, error = %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    },
+                    () = state.evicted.notified() => return,
+                };
+                state.handshake_done();
+                self.http(stream, peer, &state, stop).await;
+            }
+            None => self.http(stream, peer, &state, stop).await,
+        }
+        drop(slot);
+    }
+
+    /// HTTP over `io` under the connection's deadlines, then a lingering close when a response
+    /// left a body unread.
+    async fn http<T>(&self, io: T, peer: SocketAddr, state: &Arc<ConnState>, mut stop: watch::Receiver<bool>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (hand_back, handed_back) = oneshot::channel();
+        let service = {
+            let (router, requests, state) = (self.router.clone(), self.requests.clone(), state.clone());
+            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                request::serve(router.clone(), requests.clone(), state.clone(), peer, request)
+            })
+        };
+        // Boxed, not pinned on the stack: it is dropped before the lingering close below.
+        let mut connection =
+            Box::pin(self.builder.serve_connection(TokioIo::new(Watched::new(io, state.clone(), hand_back)), service));
+        let mut graceful_since = None;
+        loop {
+            let deadline = state.deadline(self.deadlines, graceful_since);
+            let sleep = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = sleep => match deadline.map(|(_, expiry)| expiry) {
+                    Some(Expiry::Graceful) => {
+                        tracing::debug!(peer = %peer, "closing an idle connection (--idle-timeout)");
+                        state.set_closing();
+                        connection.as_mut().graceful_shutdown();
+                        graceful_since = Some(tokio::time::Instant::now());
+                    }
+                    _ => {
+                        tracing::debug!(peer = %peer, "closing a connection that sent no complete request head in time (--header-read-timeout)");
+                        break;
+                    }
+                },
+                () = state.changed.notified() => {}
+                () = state.evicted.notified() => break,
+                changed = stop.changed(), if graceful_since.is_none() => {
+                    if changed.is_err() || *stop.borrow() {
+                        state.set_closing();
+                        connection.as_mut().graceful_shutdown();
+                        // Requests in flight finish; the listener's shutdown grace bounds them.
+                        graceful_since = Some(tokio::time::Instant::now());
+                    }
+                }
+            }
+        }
+        // Dropping hyper's connection drops the stream, or hands it back for a lingering close.
+        drop(connection);
+        if let Ok(io) = handed_back.await {
+            let discarded = connection::linger(io).await;
+            tracing::debug!(peer = %peer, discarded, "lingering close done");
+        }
     }
 }
 

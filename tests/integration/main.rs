@@ -2,6 +2,7 @@
 //! binary, and `support` holds what they share (fake API server, test PKI, `TestApp`,
 //! `TestServer`).
 
+mod connection_limits;
 mod crash;
 mod deploy;
 mod dns_discovery;
