@@ -255,6 +255,8 @@ impl ConnState {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.awaiting_first_byte.store(false, Ordering::Release);
         self.body_pending.store(!http2 && has_body, Ordering::Release);
+        // hyper only reads a new head once the previous body is drained.
+        self.linger.store(false, Ordering::Release);
         {
             let mut times = self.times();
             times.requests += 1;
@@ -270,8 +272,9 @@ impl ConnState {
         self.body_pending.store(false, Ordering::Release);
     }
 
-    /// The response is ready. When an HTTP/1.1 body was left unread, the connection cannot be
-    /// reused and should linger; returns whether that is the case.
+    /// The response is ready. When an HTTP/1.1 body was left unread, hyper drains what already
+    /// arrived or else closes the connection, which should then linger; returns whether a body
+    /// was left unread.
     pub(crate) fn response_ready(&self) -> bool {
         let unread = self.body_pending.swap(false, Ordering::AcqRel);
         if unread {

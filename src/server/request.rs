@@ -17,6 +17,7 @@ use axum::extract::ConnectInfo;
 use axum::response::IntoResponse as _;
 use axum::Router;
 use http::header::{HeaderValue, CONNECTION};
+use http::StatusCode;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
@@ -116,9 +117,12 @@ pub(crate) async fn serve(
             }
         }
     };
-    if state.response_ready() {
-        // HTTP/1.1 with an unread body: the connection cannot carry another request, and says
-        // so; it then lingers so that the client reads this answer instead of a reset.
+    let refused_body = matches!(response.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT);
+    if state.response_ready() && refused_body {
+        // HTTP/1.1 with a refused body: the connection cannot carry another request, and says
+        // so; it then lingers so that the client reads this answer instead of a reset. (Other
+        // answers that leave a small body unread, such as a 307, keep the connection: hyper
+        // drains what already arrived.)
         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response.map(|inner| GuardedBody { inner, drain, _in_flight: in_flight, _permit: permit }))
