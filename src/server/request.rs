@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse as _;
 use axum::Router;
-use http::header::{HeaderValue, CONNECTION};
+use http::header::{HeaderValue, CONNECTION, X_CONTENT_TYPE_OPTIONS};
 use http::StatusCode;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -125,6 +125,8 @@ pub(crate) async fn serve(
         // drains what already arrived.)
         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    // Every answer is JSON or empty: browsers must not sniff it into something else.
+    response.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Ok(response.map(|inner| GuardedBody { inner, drain, _in_flight: in_flight, _permit: permit }))
 }
 

@@ -134,6 +134,10 @@ impl ServingCertificate {
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // The server's cipher order (rustls lists AEAD suites strongest first), not the client's:
+        // a client preferring a weaker suite it also offers does not get it (testssl: "cipher
+        // order").
+        config.ignore_client_order = true;
         config.ticketer = ring::Ticketer::new().map_err(TlsError::Config)?;
         Ok(Arc::new(config))
     }

@@ -271,7 +271,7 @@ async fn a_client_that_sends_a_large_body_anyway_reads_413_instead_of_a_reset() 
 
 #[tokio::test]
 async fn curl_sees_413_for_a_large_body_over_http1_and_http2() {
-    let Some(curl) = tool("curl") else { return };
+    let Some(curl) = crate::support::tool("curl") else { return };
     let server = TestServer::start(&["--enable-tls"]).await;
     let dir = tempfile::tempdir().unwrap();
     let body = dir.path().join("body");
@@ -456,15 +456,4 @@ impl Http1 {
         response.into_body().collect().await.unwrap();
         status
     }
-}
-
-/// A command-line tool the test drives; missing, the test skips locally and fails in CI.
-fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|path| path.is_file()));
-    if found.is_none() {
-        assert!(!crate::support::all_tests_required(), "{name} is required (LIQO_AUTH_REQUIRE_ALL_TESTS=1)");
-        eprintln!("skipping: {name} is not installed");
-    }
-    found
 }

@@ -19,3 +19,4 @@ mod renewal;
 mod router;
 mod schemathesis;
 mod support;
+mod tls_scan;
