@@ -146,8 +146,9 @@ pub struct ServeArgs {
     #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
     pub advertise_auth_address: Option<String>,
     /// Maximum open connections on the public listener; when all are taken, the one idle the
-    /// longest is closed for a new peer.
-    #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 4096)]
+    /// longest is closed for a new peer. Each TLS connection costs about 50 KiB: 1024 of them fit
+    /// the 128 MiB memory limit of deploy/ with room to spare.
+    #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// Maximum open connections from one source address (0: no cap). Behind an Ingress or a
     /// load balancer every peer shares its address: raise this or set 0 there.

@@ -81,7 +81,7 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
-            max_connections: 4096,
+            max_connections: 1024,
             max_connections_per_source: 64,
             max_requests_in_flight: 256,
             tls_handshake_timeout: Duration::from_secs(10),
