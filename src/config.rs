@@ -24,6 +24,7 @@ use crate::identity::port::{ClusterState, JoinTokenStore, PeerIdentityStore, Sig
 use crate::identity::{Authenticator, IssuePolicy, Issuer, RenewPolicy, Renewer};
 use crate::server::tls::{ServingCertificate, ServingSource, TlsError};
 use crate::server::ServerLimits;
+use kubernetes::kube_cluster::IdentitySource;
 use kubernetes::kube_identity::KubeIdentityStore;
 use kubernetes::kube_kubeconfig;
 use kubernetes::kube_serving::{self, PemPair, ServingSecretError};
@@ -255,10 +256,10 @@ impl Config {
     async fn build_kube(&self, ctx: &KubeCtx, namespace: &str) -> Result<AppState, ConfigError> {
         let store_err = |source| ConfigError::Store { backend: "kubernetes", source };
         let api_source = ApiServerSource::from_ctx(ctx, self.api_server_url.clone(), !self.advertise_ca);
-        let cluster =
-            kubernetes::cluster_identity(ctx, namespace, self.cluster_id.as_deref(), self.cluster_name.as_deref())
-                .await
-                .map_err(ConfigError::ClusterIdentity)?;
+        let (id_flag, name_flag) = (self.cluster_id.as_deref(), self.cluster_name.as_deref());
+        let cluster = kubernetes::cluster_identity(ctx, namespace, id_flag, name_flag, IdentitySource::CreateMissing)
+            .await
+            .map_err(ConfigError::ClusterIdentity)?;
         let tokens = KubeTokenCache::start(ctx, namespace);
         if !tokens.wait_synced(Duration::from_secs(10)).await {
             tracing::warn!(

@@ -365,9 +365,11 @@ async fn readiness_follows_the_api_server() {
 }
 
 #[tokio::test]
-async fn start_fails_clearly_without_a_cluster_identity() {
+async fn start_fails_clearly_when_no_cluster_identity_can_be_read_or_created() {
     let fake = FakeApiServer::start().await;
     fake.insert_json("/api/v1/namespaces", serde_json::json!({"metadata": {"name": NS}}));
+    // Without Liqo's ConfigMap the service creates one; here it may not.
+    fake.fail_next(Some(Method::POST), "/configmaps", 403, "Forbidden");
     let config = server::serve_config_over(&fake, &["liqo-auth", "serve", "--namespace", NS]);
     let error = server::build(&config).await.err().expect("refused");
     // What the binary prints: the whole chain, which names the missing ConfigMap.

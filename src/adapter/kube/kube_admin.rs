@@ -14,7 +14,7 @@ use crate::adapter::kube::{
 use crate::identity::port::{ClusterState, PeerRecord, StoreError, TenantAdmin};
 use crate::identity::{ClusterId, ClusterIdentity, SharedToken};
 
-/// This cluster's identity (flags or ConfigMap), shared token (Secret `auth-token`) and
+/// This cluster's identity (ConfigMap or flags), shared token (Secret `auth-token`) and
 /// generated serving certificate (Secret `liqo-auth-serving-cert`), read on demand.
 pub struct KubeClusterState {
     ctx: KubeCtx,
@@ -35,7 +35,10 @@ impl ClusterState for KubeClusterState {
         id_flag: Option<&str>,
         name_flag: Option<&str>,
     ) -> Result<ClusterIdentity, StoreError> {
-        kube_cluster::cluster_identity(&self.ctx, &self.namespace, id_flag, name_flag).await.map_err(identity_error)
+        let source = kube_cluster::IdentitySource::Existing;
+        kube_cluster::cluster_identity(&self.ctx, &self.namespace, id_flag, name_flag, source)
+            .await
+            .map_err(identity_error)
     }
 
     async fn cluster_id(&self, id_flag: Option<&str>) -> Result<ClusterId, StoreError> {
@@ -193,11 +196,14 @@ impl TenantAdmin for KubeTenants {
 
 fn identity_error(error: kube_cluster::ClusterIdentityError) -> StoreError {
     match error {
-        kube_cluster::ClusterIdentityError::Read(failure) => failure.into(),
+        kube_cluster::ClusterIdentityError::Read(failure) | kube_cluster::ClusterIdentityError::Create(failure) => {
+            failure.into()
+        }
         other @ kube_cluster::ClusterIdentityError::Missing { .. } => {
             StoreError::Missing { what: "cluster identity".into(), hint: other.to_string() }
         }
-        other @ kube_cluster::ClusterIdentityError::Invalid(_) => {
+        other @ (kube_cluster::ClusterIdentityError::Invalid(_)
+        | kube_cluster::ClusterIdentityError::Incomplete { .. }) => {
             StoreError::Corrupt { what: "cluster identity".into(), reason: other.to_string() }
         }
     }

@@ -74,6 +74,11 @@ pub struct RecordedRequest {
     pub query: String,
     /// Common name of the verified client certificate (TLS mode only).
     pub user: Option<String>,
+    /// The request body as JSON (a YAML apply patch converted), when it had one that parses:
+    /// what an RBAC check needs beyond the URL (a RoleBinding's `roleRef`, a CSR's signer).
+    pub body: Option<Value>,
+    /// The `Content-Type` without parameters, when sent.
+    pub content_type: Option<String>,
 }
 
 impl RecordedRequest {
@@ -440,10 +445,31 @@ async fn record_and_inject_faults(AxState(server): AxState<FakeApiServer>, req: 
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return ApiError::bad_request("request body too large or unreadable").into_response();
+    };
+    let recorded_body = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .or_else(|| std::str::from_utf8(&bytes).ok().and_then(|t| serde_yaml::from_str::<Value>(t).ok()))
+        .filter(|v| !v.is_null());
+    let req = Request::from_parts(parts, Body::from(bytes));
     let action = {
         let mut state = server.lock();
         let user = conn.user.as_ref().filter(|u| u.authenticated_by_cert).map(|u| u.name.clone());
-        state.requests.push(RecordedRequest { method: method.clone(), path, query, user });
+        state.requests.push(RecordedRequest {
+            method: method.clone(),
+            path,
+            query,
+            user,
+            body: recorded_body,
+            content_type,
+        });
         let position = state
             .faults
             .iter()
@@ -487,6 +513,8 @@ enum Kind {
     ConfigMap,
     ClusterRole,
     RoleBinding,
+    Role,
+    ClusterRoleBinding,
     CertificateSigningRequest,
     /// The renewal-proof ledger's records.
     Lease,
@@ -510,13 +538,15 @@ enum NameRule {
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Secret,
         Kind::ConfigMap,
         Kind::ClusterRole,
         Kind::RoleBinding,
+        Kind::Role,
+        Kind::ClusterRoleBinding,
         Kind::CertificateSigningRequest,
         Kind::Lease,
     ];
@@ -534,6 +564,10 @@ impl Kind {
                 ("RoleBinding", "rolebindings", "rbac.authorization.k8s.io", true, NameRule::PathSegment)
             }
             Kind::Lease => ("Lease", "leases", "coordination.k8s.io", true, NameRule::Dns1123Subdomain),
+            Kind::Role => ("Role", "roles", "rbac.authorization.k8s.io", true, NameRule::PathSegment),
+            Kind::ClusterRoleBinding => {
+                ("ClusterRoleBinding", "clusterrolebindings", "rbac.authorization.k8s.io", false, NameRule::PathSegment)
+            }
             Kind::CertificateSigningRequest => (
                 "CertificateSigningRequest",
                 "certificatesigningrequests",
@@ -1238,7 +1272,13 @@ fn prepare_for_create(kind: Kind, object: &mut Value, user: &User) -> Result<(),
                 spec.remove("extra");
             }
         }
-        Kind::Node | Kind::ConfigMap | Kind::ClusterRole | Kind::RoleBinding | Kind::Lease => {}
+        Kind::Node
+        | Kind::ConfigMap
+        | Kind::ClusterRole
+        | Kind::RoleBinding
+        | Kind::Role
+        | Kind::ClusterRoleBinding
+        | Kind::Lease => {}
     }
     Ok(())
 }
@@ -1502,7 +1542,7 @@ fn validate(kind: Kind, object: &Value, old: Option<&Value>, sub: Option<Subreso
                 }
             }
         }
-        Kind::RoleBinding => {
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
             let role_ref = object.get("roleRef").cloned().unwrap_or(Value::Null);
             let ref_kind = role_ref["kind"].as_str().unwrap_or_default();
             if !matches!(ref_kind, "Role" | "ClusterRole") {
@@ -1526,7 +1566,7 @@ fn validate(kind: Kind, object: &Value, old: Option<&Value>, sub: Option<Subreso
             }
         }
         Kind::CertificateSigningRequest => errors.extend(validate_csr(object, old, sub)),
-        Kind::Namespace | Kind::Node | Kind::ClusterRole => {}
+        Kind::Namespace | Kind::Node | Kind::ClusterRole | Kind::Role => {}
     }
     errors
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod fake_apiserver;
 pub mod liqo;
 pub mod pki;
+pub mod rbac;
 pub mod server;
 
 /// Whether `LIQO_AUTH_REQUIRE_ALL_TESTS=1` (CI): tests that need kubectl, root or network
