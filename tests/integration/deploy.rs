@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 
 mod identity;
+mod monitoring;
 mod rbac;
 
 /// Every kustomization under `deploy/`, relative to it.
@@ -615,6 +616,18 @@ fn render(name: &str) -> Option<&'static Rendered> {
 }
 
 fn kustomize(kubectl: &Path, name: &str) -> Rendered {
+    Rendered::parse(name, &kustomize_with(kubectl, name))
+}
+
+/// `kubectl kustomize deploy/<name>` as text, for kustomizations outside `RENDERINGS`
+/// (deploy/monitoring renders custom resources); `None` as for [`render`].
+fn kustomize_text(name: &str) -> Option<String> {
+    render("base")?;
+    let kubectl = find_on_path("kubectl").expect("render found kubectl");
+    Some(kustomize_with(&kubectl, name))
+}
+
+fn kustomize_with(kubectl: &Path, name: &str) -> String {
     let dir = deploy_dir().join(name);
     let output = Command::new(kubectl)
         .arg("kustomize")
@@ -627,8 +640,7 @@ fn kustomize(kubectl: &Path, name: &str) -> Rendered {
         dir.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    let yaml = String::from_utf8(output.stdout).expect("kustomize prints UTF-8");
-    Rendered::parse(name, &yaml)
+    String::from_utf8(output.stdout).expect("kustomize prints UTF-8")
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
