@@ -389,7 +389,7 @@ fn the_service_roles_are_bound_to_the_service_account_and_the_operator_roles_to_
 }
 
 #[test]
-fn the_service_role_deletes_nothing_but_its_own_csrs() {
+fn the_service_role_deletes_only_its_own_csrs_and_expired_renewal_proofs() {
     for name in RENDERINGS {
         let Some(r) = render(name) else { return };
         let service_cluster_role = r.cluster_roles.iter().filter(|c| c.metadata.name.as_deref() == Some("liqo-auth"));
@@ -399,7 +399,12 @@ fn the_service_role_deletes_nothing_but_its_own_csrs() {
             .chain(service_role.flat_map(|c| c.rules.iter().flatten()));
         for rule in rules {
             if rule.verbs.iter().any(|v| v == "delete" || v == "deletecollection") {
-                assert_eq!(names(&rule.resources), set(["certificatesigningrequests"]), "{name}: {rule:?}");
+                let resources = names(&rule.resources);
+                assert!(
+                    resources == set(["certificatesigningrequests"]) || resources == set(["leases"]),
+                    "{name}: {rule:?}"
+                );
+                assert!(!rule.verbs.iter().any(|v| v == "deletecollection"), "{name}: {rule:?}");
             }
         }
     }

@@ -1,8 +1,8 @@
 //! The rendered RBAC against the calls the code really makes. For every rendering, the service
 //! runs with that rendering's Deployment args against the fake API server over TLS as the
 //! ServiceAccount's user, and goes through a standalone start (two replicas, the first one
-//! creating the cluster identity), a full issuance, a repeat, a shared-token rotation (deleted,
-//! then emptied) and a join-token issuance; the operator then runs every `token` command and
+//! creating the cluster identity), a full issuance, a repeat, a renewal and its replay, a
+//! shared-token rotation (deleted, then emptied), a join-token issuance and an identity rotation; the operator then runs every `token` command and
 //! `tenant list|remove` as a user of the operators' group. Each side's recorded calls (plus the
 //! `approve` and `bind` checks the apiserver makes on top of them) must all be allowed by its
 //! role, and every single permission of the role (verb × resource × name) must be used by one.
@@ -18,7 +18,7 @@ use liqo_auth::config::Connection;
 use serde_json::json;
 
 use super::{render, Rendered, RENDERINGS};
-use crate::support::app::{certificate_body, post_json, send};
+use crate::support::app::{certificate_body, get, post_json, send};
 use crate::support::fake_apiserver::{ClientIdentity, FakeApiServer, RecordedRequest};
 use crate::support::pki::{self, KeyType};
 use crate::support::rbac::{csr_signers, Attributes, Authorizer, Grant, RbacObjects};
@@ -144,17 +144,37 @@ impl Scenario {
         let router = server::router(&config).await;
 
         let token = self.shared_token().await;
-        let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
+        let key = pki::key(KeyType::P256);
+        let csr = pki::liqo_csr(&key, "peer-1");
         // The signer takes a moment, as kube-controller-manager does, so the service watches
         // its CSR; a stale approval makes it re-read the CSR first.
         self.fake.set_signing_delay(Duration::from_millis(300));
         self.fake.fail_next(Some(http::Method::PATCH), "/approval", 409, "Conflict");
+        let mut certificate = String::new();
         for attempt in ["issuance", "repeat"] {
             let body = certificate_body("peer-1", "rome", &token, &csr, Some("origin-token-1"));
             let answer = send(&router, post_json("/identity/certificate", body)).await;
             assert_eq!(answer.status, 202, "{attempt}: {}", answer.text());
+            certificate = pki::unb64(answer.json()["certificate"].as_str().unwrap());
         }
         self.fake.set_signing_delay(Duration::ZERO);
+
+        // Renewal with a proof of possession; a Lease records the proof and the sweep removes an
+        // expired one; the replay is refused after reading the Lease back.
+        self.fake.insert_json(
+            "/apis/coordination.k8s.io/v1/namespaces/liqo/leases",
+            json!({"metadata": {
+                "name": format!("liqo-auth-proof-{}", "0".repeat(40)),
+                "labels": {"auth.liqo.io/renewal-proof": "true"},
+                "annotations": {"auth.liqo.io/expires-at": "1"},
+            }}),
+        );
+        let provider = send(&router, get("/ids")).await.json()["clusterId"].as_str().unwrap().to_owned();
+        let renewal = renewal_body(&key, &certificate, &provider);
+        let renewed = send(&router, post_json("/identity/certificate/renew", renewal.clone())).await;
+        assert_eq!(renewed.status, 200, "renewal: {}", renewed.text());
+        let replay = send(&router, post_json("/identity/certificate/renew", renewal)).await;
+        assert_eq!(replay.status, 401, "replay: {}", replay.text());
 
         // Rotation by deletion: the service creates a new token; by emptying: it repairs it.
         let secrets: Api<Secret> = Api::namespaced(self.fake.client(), NS);
@@ -268,6 +288,24 @@ impl Scenario {
         std::fs::write(&path, config.to_string()).unwrap();
         path
     }
+}
+
+/// A renewal request for peer-1: a new CSR for the same key and a proof signed with it.
+fn renewal_body(key: &rcgen::KeyPair, certificate: &str, provider: &str) -> String {
+    use liqo_auth::identity::renew::{csr_digest_hex, sign_proof, ProofClaims};
+    let csr_pem = pki::liqo_csr(key, "peer-1");
+    let csr = liqo_auth::identity::ParsedCsr::from_pem(csr_pem.as_bytes()).expect("csr");
+    let now = liqo_auth::pki::unix_now();
+    let claims = ProofClaims {
+        sub: "peer-1".into(),
+        aud: provider.into(),
+        iat: now,
+        exp: now + 120,
+        jti: uuid::Uuid::new_v4().to_string(),
+        csr_sha256: csr_digest_hex(csr.der()),
+    };
+    let proof = sign_proof(&key.serialize_pem(), certificate, &claims).expect("proof");
+    json!({"proof": proof, "certificateSigningRequest": pki::b64(&csr_pem)}).to_string()
 }
 
 fn rand_suffix() -> u64 {
