@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::adapter::kube as kubernetes;
 use crate::adapter::local::local_peers::Recovery;
 use crate::adapter::local::{LocalCa, LocalProofLedger, LocalStore};
+use crate::client::check::{CheckReport, CheckStep, StepStatus};
 use crate::client::identity_store::LocalIdentityStore;
 use crate::client::peer::PeerBackend;
 use crate::discovery::{DiscoveryError, InterfaceSelection};
@@ -27,6 +28,7 @@ use crate::server::ServerLimits;
 use kubernetes::kube_cluster::IdentitySource;
 use kubernetes::kube_identity::KubeIdentityStore;
 use kubernetes::kube_kubeconfig;
+use kubernetes::kube_preflight;
 use kubernetes::kube_serving::{self, PemPair, ServingSecretError};
 use kubernetes::{
     ApiServerSource, ClusterIdentityError, ConnectError, KubeCaches, KubeClusterState, KubeCsrSigner, KubeCtx,
@@ -325,6 +327,65 @@ impl Config {
     fn renew_policy(&self) -> RenewPolicy {
         RenewPolicy { certificate_ttl: self.certificate_ttl, grace_after_expiry: self.renewal_grace_after_expiry }
     }
+}
+
+/// `check --pre`: the preflight of an install, with the operator's kubeconfig.
+#[derive(Debug, Clone)]
+pub struct PreflightConfig {
+    pub connection: Connection,
+    /// Deadline of each API request.
+    pub request_timeout: Duration,
+    /// The namespace the service will run in.
+    pub namespace: String,
+    /// Its ServiceAccount there.
+    pub service_account: String,
+    /// How long the test CSR may take to be signed.
+    pub signing_timeout: Duration,
+}
+
+impl PreflightConfig {
+    /// Connects and runs every preflight check; a failed connection is the one failed step.
+    pub async fn run(&self) -> CheckReport {
+        let started = std::time::Instant::now();
+        let findings = match KubeCtx::connect(&self.connection, self.request_timeout).await {
+            Ok(ctx) => {
+                let options = kube_preflight::PreflightOptions {
+                    namespace: self.namespace.clone(),
+                    service_account: self.service_account.clone(),
+                    signing_timeout: self.signing_timeout,
+                };
+                let findings = kube_preflight::preflight(&ctx, &options).await;
+                return report(Some(ctx.server_url.clone()), findings);
+            }
+            Err(error) => vec![kube_preflight::Finding {
+                name: "kubeconfig",
+                target: format!("{:?}", self.connection),
+                ok: false,
+                detail: crate::error::error_chain(&error),
+                cause: Some("no usable Kubernetes client configuration".into()),
+                fix: Some("pass --kubeconfig, set KUBECONFIG, or select a context with a reachable cluster".into()),
+                duration: started.elapsed(),
+            }],
+        };
+        report(None, findings)
+    }
+}
+
+fn report(api_server: Option<String>, findings: Vec<kube_preflight::Finding>) -> CheckReport {
+    let steps = findings
+        .into_iter()
+        .map(|f| CheckStep {
+            name: format!("pre: {}", f.name),
+            target: f.target,
+            status: if f.ok { StepStatus::Pass } else { StepStatus::Fail },
+            ok: f.ok,
+            duration_ms: u64::try_from(f.duration.as_millis()).unwrap_or(u64::MAX),
+            detail: f.detail,
+            cause: f.cause,
+            fix: f.fix,
+        })
+        .collect();
+    CheckReport { auth_url: String::new(), api_server, steps }
 }
 
 /// The generated serving pair every replica shares (Secret `liqo-auth-serving-cert`): reused

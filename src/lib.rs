@@ -77,7 +77,9 @@ pub use cli::{go_style_argv, Args, Command, GoFlagError};
 pub use client::agent::execute as agent;
 pub use client::identity::run as identity;
 pub use client::renew::execute_with as renew;
-pub use client::{check::execute as check, discover::execute as discover, peer::execute as peer};
+pub use client::{
+    check::execute as check, check::print_report as check_report, discover::execute as discover, peer::execute as peer,
+};
 pub use config::{Access, BackendConfig, Config, ConfigError, Runtime};
 pub use error::error_chain;
 pub use http::{admin_router, router, AppState};

@@ -36,6 +36,10 @@ fn main() -> ExitCode {
                 let (backend, action) = command.into_options();
                 liqo_auth::tenant(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Check(args) if args.pre => {
+                let (preflight, output) = args.into_pre_options();
+                Ok(liqo_auth::check_report(&preflight.run().await, output))
+            }
             Command::Check(args) => match args.into_options() {
                 Ok((options, output)) => Ok(liqo_auth::check(options, output).await),
                 Err(error) => Ok(usage(&error)),

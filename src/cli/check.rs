@@ -1,18 +1,44 @@
-//! `check` flags, turned into `client::check::CheckOptions`.
+//! `check` flags, turned into `client::check::CheckOptions`, or with `--pre` into a
+//! `config::PreflightConfig`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::trust::{TrustArgs, TrustArgsError};
 use crate::cli::{parse_timeout, OutputFormat};
 use crate::client::check::CheckOptions;
 use crate::client::Output;
+use crate::config::{Connection, PreflightConfig, DEFAULT_KUBE_REQUEST_TIMEOUT};
 
 /// `liqo-auth check` flags. Every flag can also be set with `LIQO_AUTH_<FLAG>`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CheckArgs {
     /// Base URL of the liqo-auth service to check, e.g. https://auth.example.org:8443.
-    #[arg(long, env = "LIQO_AUTH_AUTH_URL", value_name = "URL")]
-    pub auth_url: String,
+    #[arg(long, env = "LIQO_AUTH_AUTH_URL", value_name = "URL", required_unless_present = "pre")]
+    pub auth_url: Option<String>,
+
+    /// Preflight before installing, with your own kubeconfig: the API server, a real CSR round
+    /// trip through signer kubernetes.io/kube-apiserver-client, every permission of the service
+    /// account (SubjectAccessReview), the cluster-ID ConfigMap, the serving Secret and the basic
+    /// peering ClusterRoles. Needs no --auth-url.
+    #[arg(long, conflicts_with_all = ["auth_url", "api_server"])]
+    pub pre: bool,
+
+    /// Kubeconfig for --pre (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, env = "LIQO_AUTH_KUBECONFIG", value_name = "FILE", requires = "pre")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace the service will run in, for --pre.
+    #[arg(short = 'n', long, env = "LIQO_AUTH_NAMESPACE", default_value = "liqo", requires = "pre")]
+    pub namespace: String,
+
+    /// The service's ServiceAccount in that namespace, for --pre.
+    #[arg(long, env = "LIQO_AUTH_SERVICE_ACCOUNT", default_value = "liqo-auth", requires = "pre")]
+    pub service_account: String,
+
+    /// How long --pre waits for the test certificate (Go duration).
+    #[arg(long, env = "LIQO_AUTH_SIGNING_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_timeout, requires = "pre")]
+    pub signing_timeout: Duration,
 
     /// Kubernetes API server URL to check as well (TCP, TLS, anonymous GET /version).
     #[arg(long, env = "LIQO_AUTH_API_SERVER", value_name = "URL")]
@@ -35,9 +61,23 @@ impl CheckArgs {
     /// Turns the flags into [`CheckOptions`] and the output format, reading `--ca-file`.
     pub fn into_options(self) -> Result<(CheckOptions, Output), TrustArgsError> {
         let trust = self.trust.into_server_trust()?;
-        let options =
-            CheckOptions { auth_url: self.auth_url, api_server: self.api_server, trust, timeout: self.timeout };
+        // clap requires --auth-url unless --pre, which takes `into_pre_options` instead.
+        let auth_url = self.auth_url.unwrap_or_default();
+        let options = CheckOptions { auth_url, api_server: self.api_server, trust, timeout: self.timeout };
         Ok((options, self.output.into()))
+    }
+
+    /// The `--pre` flags as a [`PreflightConfig`] and the output format.
+    pub fn into_pre_options(self) -> (PreflightConfig, Output) {
+        let timeout = self.timeout.max(DEFAULT_KUBE_REQUEST_TIMEOUT);
+        let config = PreflightConfig {
+            connection: Connection::from_flag(self.kubeconfig.as_deref()),
+            request_timeout: timeout,
+            namespace: self.namespace,
+            service_account: self.service_account,
+            signing_timeout: self.signing_timeout,
+        };
+        (config, self.output.into())
     }
 }
 
@@ -123,5 +163,17 @@ mod tests {
         let cli = Cli::try_parse_from(["check", "--auth-url", "https://a"]).expect("parses");
         assert_eq!(cli.check.timeout, Duration::from_secs(5));
         assert_eq!(cli.check.into_options().expect("options").0.trust, ServerTrust::SystemRoots);
+    }
+
+    #[test]
+    fn pre_needs_no_auth_url_and_takes_the_namespace_and_account() {
+        let cli = Cli::try_parse_from(["check", "--pre", "-n", "edge", "--service-account", "auth"]).expect("parses");
+        let (config, output) = cli.check.into_pre_options();
+        assert_eq!((config.namespace.as_str(), config.service_account.as_str()), ("edge", "auth"));
+        assert_eq!(config.signing_timeout, Duration::from_secs(30));
+        assert_eq!(output, Output::Text);
+        assert!(Cli::try_parse_from(["check"]).is_err(), "--auth-url or --pre");
+        assert!(Cli::try_parse_from(["check", "--pre", "--auth-url", "https://a"]).is_err());
+        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--namespace", "x"]).is_err());
     }
 }

@@ -186,10 +186,15 @@ pub async fn execute(options: CheckOptions, output: Output) -> ExitCode {
     if options.auth_url.trim_start().to_ascii_lowercase().starts_with("http://") {
         eprintln!("warning: {} is plain http: tokens and certificates would travel unencrypted", options.auth_url);
     }
-    let report = run_check(options).await;
+    print_report(&run_check(options).await, output)
+}
+
+/// Prints a report (`check`, `check --pre`). Exit code 0 only when every step passed, 1 when a
+/// step failed.
+pub fn print_report(report: &CheckReport, output: Output) -> ExitCode {
     match output {
         Output::Text => print!("{}", report.render_table()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("a CheckReport always serialises")),
+        Output::Json => println!("{}", serde_json::to_string_pretty(report).expect("a CheckReport always serialises")),
     }
     if report.passed() {
         ExitCode::SUCCESS

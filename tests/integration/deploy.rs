@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 mod identity;
 mod monitoring;
+mod preflight;
 mod rbac;
 
 /// Every kustomization under `deploy/`, relative to it.

@@ -16,6 +16,7 @@ pub mod kube_csr;
 pub mod kube_identity;
 pub mod kube_join_token;
 pub mod kube_kubeconfig;
+pub mod kube_preflight;
 pub mod kube_proof;
 pub mod kube_secret;
 pub mod kube_serving;

@@ -348,7 +348,7 @@ fn service_argv(r: &Rendered) -> Vec<String> {
 
 impl Rendered {
     /// The four RBAC kinds of this rendering.
-    fn rbac(&self) -> RbacObjects {
+    pub(super) fn rbac(&self) -> RbacObjects {
         RbacObjects {
             cluster_roles: self.cluster_roles.clone(),
             roles: self.roles.clone(),

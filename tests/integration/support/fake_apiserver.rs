@@ -5,9 +5,12 @@
 //! answers like kube-apiserver on those paths (including `Status` errors worded as the real
 //! server words them), streams `?watch=true` events from a per-kind history, and plays
 //! kube-controller-manager's `kubernetes.io/kube-apiserver-client` signer with a test CA.
-//! It records every request and offers fault knobs (fail, delay, drop) for resilience tests.
+//! It records every request (with its JSON body) and offers fault knobs (fail, delay, drop)
+//! for resilience tests. It also stores Roles and ClusterRoleBindings, and answers
+//! SubjectAccessReviews and SelfSubjectAccessReviews from the stored RBAC objects
+//! (support/rbac.rs), for `liqo-auth check --pre`.
 //!
-//! It leaves out what the service does not depend on: authorization, admission webhooks,
+//! It leaves out what the service does not depend on: enforcing authorization on requests, admission webhooks,
 //! managed fields, garbage collection of owned objects, generic finalizers, `dryRun`, JSON
 //! patch, and consistent snapshots for paginated lists. Server-side apply is a JSON merge of
 //! the applied object (creating it when missing), and strategic merge patch is a JSON merge
@@ -701,6 +704,12 @@ impl FakeApiServer {
         body: &[u8],
         user: &User,
     ) -> Result<Response, ApiError> {
+        if let Some(kind) = path.strip_prefix("/apis/authorization.k8s.io/v1/") {
+            if method == Method::POST && matches!(kind, "subjectaccessreviews" | "selfsubjectaccessreviews") {
+                return self.access_review(parse_body(body)?, user, kind == "selfsubjectaccessreviews");
+            }
+            return Err(ApiError::path_not_found());
+        }
         let target = parse_path(path).ok_or_else(ApiError::path_not_found)?;
         let field_manager = query.get("fieldManager").map(String::as_str);
         match (target, method.clone()) {
@@ -756,6 +765,74 @@ impl FakeApiServer {
             }
             _ => Err(ApiError::method_not_allowed()),
         }
+    }
+
+    /// A (Self)SubjectAccessReview answered from the stored Roles, ClusterRoles and bindings,
+    /// as the RBAC authorizer would (support/rbac.rs). Creating a SubjectAccessReview about
+    /// someone else needs `create subjectaccessreviews` itself; every user may ask about itself.
+    fn access_review(&self, mut review: Value, user: &User, about_self: bool) -> Result<Response, ApiError> {
+        let rbac = {
+            let state = self.lock();
+            let objects: Vec<Value> = state
+                .objects
+                .iter()
+                .filter(|(key, _)| {
+                    matches!(key.kind, Kind::ClusterRole | Kind::Role | Kind::ClusterRoleBinding | Kind::RoleBinding)
+                })
+                .map(|(key, object)| with_type_meta(key.kind, object.clone()))
+                .collect();
+            super::rbac::RbacObjects::from_json(&objects)
+        };
+        let kind = if about_self { "SelfSubjectAccessReview" } else { "SubjectAccessReview" };
+        let requester = rbac.authorizer(&user.name, &user.groups);
+        let create = super::rbac::Attributes::new("create", "authorization.k8s.io", "subjectaccessreviews", None, None);
+        if !about_self && !requester.allows(&create) {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "subjectaccessreviews.authorization.k8s.io is forbidden: User \"{}\" cannot create resource \"subjectaccessreviews\" in API group \"authorization.k8s.io\" at the cluster scope",
+                    user.name
+                ),
+            ));
+        }
+        let spec = review["spec"].clone();
+        let Some(resource) = spec["resourceAttributes"].as_object() else {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!("{kind}.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified"),
+            ));
+        };
+        let text = |key: &str| resource.get(key).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let resource_name = match (text("resource"), text("subresource")) {
+            (Some(r), Some(sub)) => format!("{r}/{sub}"),
+            (Some(r), None) => r.to_owned(),
+            (None, _) => String::new(),
+        };
+        let attributes = super::rbac::Attributes::new(
+            text("verb").unwrap_or_default(),
+            text("group").unwrap_or_default(),
+            &resource_name,
+            text("namespace"),
+            text("name"),
+        );
+        let subject = if about_self {
+            requester
+        } else {
+            let groups: Vec<String> =
+                spec["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_owned)).collect();
+            rbac.authorizer(spec["user"].as_str().unwrap_or_default(), &groups)
+        };
+        let allowed = subject.allows(&attributes);
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["kind"] = json!(kind);
+        review["status"] = if allowed {
+            json!({"allowed": true, "reason": "RBAC: allowed by a role binding"})
+        } else {
+            json!({"allowed": false})
+        };
+        Ok(json_response(201, review))
     }
 
     /// Creates an object, then lets the simulated controllers react to it.

@@ -3,7 +3,7 @@
 //! of Roles, ClusterRoles and their bindings allows it for one user ([`Authorizer`]).
 //!
 //! Used by the deploy test (are the rendered roles exactly what the recorded calls need?) and
-//! by the fake's SubjectAccessReview endpoints. It covers what the service and the operator
+//! by the fake's (Self)SubjectAccessReview endpoints, which `liqo-auth check --pre` asks. It covers what the service and the operator
 //! commands send: resource requests, `resourceNames` (including a list or watch narrowed by a
 //! `metadata.name` field selector, which the apiserver authorizes as that name), subresources,
 //! and the two checks made on top of a request: `approve` on the CSR's signer when approving,
@@ -195,6 +195,22 @@ pub struct RbacObjects {
 }
 
 impl RbacObjects {
+    /// From JSON objects (with `kind`); other kinds are ignored.
+    pub fn from_json(objects: &[serde_json::Value]) -> Self {
+        let mut out = Self::default();
+        for object in objects {
+            let value = object.clone();
+            match object["kind"].as_str() {
+                Some("ClusterRole") => out.cluster_roles.extend(serde_json::from_value(value).ok()),
+                Some("Role") => out.roles.extend(serde_json::from_value(value).ok()),
+                Some("ClusterRoleBinding") => out.cluster_role_bindings.extend(serde_json::from_value(value).ok()),
+                Some("RoleBinding") => out.role_bindings.extend(serde_json::from_value(value).ok()),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// What `user` (member of `groups`) holds through these objects.
     pub fn authorizer(&self, user: &str, groups: &[String]) -> Authorizer {
         let bound = |subjects: &Option<Vec<Subject>>, binding_namespace: Option<&str>| {
