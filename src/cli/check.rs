@@ -25,19 +25,19 @@ pub struct CheckArgs {
     pub pre: bool,
 
     /// Kubeconfig for --pre (default: KUBECONFIG, ~/.kube/config, in-cluster).
-    #[arg(long, env = "LIQO_AUTH_KUBECONFIG", value_name = "FILE", requires = "pre")]
+    #[arg(long, env = "LIQO_AUTH_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 
     /// Namespace the service will run in, for --pre.
-    #[arg(short = 'n', long, env = "LIQO_AUTH_NAMESPACE", default_value = "liqo", requires = "pre")]
+    #[arg(short = 'n', long, env = "LIQO_AUTH_NAMESPACE", default_value = "liqo")]
     pub namespace: String,
 
     /// The service's ServiceAccount in that namespace, for --pre.
-    #[arg(long, env = "LIQO_AUTH_SERVICE_ACCOUNT", default_value = "liqo-auth", requires = "pre")]
+    #[arg(long, env = "LIQO_AUTH_SERVICE_ACCOUNT", default_value = "liqo-auth")]
     pub service_account: String,
 
     /// How long --pre waits for the test certificate (Go duration).
-    #[arg(long, env = "LIQO_AUTH_SIGNING_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_timeout, requires = "pre")]
+    #[arg(long, env = "LIQO_AUTH_SIGNING_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub signing_timeout: Duration,
 
     /// Kubernetes API server URL to check as well (TCP, TLS, anonymous GET /version).
@@ -174,6 +174,5 @@ mod tests {
         assert_eq!(output, Output::Text);
         assert!(Cli::try_parse_from(["check"]).is_err(), "--auth-url or --pre");
         assert!(Cli::try_parse_from(["check", "--pre", "--auth-url", "https://a"]).is_err());
-        assert!(Cli::try_parse_from(["check", "--auth-url", "https://a", "--namespace", "x"]).is_err());
     }
 }
