@@ -61,8 +61,6 @@ pub struct Finding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     Always,
-    /// Not with `--advertise-api-server-address` (the `nat` overlay drops the rule).
-    UnlessApiServerAddress,
     /// Not when the pod serves plain HTTP (`ingress-tls-termination` drops the names).
     UnlessPlainHttp,
 }
@@ -103,12 +101,16 @@ const CERTS: &str = "certificates.k8s.io";
 /// Every permission `serve` uses, as the service role grants them.
 pub const SERVICE_PERMISSIONS: &[Permission] = &[
     cluster("list", "", "namespaces"),
+    cluster("watch", "", "namespaces"),
     cluster("create", "", "namespaces"),
     cluster("create", "", "secrets"),
     named(cluster("get", "", "secrets"), "liqo-remote-certificate"),
     named(cluster("update", "", "secrets"), "liqo-remote-certificate"),
-    only(cluster("list", "", "nodes"), Need::UnlessApiServerAddress),
+    cluster("list", "", "nodes"),
+    cluster("watch", "", "nodes"),
     cluster("list", RBAC, "clusterroles"),
+    cluster("watch", RBAC, "clusterroles"),
+    cluster("list", RBAC, "rolebindings"),
     cluster("create", RBAC, "rolebindings"),
     named(cluster("bind", RBAC, "clusterroles"), "liqo-remote-peering-basic"),
     cluster("create", CERTS, "certificatesigningrequests"),
@@ -118,8 +120,8 @@ pub const SERVICE_PERMISSIONS: &[Permission] = &[
     cluster("delete", CERTS, "certificatesigningrequests"),
     cluster("patch", CERTS, "certificatesigningrequests/approval"),
     named(cluster("approve", CERTS, "signers"), "kubernetes.io/kube-apiserver-client"),
-    named(own("list", "", "secrets"), "auth-token"),
-    named(own("watch", "", "secrets"), "auth-token"),
+    own("list", "", "secrets"),
+    own("watch", "", "secrets"),
     own("create", "", "secrets"),
     named(own("update", "", "secrets"), "auth-token"),
     only(named(own("update", "", "secrets"), "liqo-auth-serving-cert"), Need::UnlessPlainHttp),
@@ -129,6 +131,8 @@ pub const SERVICE_PERMISSIONS: &[Permission] = &[
     own("update", "", "secrets"),
     named(own("get", "", "configmaps"), "liqo-clusterid-configmap"),
     own("create", "", "configmaps"),
+    named(own("list", "", "configmaps"), "kube-root-ca.crt"),
+    named(own("watch", "", "configmaps"), "kube-root-ca.crt"),
     own("create", "coordination.k8s.io", "leases"),
     own("get", "coordination.k8s.io", "leases"),
     own("list", "coordination.k8s.io", "leases"),
@@ -374,9 +378,6 @@ async fn permissions(ctx: &KubeCtx, options: &PreflightOptions, account: &str, r
         }
         match need {
             Need::Always => missing.push((what.clone(), attributes.clone(), *role)),
-            Need::UnlessApiServerAddress => {
-                optional.push(format!("{what} (not needed with --advertise-api-server-address)"))
-            }
             Need::UnlessPlainHttp => optional.push(format!("{what} (not needed when the pod serves plain HTTP)")),
         }
     }

@@ -83,7 +83,7 @@ async fn a_cluster_with_liqo_and_the_rendered_rbac_passes_every_step_and_keeps_n
     assert!(report.passed(), "{}", report.render_table());
     assert!(step(&report, "cluster identity").detail.contains(PROVIDER_ID));
     assert!(step(&report, "basic peering ClusterRoles").detail.contains("liqo-remote-peering-basic"));
-    assert!(step(&report, "service account permissions").detail.starts_with("all 31 permissions granted"));
+    assert!(step(&report, "service account permissions").detail.starts_with("all 37 permissions granted"));
     assert!(fake.list_json("certificatesigningrequests").is_empty(), "the test CSR is deleted");
     let created: Vec<_> = fake
         .requests()
@@ -214,9 +214,8 @@ fn the_permissions_checked_are_exactly_the_rendered_service_role() {
         .collect();
     assert_eq!(checked, rendered);
     // What an overlay may drop is marked as conditional, and nothing else.
-    let Some(nat) = render("overlays/nat") else { return };
     let Some(plain) = render("overlays/ingress-tls-termination") else { return };
-    for (overlay, need) in [(nat, Need::UnlessApiServerAddress), (plain, Need::UnlessPlainHttp)] {
+    for (overlay, need) in [(plain, Need::UnlessPlainHttp)] {
         let grants = overlay.rbac().authorizer("system:serviceaccount:liqo:liqo-auth", &[]).grants;
         let kept: BTreeSet<_> = grants
             .iter()
