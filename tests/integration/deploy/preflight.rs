@@ -215,7 +215,8 @@ fn the_permissions_checked_are_exactly_the_rendered_service_role() {
     assert_eq!(checked, rendered);
     // What an overlay may drop is marked as conditional, and nothing else.
     let Some(plain) = render("overlays/ingress-tls-termination") else { return };
-    for (overlay, need) in [(plain, Need::UnlessPlainHttp)] {
+    {
+        let (overlay, need) = (plain, Need::UnlessPlainHttp);
         let grants = overlay.rbac().authorizer("system:serviceaccount:liqo:liqo-auth", &[]).grants;
         let kept: BTreeSet<_> = grants
             .iter()
