@@ -3,7 +3,9 @@
 # the reference image in the reference Helm chart (invoked as auth-service it runs `serve`).
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# `liqo-auth version` reports this commit (build.rs; .git is not in the build context).
+ARG LIQO_AUTH_GIT_COMMIT=unknown
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 RUN cargo build --release --locked \
  && mkdir -p /out \

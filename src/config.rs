@@ -145,6 +145,8 @@ pub struct MdnsConfig {
 pub struct Runtime {
     pub state: AppState,
     pub serving: Option<ServingCertificate>,
+    /// Where `serve` records its auth URL and pin for the operator commands.
+    pub cluster_state: Arc<dyn ClusterState>,
 }
 
 /// How a command opens its backend.
@@ -166,7 +168,7 @@ pub struct Backend {
 
 enum Opened {
     Local { data_dir: PathBuf },
-    Kubernetes(KubeCtx),
+    Kubernetes { ctx: KubeCtx, namespace: String },
 }
 
 impl BackendConfig {
@@ -196,7 +198,7 @@ impl BackendConfig {
                     cluster: Arc::new(KubeClusterState::new(ctx.clone(), namespace.clone())),
                     join_tokens: Arc::new(KubeJoinTokens::new(ctx.clone(), namespace.clone())),
                     tenants: Arc::new(tenants),
-                    opened: Opened::Kubernetes(ctx),
+                    opened: Opened::Kubernetes { ctx, namespace: namespace.clone() },
                 })
             }
         }
@@ -213,6 +215,52 @@ impl BackendConfig {
     }
 }
 
+impl BackendConfig {
+    /// Where this backend's objects live, for messages: `data dir D` or `namespace N`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local { data_dir } => format!("data dir {}", data_dir.display()),
+            Self::Kubernetes { namespace, .. } => format!("namespace {namespace}"),
+        }
+    }
+
+    /// The flags that name this backend on another command's line (`token create`, `info`), so
+    /// a command printed for the operator works as printed from the same directory.
+    pub fn command_flags(&self) -> String {
+        match self {
+            Self::Local { data_dir } if data_dir == std::path::Path::new(DEFAULT_DATA_DIR) => " --backend local".into(),
+            Self::Local { data_dir } => {
+                format!(" --backend local --data-dir {}", shell_word(&data_dir.display().to_string()))
+            }
+            Self::Kubernetes { namespace, connection, .. } => {
+                let mut flags = format!(" -n {}", shell_word(namespace));
+                if let Connection::Kubeconfig { path, context } = connection {
+                    if let Some(path) = path {
+                        flags.push_str(&format!(" --kubeconfig {}", shell_word(&path.display().to_string())));
+                    }
+                    if let Some(context) = context {
+                        flags.push_str(&format!(" --context {}", shell_word(context)));
+                    }
+                }
+                flags
+            }
+        }
+    }
+}
+
+/// `text` quoted for a POSIX shell when it needs to be.
+pub fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// `--data-dir`'s default.
+pub const DEFAULT_DATA_DIR: &str = "./liqo-auth-data";
+
 impl Backend {
     /// What `peer` needs from this backend: this cluster's state, where to keep the identities
     /// it obtains (files under the data dir, or Secrets in the tenant namespaces), and how to
@@ -220,9 +268,41 @@ impl Backend {
     pub fn peer_backend(&self) -> PeerBackend {
         let identities: Arc<dyn PeerIdentityStore> = match &self.opened {
             Opened::Local { data_dir } => Arc::new(LocalIdentityStore::new(data_dir)),
-            Opened::Kubernetes(ctx) => Arc::new(KubeIdentityStore::new(ctx.clone())),
+            Opened::Kubernetes { ctx, .. } => Arc::new(KubeIdentityStore::new(ctx.clone())),
         };
         PeerBackend { cluster: self.cluster.clone(), identities, render_kubeconfig: kube_kubeconfig::render }
+    }
+
+    /// Where the shared token is kept, for messages.
+    pub fn shared_token_location(&self) -> String {
+        match &self.opened {
+            Opened::Local { data_dir } => data_dir.join("token").display().to_string(),
+            Opened::Kubernetes { namespace, .. } => format!("Secret {namespace}/{}", kubernetes::TOKEN_SECRET),
+        }
+    }
+
+    /// `local` or `kubernetes`.
+    pub fn kind(&self) -> &'static str {
+        match &self.opened {
+            Opened::Local { .. } => "local",
+            Opened::Kubernetes { .. } => "kubernetes",
+        }
+    }
+
+    /// The namespace of the Kubernetes backend.
+    pub fn namespace(&self) -> Option<&str> {
+        match &self.opened {
+            Opened::Local { .. } => None,
+            Opened::Kubernetes { namespace, .. } => Some(namespace),
+        }
+    }
+
+    /// The data dir of the local backend.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        match &self.opened {
+            Opened::Local { data_dir } => Some(data_dir),
+            Opened::Kubernetes { .. } => None,
+        }
     }
 }
 
@@ -231,14 +311,14 @@ impl Config {
     pub async fn build(&self) -> Result<Runtime, ConfigError> {
         match &self.backend {
             BackendConfig::Local { data_dir } => {
-                let state = self.build_local(data_dir)?;
+                let (state, store) = self.build_local(data_dir)?;
                 let serving = self
                     .tls
                     .as_ref()
                     .map(ServingCertificate::load_or_generate)
                     .transpose()
                     .map_err(ConfigError::Tls)?;
-                Ok(Runtime { state, serving })
+                Ok(Runtime { state, serving, cluster_state: store })
             }
             BackendConfig::Kubernetes { namespace, .. } => {
                 let ctx = self.backend.connect().await?;
@@ -250,7 +330,8 @@ impl Config {
                     Some(source) => Some(shared_serving_certificate(&ctx, namespace, &source.extra_sans).await?),
                     None => None,
                 };
-                Ok(Runtime { state, serving })
+                let cluster_state = Arc::new(KubeClusterState::new(ctx.clone(), namespace.clone()));
+                Ok(Runtime { state, serving, cluster_state })
             }
         }
     }
@@ -294,7 +375,7 @@ impl Config {
         Ok(AppState::new(cluster, issuer, renewer).with_protection(Protection::new(self.protection.clone())))
     }
 
-    fn build_local(&self, data_dir: &std::path::Path) -> Result<AppState, ConfigError> {
+    fn build_local(&self, data_dir: &std::path::Path) -> Result<(AppState, Arc<LocalStore>), ConfigError> {
         let store_err = |source| ConfigError::Store { backend: "local", source };
         let url = self.api_server_url.clone().unwrap_or_else(|| LOCAL_API_SERVER_URL.to_owned());
         let (store, recovery) = LocalStore::open_for_serving(data_dir, url, self.advertise_ca).map_err(store_err)?;
@@ -320,8 +401,9 @@ impl Config {
             .with_join_tokens(cluster.id.clone(), store.clone());
         let ledger = Arc::new(LocalProofLedger::new(data_dir));
         let renewer = Renewer::new(cluster.id.clone(), ca.clone(), store.clone(), ledger, self.renew_policy());
-        let issuer = Issuer::new(auth, ca, store, IssuePolicy { certificate_ttl: self.certificate_ttl });
-        Ok(AppState::new(cluster, issuer, renewer).with_protection(Protection::new(self.protection.clone())))
+        let issuer = Issuer::new(auth, ca, store.clone(), IssuePolicy { certificate_ttl: self.certificate_ttl });
+        let state = AppState::new(cluster, issuer, renewer).with_protection(Protection::new(self.protection.clone()));
+        Ok((state, store))
     }
 
     fn renew_policy(&self) -> RenewPolicy {
@@ -425,6 +507,26 @@ pub fn auth_url(advertised: Option<&str>, address: &str) -> Option<String> {
     }
     let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
     Some(format!("https://{host}:{port}"))
+}
+
+/// The URL peers use, as `serve` records it: `--advertise-auth-address`, else the bound address
+/// when it names a host, else (listening on every interface) this machine's first LAN address,
+/// marked as guessed so `token create` says how to override it. `None` when there is no guess.
+pub fn served_auth_url(advertised: Option<&str>, bound: SocketAddr) -> (Option<String>, bool) {
+    if let Some(url) = auth_url(advertised, &bound.to_string()) {
+        return (Some(url), false);
+    }
+    let lan = if_addrs::get_if_addrs().ok().and_then(|interfaces| {
+        let usable = |ip: &std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+            std::net::IpAddr::V6(_) => false,
+        };
+        interfaces.into_iter().map(|i| i.ip()).find(usable)
+    });
+    match lan {
+        Some(ip) => (Some(format!("https://{}", SocketAddr::new(ip, bound.port()))), true),
+        None => (None, false),
+    }
 }
 
 /// Normalises `--advertise-api-server-address`: adds `https://` when no scheme is given and

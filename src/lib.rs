@@ -49,6 +49,10 @@ pub mod identity;
 #[cfg(not(feature = "test-support"))]
 mod identity;
 #[cfg(feature = "test-support")]
+pub mod output;
+#[cfg(not(feature = "test-support"))]
+mod output;
+#[cfg(feature = "test-support")]
 pub mod pki;
 #[cfg(not(feature = "test-support"))]
 mod pki;
@@ -71,7 +75,8 @@ mod layering;
 pub mod test_support;
 
 pub use app::dns_records::dns_records;
-pub use app::operator::{tenant, token, CommandError, TenantAction, TokenAction};
+pub use app::info::{ca_hash, info, init, version};
+pub use app::operator::{error_code, tenant, token, CommandError, TenantAction, TokenAction};
 pub use app::Started;
 pub use cli::{go_style_argv, Args, Command, GoFlagError};
 pub use client::agent::execute as agent;
@@ -83,4 +88,5 @@ pub use client::{
 pub use config::{Access, BackendConfig, Config, ConfigError, Runtime};
 pub use error::error_chain;
 pub use http::{admin_router, router, AppState};
+pub use output::{fail as fail_with, Output, EXIT_FAILURE, EXIT_USAGE};
 pub use telemetry::{init as init_logging, LogFormat};

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use liqo_auth::{Access, Args, Command, CommandError};
+use liqo_auth::{Access, Args, Command, CommandError, Output};
 
 fn main() -> ExitCode {
     let argv = match argv() {
@@ -16,25 +16,28 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
+            return if error.use_stderr() { ExitCode::from(liqo_auth::EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
     liqo_auth::init_logging(&args.log.level, args.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(error) => return fail(&error),
+        Err(error) => return fail(Output::Text, &error),
     };
+    let output = args.command.output();
+    let serving = matches!(args.command, Command::Serve(_));
     let mut out = std::io::stdout();
     let result: Result<ExitCode, CommandError> = runtime.block_on(async move {
+        let done = |()| ExitCode::SUCCESS;
         match args.command {
-            Command::Serve(serve) => serve.into_config()?.serve().await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+            Command::Serve(serve) => serve.into_config()?.serve().await.map(done).map_err(Into::into),
             Command::Token(command) => {
                 let (backend, action) = command.into_options();
-                liqo_auth::token(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
+                liqo_auth::token(&backend, action, &mut out).await.map(done)
             }
             Command::Tenant(command) => {
                 let (backend, action) = command.into_options();
-                liqo_auth::tenant(&backend, action, &mut out).await.map(|()| ExitCode::SUCCESS)
+                liqo_auth::tenant(&backend, action, &mut out).await.map(done)
             }
             Command::Check(args) if args.pre => {
                 let (preflight, output) = args.into_pre_options();
@@ -53,7 +56,10 @@ fn main() -> ExitCode {
                 liqo_auth::dns_records(&backend, options, &mut out).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Peer(args) => {
-                let (backend, options) = args.into_options()?;
+                let (backend, options) = match args.into_options() {
+                    Ok(parts) => parts,
+                    Err(error) => return Ok(usage(&error)),
+                };
                 let backend = backend.open(Access::Existing).await?.peer_backend();
                 Ok(liqo_auth::peer(options, backend).await)
             }
@@ -77,9 +83,36 @@ fn main() -> ExitCode {
                     .map(|()| ExitCode::SUCCESS)
                     .map_err(Into::into)
             }
+            Command::Info(args) => {
+                liqo_auth::info(&args.backend.to_config(), args.output.format(), &mut out).await.map(done)
+            }
+            Command::Init(args) => {
+                let (backend, options) = args.into_options();
+                liqo_auth::init(&backend, options, &mut out).await.map(done)
+            }
+            Command::Version(args) => liqo_auth::version(args.output.format(), &mut out).map(done),
+            Command::Completion(args) => args.write(&mut out).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+            Command::CaHash(args) => liqo_auth::ca_hash(args.into_options(), &mut out).await.map(done),
+            Command::Help(args) => match args.render() {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    Ok(ExitCode::from(liqo_auth::EXIT_USAGE))
+                }
+            },
         }
     });
-    result.unwrap_or_else(|error| fail(error.as_ref()))
+    result.unwrap_or_else(|error| {
+        if serving {
+            // The service's failures belong in its log (JSON in a pod), once.
+            tracing::error!(error = %liqo_auth::error_chain(error.as_ref()), "liqo-auth failed");
+            return ExitCode::from(liqo_auth::EXIT_FAILURE);
+        }
+        fail(output, error.as_ref())
+    })
 }
 
 /// The arguments; invoked as `auth-service`, the reference's Go-style flags as `serve` flags.
@@ -95,12 +128,11 @@ fn argv() -> Result<Vec<std::ffi::OsString>, liqo_auth::GoFlagError> {
 /// A flag value that parsed but makes no sense (a bad pin, an unreadable CA file): exit 64.
 fn usage(error: &(dyn std::error::Error + 'static)) -> ExitCode {
     eprintln!("error: {}", liqo_auth::error_chain(error));
-    ExitCode::from(64)
+    ExitCode::from(liqo_auth::EXIT_USAGE)
 }
 
-fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {
-    let chain = liqo_auth::error_chain(error);
-    tracing::error!(error = %chain, "liqo-auth failed");
-    eprintln!("error: {chain}");
-    ExitCode::FAILURE
+/// A failed command's error, printed once: a `{"error":{...}}` document on stdout with
+/// `-o json|yaml`, else one `error:` line on stderr.
+fn fail(output: Output, error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    liqo_auth::fail_with(output, liqo_auth::error_code(error), &liqo_auth::error_chain(error))
 }

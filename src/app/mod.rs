@@ -7,14 +7,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::config::{auth_url, Config, ConfigError};
+use crate::config::{served_auth_url, Config, ConfigError};
 use crate::discovery::{Advertisement, AdvertisementConfig};
+use crate::identity::port::{ClusterState, ServingRecord};
 use crate::identity::ClusterIdentity;
 use crate::server::tls::ServingCertificate;
 use crate::server::{self, ServerLimits};
 use crate::telemetry::Metrics;
 
 pub mod dns_records;
+pub mod info;
 pub mod operator;
 
 impl Config {
@@ -37,18 +39,33 @@ impl Config {
             listener.local_addr().map_err(|source| ConfigError::Bind { address: self.address.clone(), source })?;
         let admin = self.bind_admin().await?;
         let admin_address = admin.as_ref().map(|(_, address)| *address);
-        self.announce(&state.cluster, address, admin_address, runtime.serving.as_ref());
+        let record = self.serving_record(address, runtime.serving.as_ref());
+        record_serving(runtime.cluster_state.as_ref(), &record).await;
+        self.announce(&state.cluster, address, admin_address, runtime.serving.as_ref(), &record);
         let acceptor = match &runtime.serving {
             Some(serving) => {
                 metrics.set_serving_certificate_expiry(serving.not_after);
                 if let Some((cert, key)) = &serving.watched {
                     let metrics = metrics.clone();
+                    let cluster_state = runtime.cluster_state.clone();
+                    let record = record.clone();
                     crate::server::reload::spawn_reloader(
                         serving.resolver.clone(),
                         cert.clone(),
                         key.clone(),
                         self.tls_reload_interval,
-                        move |not_after| metrics.set_serving_certificate_expiry(not_after),
+                        move |reloaded| {
+                            metrics.set_serving_certificate_expiry(reloaded.not_after);
+                            // The operator commands read the pin from the record: keep it current.
+                            let record = ServingRecord {
+                                ca_hash: Some(reloaded.pin),
+                                certificate_not_after: Some(reloaded.not_after),
+                                updated_at: crate::pki::unix_now(),
+                                ..record.clone()
+                            };
+                            let cluster_state = cluster_state.clone();
+                            tokio::spawn(async move { record_serving(cluster_state.as_ref(), &record).await });
+                        },
                     );
                 }
                 Some(tokio_rustls::TlsAcceptor::from(serving.server_config().map_err(ConfigError::Tls)?))
@@ -137,12 +154,26 @@ impl Config {
         }
     }
 
+    /// What the operator commands need to know about this service once it is bound.
+    fn serving_record(&self, bound: SocketAddr, serving: Option<&ServingCertificate>) -> ServingRecord {
+        let (auth_url, auth_url_guessed) = served_auth_url(self.advertise_auth_address.as_deref(), bound);
+        ServingRecord {
+            auth_url: serving.and(auth_url),
+            auth_url_guessed,
+            listen: bound.to_string(),
+            ca_hash: serving.map(|s| s.pin.clone()),
+            certificate_not_after: serving.map(|s| s.not_after),
+            updated_at: crate::pki::unix_now(),
+        }
+    }
+
     fn announce(
         &self,
         cluster: &ClusterIdentity,
         addr: SocketAddr,
         admin: Option<SocketAddr>,
         serving: Option<&ServingCertificate>,
+        record: &ServingRecord,
     ) {
         match admin {
             Some(admin) => tracing::info!(
@@ -175,22 +206,42 @@ impl Config {
                     tls.pin = %serving.pin,
                     "serving HTTPS on {addr}; peers can pin this certificate with --ca-hash {}", serving.pin
                 );
-                let url = auth_url(self.advertise_auth_address.as_deref(), &self.address)
-                    .unwrap_or_else(|| format!("https://<this-host>:{}", addr.port()));
-                tracing::info!(
-                    auth.url = %url,
-                    tls.pin = %serving.pin,
-                    "peers join with: liqo-auth peer --auth-url {url} --token-file <file> --ca-hash {} (make the token with: liqo-auth token create --print-peer-command)",
-                    serving.pin
-                );
+                let create = format!("liqo-auth token create{} --print-peer-command", self.backend.command_flags());
+                match (&record.auth_url, record.auth_url_guessed) {
+                    (Some(url), false) => tracing::info!(
+                        auth.url = %url,
+                        tls.pin = %serving.pin,
+                        "peers reach this service at {url}; give a peer a join token and the command to run with: {create}"
+                    ),
+                    (Some(url), true) => tracing::info!(
+                        auth.url = %url,
+                        tls.pin = %serving.pin,
+                        "listening on every interface: peers are told to use {url} (this host's first LAN address; set --advertise-auth-address HOST[:PORT] if they reach it by another name); give a peer a join token and the command to run with: {create}"
+                    ),
+                    (None, _) => tracing::info!(
+                        tls.pin = %serving.pin,
+                        "no address to tell peers (listening on every interface, no LAN address found): restart with --advertise-auth-address HOST[:PORT], or pass it to: {create} --advertise-auth-address HOST[:PORT]"
+                    ),
+                }
             }
             None => {
                 tracing::info!(listen = %addr, cluster.id = %cluster.id, cluster.name = %cluster.name, "serving plain HTTP on {addr}");
                 if !addr.ip().is_loopback() {
-                    tracing::warn!(listen = %addr, "serving plain HTTP on a non-loopback address: only do this behind an Ingress that terminates TLS");
+                    tracing::warn!(listen = %addr, "serving plain HTTP on {addr}, a non-loopback address: tokens and certificates travel in clear unless TLS is terminated in front (an Ingress); pass --enable-tls otherwise");
                 }
             }
         }
+    }
+}
+
+/// Records what `serve` serves for the operator commands; a failure (read-only data dir, a Role
+/// without Secret writes) costs only the convenience, so it is a warning, never a failed start.
+async fn record_serving(cluster_state: &dyn ClusterState, record: &ServingRecord) {
+    if let Err(error) = cluster_state.record_serving(record).await {
+        tracing::warn!(
+            error = %crate::error::error_chain(&error),
+            "could not record the auth URL and pin for `liqo-auth token create --print-peer-command`; pass them to it as flags"
+        );
     }
 }
 

@@ -48,12 +48,13 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
 
-    /// Time allowed for each step (Go duration, e.g. 5s or 500ms).
-    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    /// Time allowed for each step (Go duration, e.g. 5s or 500ms; `--timeout` is an old name of
+    /// this flag).
+    #[arg(long = "step-timeout", alias = "timeout", env = "LIQO_AUTH_STEP_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Output format.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 
@@ -85,8 +86,9 @@ impl CheckArgs {
 impl From<OutputFormat> for Output {
     fn from(format: OutputFormat) -> Self {
         match format {
-            OutputFormat::Text => Output::Text,
+            OutputFormat::Table => Output::Text,
             OutputFormat::Json => Output::Json,
+            OutputFormat::Yaml => Output::Yaml,
         }
     }
 }

@@ -21,12 +21,13 @@ Exit codes: 0 every search ran and every service found answered (also when nothi
 2 some service failed a step (its row says which); 1 a search could not run at all (no interface
 to browse on, a domain without PTR records, no DNS server).")]
 pub struct DiscoverArgs {
-    /// How long to listen for mDNS answers (Go duration, e.g. 3s or 1500ms).
-    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "3s", value_parser = parse_timeout)]
+    /// How long to listen for mDNS answers (Go duration, e.g. 3s or 1500ms; `--timeout` is an
+    /// old name of this flag).
+    #[arg(long = "listen-time", alias = "timeout", env = "LIQO_AUTH_LISTEN_TIME", value_name = "DURATION", default_value = "3s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Output format.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
     /// Browse on this interface only (repeatable); by default on every non-loopback interface

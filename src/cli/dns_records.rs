@@ -46,7 +46,7 @@ pub struct DnsRecordsArgs {
     #[arg(long = "local-cluster-id", env = "LIQO_AUTH_LOCAL_CLUSTER_ID")]
     pub local_cluster_id: Option<String>,
     /// Output format: zone-file lines, or the records as JSON.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 

@@ -16,24 +16,32 @@ pub mod discover;
 mod dns_records;
 mod goflags;
 pub mod identity;
+pub mod info;
 pub mod peer;
 pub mod renew;
 mod serve;
 mod shared;
 mod tenant;
-mod token;
+pub mod token;
 pub mod trust;
 
 pub use dns_records::DnsRecordsArgs;
 pub use goflags::{go_style_argv, GoFlagError};
 pub use serve::ServeArgs;
-pub use shared::{parse_cidr, parse_duration, parse_timeout, BackendArgs, BackendKind, OutputFormat};
+pub use shared::{parse_cidr, parse_duration, parse_timeout, BackendArgs, BackendKind, OutputArgs, OutputFormat};
 pub use tenant::TenantCommand;
 pub use token::TokenCommand;
 
 /// liqo-auth: identity issuance for Liqo cluster peering.
 #[derive(Debug, Parser)]
-#[command(name = "liqo-auth", version, about, long_about = None)]
+#[command(
+    name = "liqo-auth",
+    version,
+    about,
+    long_about = None,
+    disable_help_subcommand = true,
+    after_help = "Exit codes: 0 ok, 1 failure, 2 partial (check: the auth service passed, the API server did not), 64 usage.\n\nExamples:\n  liqo-auth serve --backend local --enable-tls --address 127.0.0.1:5000\n  liqo-auth token create --backend local --print-peer-command\n  liqo-auth info -n liqo -o yaml\n  liqo-auth help token create"
+)]
 pub struct Args {
     #[command(flatten)]
     pub log: LogArgs,
@@ -79,6 +87,70 @@ pub enum Command {
     /// The identities this cluster obtained from providers: list them, remove one.
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
+    /// Show this cluster: ID and name, backend, auth URL, TLS and pin, certificate expiry, peers.
+    Info(info::InfoArgs),
+    /// Create a local data dir (cluster identity, shared token, CA) without serving, e.g. for a
+    /// consumer that only runs `peer`.
+    Init(info::InitArgs),
+    /// Print the version, git commit and supported Liqo versions.
+    Version(info::VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  liqo-auth completion bash > /etc/bash_completion.d/liqo-auth\n  liqo-auth completion zsh > \"${fpath[1]}/_liqo-auth\"\n  liqo-auth completion fish > ~/.config/fish/completions/liqo-auth.fish"
+    )]
+    Completion(info::CompletionArgs),
+    /// Print the `--ca-hash` pin of a certificate: a file, a Secret, or a running service.
+    #[command(
+        after_help = "Examples:\n  liqo-auth ca-hash --file /certs/cert.pem\n  liqo-auth ca-hash --secret liqo-auth-tls -n liqo\n  liqo-auth ca-hash --url https://auth.example.com"
+    )]
+    CaHash(info::CaHashArgs),
+    /// Print the help of liqo-auth or of one of its commands (`liqo-auth help token create`).
+    Help(HelpArgs),
+}
+
+/// `help` arguments.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct HelpArgs {
+    /// The command (and subcommand) to describe.
+    pub command: Vec<String>,
+}
+
+impl HelpArgs {
+    /// The help text of the named command; an unknown name is an error naming it.
+    pub fn render(&self) -> Result<String, String> {
+        use clap::CommandFactory;
+        let mut command = Args::command();
+        command.build();
+        let mut current = &mut command;
+        for name in &self.command {
+            current = current
+                .find_subcommand_mut(name)
+                .ok_or_else(|| format!("unknown command {name:?}: see `liqo-auth --help`"))?;
+        }
+        Ok(current.render_long_help().to_string())
+    }
+}
+
+impl Command {
+    /// The output format the command was asked for, so that its errors follow it.
+    pub fn output(&self) -> crate::output::Output {
+        use crate::output::Output;
+        match self {
+            Self::Token(command) => command.output(),
+            Self::Tenant(command) => command.output(),
+            Self::Check(args) => args.output.into(),
+            Self::Discover(args) => args.output.into(),
+            Self::DnsRecords(args) if args.output == OutputFormat::Json => Output::Json,
+            Self::DnsRecords(_) => Output::Text,
+            Self::Peer(args) => args.output.into(),
+            Self::Info(args) => args.output.format(),
+            Self::Init(args) => args.output.format(),
+            Self::Version(args) => args.output.format(),
+            Self::CaHash(args) => args.output.format(),
+            Self::Serve(_) | Self::Completion(_) | Self::Help(_) => Output::Text,
+            Self::Renew(_) | Self::Agent(_) | Self::Identity(_) => Output::Text,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,7 +190,7 @@ mod tests {
         let Command::Serve(serve) = args.command else { panic!("serve") };
         assert_eq!(serve.address, ":5000");
         assert!(!serve.enable_tls && serve.enable_authentication);
-        assert_eq!(serve.backend.namespace, "default");
+        assert_eq!(serve.backend.namespace, None, "from the kubeconfig context or the pod, else liqo");
         assert_eq!(serve.cert_path, PathBuf::from("/certs/cert.pem"));
         assert_eq!(serve.backend.backend, BackendKind::Kubernetes);
         assert_eq!(serve.certificate_ttl, Duration::from_secs(8760 * 3600));

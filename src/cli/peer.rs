@@ -41,8 +41,8 @@ pub struct PeerArgs {
     #[arg(long, env = "LIQO_AUTH_KEY_TYPE", value_enum, default_value_t = KeyType::P256)]
     pub key_type: KeyType,
 
-    /// Longest time to keep trying, retries included (Go duration, e.g. 60s or 2m).
-    #[arg(long, env = "LIQO_AUTH_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    /// Longest time for the whole run, retries included (Go duration, e.g. 60s or 2m).
+    #[arg(long, env = "LIQO_AUTH_PEER_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Request a new identity (with a new key) even when a valid one is stored. Bare flag or `=true|false`.
@@ -50,7 +50,7 @@ pub struct PeerArgs {
     pub force: bool,
 
     /// Output format of the summary.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
     /// Also write a kubeconfig for the provider's API server to this file (mode 0600).

@@ -14,14 +14,20 @@ pub struct BackendArgs {
     #[arg(long, env = "LIQO_AUTH_BACKEND", value_enum, default_value_t = BackendKind::Kubernetes)]
     pub backend: BackendKind,
     /// Data dir of the local backend.
-    #[arg(long = "data-dir", env = "LIQO_AUTH_DATA_DIR", default_value = "./liqo-auth-data")]
+    #[arg(long = "data-dir", env = "LIQO_AUTH_DATA_DIR", value_name = "DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Namespace holding `auth-token` and `remote-token-*` (Kubernetes backend).
-    #[arg(long, env = "LIQO_AUTH_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// Out-of-cluster kubeconfig (default: KUBECONFIG, then the in-cluster service account).
-    #[arg(long, env = "LIQO_AUTH_KUBECONFIG")]
+    /// Namespace of liqo-auth's objects (`auth-token`, `remote-token-*`, the Liqo cluster-ID
+    /// ConfigMap) on the Kubernetes backend [default: the kubeconfig context's namespace, else
+    /// the pod's own, else `liqo`].
+    #[arg(short = 'n', long, env = "LIQO_AUTH_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Out-of-cluster kubeconfig (default: KUBECONFIG, then ~/.kube/config, then the in-cluster
+    /// service account).
+    #[arg(long, env = "LIQO_AUTH_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, env = "LIQO_AUTH_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 impl BackendArgs {
@@ -34,11 +40,11 @@ impl BackendArgs {
     pub fn to_config_with_timeout(&self, request_timeout: Duration) -> BackendConfig {
         match self.backend {
             BackendKind::Local => BackendConfig::Local { data_dir: self.data_dir.clone() },
-            BackendKind::Kubernetes => BackendConfig::Kubernetes {
-                namespace: self.namespace.clone(),
-                connection: Connection::from_flag(self.kubeconfig.as_deref()),
-                request_timeout,
-            },
+            BackendKind::Kubernetes => {
+                let connection = Connection::from_flags(self.kubeconfig.as_deref(), self.context.as_deref());
+                let namespace = self.namespace.clone().unwrap_or_else(|| connection.default_namespace());
+                BackendConfig::Kubernetes { namespace, connection, request_timeout }
+            }
         }
     }
 }
@@ -50,13 +56,31 @@ pub enum BackendKind {
     Local,
 }
 
-/// How a client command prints its result.
+/// How a command prints its result (`-o`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// Aligned text for people.
-    Text,
-    /// JSON, for scripts.
+    #[value(alias = "text")]
+    Table,
+    /// One JSON document, for scripts (errors too, as {"error":{"code","message"}}).
     Json,
+    /// One YAML document.
+    Yaml,
+}
+
+/// `-o/--output`, shared by every command that shows, lists or creates something.
+#[derive(Debug, Clone, Copy, ClapArgs)]
+pub struct OutputArgs {
+    /// Output format: table, json or yaml (times in RFC 3339).
+    #[arg(short = 'o', long = "output", env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+impl OutputArgs {
+    /// The runtime output switch.
+    pub fn format(self) -> crate::output::Output {
+        self.output.into()
+    }
 }
 
 /// Parses a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (a /32 or /128).

@@ -6,22 +6,46 @@ use std::time::Duration;
 use clap::{ArgAction, Args as ClapArgs, Subcommand};
 
 use crate::app::operator::{TokenAction, TokenCreateOptions};
-use crate::cli::{parse_duration, BackendArgs};
+use crate::cli::{parse_duration, BackendArgs, OutputArgs};
 use crate::config::BackendConfig;
 
 /// `token` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Print the current shared token on the last line of stdout.
-    Show(BackendArgs),
+    Show(BackendOutputArgs),
     /// Create a join token (expiring, use-limited, optionally bound to one peer) and print it.
+    #[command(
+        after_help = "Examples:\n  liqo-auth token create --backend local --print-peer-command\n  liqo-auth token create -n liqo --cluster-id 0b6a4c8e-... --ttl 1h --print-peer-command"
+    )]
     Create(Box<TokenCreateArgs>),
     /// List join tokens: ID, binding, expiry, uses left, status (never the tokens).
-    List(BackendArgs),
+    List(BackendOutputArgs),
     /// Revoke one join token: it fails from now on.
     Revoke(TokenRevokeArgs),
     /// Replace the join-token signing key: every outstanding join token stops working.
-    RotateKey(BackendArgs),
+    RotateKey(TokenRotateKeyArgs),
+}
+
+/// The backend flags and `-o`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct BackendOutputArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `token rotate-key` flags.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TokenRotateKeyArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Say which join tokens would stop working, and change nothing.
+    #[arg(long = "dry-run", env = "LIQO_AUTH_DRY_RUN", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `token create` flags.
@@ -45,14 +69,16 @@ pub struct TokenCreateArgs {
     #[arg(long = "print-peer-command", env = "LIQO_AUTH_PRINT_PEER_COMMAND", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub print_peer_command: bool,
     /// Where peers reach this service (HOST[:PORT], default port 443), for NAT, Ingress and load
-    /// balancer names. Default: the host and port of --address.
+    /// balancer names. Default: what the running `serve` recorded (its --advertise-auth-address
+    /// or listen address).
     #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
     pub advertise_auth_address: Option<String>,
-    /// The serving address of `serve`, used when --advertise-auth-address is absent.
-    #[arg(long, env = "LIQO_AUTH_ADDRESS", default_value = ":5000")]
-    pub address: String,
-    /// Serving certificate to pin (`--ca-hash`). Default: `<data-dir>/tls.crt` (local backend) or
-    /// Secret `liqo-auth-serving-cert` (Kubernetes backend).
+    /// The serving address of `serve` (HOST:PORT), used instead of what `serve` recorded.
+    #[arg(long, env = "LIQO_AUTH_ADDRESS")]
+    pub address: Option<String>,
+    /// Serving certificate to pin (`--ca-hash`). Default: the pin the running `serve` recorded,
+    /// else `<data-dir>/tls.crt` (local backend) or Secret `liqo-auth-tls`, then
+    /// `liqo-auth-serving-cert` (Kubernetes backend).
     #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH")]
     pub cert_path: Option<PathBuf>,
     /// With --print-peer-command: write the token here (default `./liqo-auth-join-token-<id>`).
@@ -62,6 +88,8 @@ pub struct TokenCreateArgs {
     /// `liqo-clusterid-configmap` has it; must equal `serve --cluster-id`.
     #[arg(long = "local-cluster-id", env = "LIQO_AUTH_LOCAL_CLUSTER_ID")]
     pub local_cluster_id: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `token revoke` arguments.
@@ -71,16 +99,41 @@ pub struct TokenRevokeArgs {
     pub backend: BackendArgs,
     /// The token ID, as shown by `token list`.
     pub id: String,
+    /// Exit 0 when no token has this ID.
+    #[arg(long = "ignore-not-found", env = "LIQO_AUTH_IGNORE_NOT_FOUND", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub ignore_not_found: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 impl TokenCommand {
+    /// The output format asked for (for errors).
+    pub fn output(&self) -> crate::output::Output {
+        match self {
+            Self::Show(args) | Self::List(args) => args.output.format(),
+            Self::Create(args) => args.output.format(),
+            Self::Revoke(args) => args.output.format(),
+            Self::RotateKey(args) => args.output.format(),
+        }
+    }
+
     /// The backend to open and what to do there.
     pub fn into_options(self) -> (BackendConfig, TokenAction) {
         match self {
-            Self::Show(backend) => (backend.to_config(), TokenAction::Show),
-            Self::List(backend) => (backend.to_config(), TokenAction::List),
-            Self::RotateKey(backend) => (backend.to_config(), TokenAction::RotateKey),
-            Self::Revoke(args) => (args.backend.to_config(), TokenAction::Revoke { id: args.id }),
+            Self::Show(args) => (args.backend.to_config(), TokenAction::Show { output: args.output.format() }),
+            Self::List(args) => (args.backend.to_config(), TokenAction::List { output: args.output.format() }),
+            Self::RotateKey(args) => (
+                args.backend.to_config(),
+                TokenAction::RotateKey { dry_run: args.dry_run, output: args.output.format() },
+            ),
+            Self::Revoke(args) => (
+                args.backend.to_config(),
+                TokenAction::Revoke {
+                    id: args.id,
+                    ignore_not_found: args.ignore_not_found,
+                    output: args.output.format(),
+                },
+            ),
             Self::Create(args) => {
                 let args = *args;
                 let options = TokenCreateOptions {
@@ -93,6 +146,7 @@ impl TokenCommand {
                     cert_path: args.cert_path,
                     token_out: args.token_out,
                     local_cluster_id: args.local_cluster_id,
+                    output: args.output.format(),
                 };
                 (args.backend.to_config(), TokenAction::Create(options))
             }

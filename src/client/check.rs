@@ -100,6 +100,23 @@ pub async fn run_check(opts: CheckOptions) -> CheckReport {
 }
 
 impl CheckReport {
+    /// 0 when every step passed; 2 when the auth service passed and only the API server
+    /// failed (peering gets an identity, using it will not work); 1 otherwise.
+    pub fn exit_status(&self) -> u8 {
+        use crate::output::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};
+        if self.passed() {
+            return EXIT_OK;
+        }
+        let auth_passed =
+            self.steps.iter().filter(|s| s.name.starts_with("auth:")).all(|s| s.status == StepStatus::Pass);
+        let some_auth = self.steps.iter().any(|s| s.name.starts_with("auth:"));
+        if some_auth && auth_passed {
+            EXIT_PARTIAL
+        } else {
+            EXIT_FAILURE
+        }
+    }
+
     /// True when every step passed.
     pub fn passed(&self) -> bool {
         !self.steps.is_empty() && self.steps.iter().all(|s| s.status == StepStatus::Pass)
@@ -177,8 +194,8 @@ impl Serialize for CheckReport {
     }
 }
 
-/// Runs the check and prints the report. Exit code 0 only when every step passed, 1 when a
-/// step failed.
+/// Runs the check and prints the report. Exit code 0 only when every step passed, 2 when only
+/// the API server's steps failed, 1 when a step of the auth service failed.
 pub async fn execute(options: CheckOptions, output: Output) -> ExitCode {
     if options.trust == ServerTrust::InsecureSkipVerify {
         eprintln!("warning: --insecure-skip-tls-verify: the auth service's certificate is not verified");
@@ -189,18 +206,14 @@ pub async fn execute(options: CheckOptions, output: Output) -> ExitCode {
     print_report(&run_check(options).await, output)
 }
 
-/// Prints a report (`check`, `check --pre`). Exit code 0 only when every step passed, 1 when a
-/// step failed.
+/// Prints a report (`check`, `check --pre`). Exit code 0 only when every step passed, 2 when
+/// only the API server's steps failed, 1 otherwise.
 pub fn print_report(report: &CheckReport, output: Output) -> ExitCode {
-    match output {
-        Output::Text => print!("{}", report.render_table()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(report).expect("a CheckReport always serialises")),
+    match crate::output::document(output, report) {
+        Some(document) => print!("{document}"),
+        None => print!("{}", report.render_table()),
     }
-    if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    ExitCode::from(report.exit_status())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -171,6 +171,12 @@ pub async fn execute(options: DiscoverOptions) -> ExitCode {
             }
             println!("{}", render_json(&entries));
         }
+        Output::Yaml => {
+            if entries.is_empty() {
+                eprintln!("{}", nothing_found());
+            }
+            print!("{}", crate::output::document(Output::Yaml, &entries).unwrap_or_default());
+        }
     }
     for failure in &failures {
         eprintln!("error: {failure}");

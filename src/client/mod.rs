@@ -21,11 +21,4 @@ pub mod renew;
 pub mod transport;
 pub mod verify;
 
-/// How a client command prints its result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Aligned text for people.
-    Text,
-    /// JSON, for scripts.
-    Json,
-}
+pub use crate::output::Output;

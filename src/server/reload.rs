@@ -33,6 +33,15 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// What a reload put in service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// notAfter of the new leaf (Unix seconds).
+    pub not_after: i64,
+    /// Its SPKI pin (`sha256:HEX`).
+    pub pin: String,
+}
+
 /// Watches the certificate and key files and swaps the pair when they change. A pair that does
 /// not load is refused with an error log and the old one stays in service.
 pub fn spawn_reloader(
@@ -40,7 +49,7 @@ pub fn spawn_reloader(
     cert_path: PathBuf,
     key_path: PathBuf,
     every: Duration,
-    on_reload: impl Fn(i64) + Send + 'static,
+    on_reload: impl Fn(Reloaded) + Send + 'static,
 ) {
     // Stamp now, not when the task first runs: a change made in between must not be missed.
     let mut last = stamp(&cert_path, &key_path);
@@ -57,13 +66,14 @@ pub fn spawn_reloader(
             match load_pair(&cert_path, &key_path) {
                 Ok((key, summary)) => {
                     resolver.replace(key);
-                    on_reload(summary.not_after);
+                    let pin = crate::pki::spki_pin_of_spki(&summary.spki_der);
                     tracing::info!(
                         path = %cert_path.display(),
                         cert.serial = %summary.serial,
-                        tls.pin = %crate::pki::spki_pin_of_spki(&summary.spki_der),
+                        tls.pin = %pin,
                         "reloaded the serving certificate"
                     );
+                    on_reload(Reloaded { not_after: summary.not_after, pin });
                 }
                 Err(error) => tracing::error!(
                     path = %cert_path.display(),

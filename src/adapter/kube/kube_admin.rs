@@ -11,7 +11,7 @@ use crate::adapter::kube::{
     kube_cluster, kube_serving, kube_token, KubeCtx, KubeFailure, LABEL_CLUSTER_ID, LABEL_PEERING_PERMISSIONS,
     LABEL_TENANT_NAMESPACE, REMOTE_CERTIFICATE_SECRET,
 };
-use crate::identity::port::{ClusterState, PeerRecord, StoreError, TenantAdmin};
+use crate::identity::port::{ClusterState, PeerRecord, ServingRecord, StoreError, TenantAdmin};
 use crate::identity::{ClusterId, ClusterIdentity, SharedToken};
 
 /// This cluster's identity (ConfigMap or flags), shared token (Secret `auth-token`) and
@@ -51,6 +51,30 @@ impl ClusterState for KubeClusterState {
 
     async fn serving_certificate(&self) -> Result<Option<String>, StoreError> {
         Ok(kube_serving::stored_serving_certificate(&self.ctx, &self.namespace).await?)
+    }
+
+    async fn secret_certificate(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(kube_serving::secret_certificate(&self.ctx, &self.namespace, name).await?)
+    }
+
+    async fn serving_record(&self) -> Result<Option<ServingRecord>, StoreError> {
+        let Some(json) = kube_serving::serving_record(&self.ctx, &self.namespace).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json).map(Some).map_err(|e| StoreError::Corrupt {
+            what: format!("Secret {}/{}", self.namespace, kube_serving::SERVING_RECORD_SECRET),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn record_serving(&self, record: &ServingRecord) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(record).map_err(|e| StoreError::io("encoding the serving record", e.into()))?;
+        let same = |stored: &str| {
+            serde_json::from_str::<ServingRecord>(stored)
+                .is_ok_and(|old| ServingRecord { updated_at: record.updated_at, ..old } == *record)
+        };
+        Ok(kube_serving::record_serving(&self.ctx, &self.namespace, json, same).await?)
     }
 }
 
@@ -98,7 +122,14 @@ impl KubeTenants {
     /// (found by label), its stored certificate, its origin token `remote-token-<id>` and, with
     /// `delete_namespace`, the namespace. Returns what was removed; absent objects are skipped,
     /// so a partly failed removal can simply be run again.
-    async fn remove_peer(&self, cluster: &ClusterId, delete_namespace: bool) -> Result<Vec<String>, StoreError> {
+    /// With `dry_run` nothing is deleted: each object is read instead, and the ones that exist
+    /// are returned.
+    async fn remove_peer(
+        &self,
+        cluster: &ClusterId,
+        delete_namespace: bool,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
         let mut removed = Vec::new();
         let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
         let selector = format!("{LABEL_CLUSTER_ID}={cluster},{LABEL_TENANT_NAMESPACE}");
@@ -109,46 +140,40 @@ impl KubeTenants {
         for namespace in found.items.iter().filter_map(|ns| ns.metadata.name.clone()) {
             let bindings: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), &namespace);
             for name in self.binding_names(&bindings).await? {
-                if deleted(
-                    &self.ctx,
-                    &format!("deleting RoleBinding {name}"),
-                    bindings.delete(&name, &DeleteParams::default()),
-                )
-                .await?
-                {
-                    removed.push(format!("RoleBinding {namespace}/{name}"));
+                let what = format!("RoleBinding {namespace}/{name}");
+                if self.remove(&bindings, &name, &what, dry_run).await? {
+                    removed.push(what);
                 }
             }
             let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
             let what = format!("Secret {namespace}/{REMOTE_CERTIFICATE_SECRET}");
-            if deleted(
-                &self.ctx,
-                &format!("deleting {what}"),
-                secrets.delete(REMOTE_CERTIFICATE_SECRET, &DeleteParams::default()),
-            )
-            .await?
-            {
+            if self.remove(&secrets, REMOTE_CERTIFICATE_SECRET, &what, dry_run).await? {
                 removed.push(what);
             }
-            if delete_namespace
-                && deleted(
-                    &self.ctx,
-                    &format!("deleting namespace {namespace}"),
-                    namespaces.delete(&namespace, &DeleteParams::default()),
-                )
-                .await?
-            {
-                removed.push(format!("Namespace {namespace}"));
+            let what = format!("Namespace {namespace}");
+            if delete_namespace && self.remove(&namespaces, &namespace, &what, dry_run).await? {
+                removed.push(what);
             }
         }
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let origin = format!("remote-token-{cluster}");
-        if deleted(&self.ctx, &format!("deleting Secret {origin}"), secrets.delete(&origin, &DeleteParams::default()))
-            .await?
-        {
-            removed.push(format!("Secret {}/{origin}", self.namespace));
+        let what = format!("Secret {}/{origin}", self.namespace);
+        if self.remove(&secrets, &origin, &what, dry_run).await? {
+            removed.push(what);
         }
         Ok(removed)
+    }
+
+    /// Deletes one object (true when it existed), or with `dry_run` only reads it (true when
+    /// it exists).
+    async fn remove<K>(&self, api: &Api<K>, name: &str, what: &str, dry_run: bool) -> Result<bool, KubeFailure>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if dry_run {
+            return Ok(self.ctx.call_opt(&format!("reading {what}"), api.get(name)).await?.is_some());
+        }
+        deleted(&self.ctx, &format!("deleting {what}"), api.delete(name, &DeleteParams::default())).await
     }
 
     /// Names of the `liqo-binding-*` RoleBindings in a tenant namespace: listed when allowed,
@@ -189,8 +214,13 @@ impl TenantAdmin for KubeTenants {
         self.peers().await
     }
 
-    async fn remove_tenant(&self, cluster: &ClusterId, delete_namespace: bool) -> Result<Vec<String>, StoreError> {
-        self.remove_peer(cluster, delete_namespace).await
+    async fn remove_tenant(
+        &self,
+        cluster: &ClusterId,
+        delete_namespace: bool,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.remove_peer(cluster, delete_namespace, dry_run).await
     }
 }
 

@@ -37,26 +37,67 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where the client configuration comes from.
 #[derive(Clone)]
 pub enum Connection {
-    /// `KUBECONFIG`/`~/.kube/config`, else the in-cluster service account.
-    Infer,
-    /// An explicit kubeconfig file (`--kubeconfig`).
-    Kubeconfig(PathBuf),
+    /// `--kubeconfig` when given, else `KUBECONFIG`/`~/.kube/config`, else the in-cluster
+    /// service account; `context` (`--context`) picks a kubeconfig context other than the current one.
+    Kubeconfig { path: Option<PathBuf>, context: Option<String> },
     /// A ready configuration (tests point it at a loopback fake API server).
     Config(Box<kube::Config>),
 }
 
+/// The namespace of the pod's service account, when running in a pod.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// Where `deploy/` installs liqo-auth (and Liqo installs itself): the namespace when neither a
+/// flag nor the kubeconfig context names one.
+pub const FALLBACK_NAMESPACE: &str = "liqo";
+
 impl Connection {
-    /// `--kubeconfig` when given, else inference.
-    pub fn from_flag(kubeconfig: Option<&Path>) -> Self {
-        kubeconfig.map_or(Self::Infer, |path| Self::Kubeconfig(path.to_path_buf()))
+    /// `--kubeconfig` and `--context` as given.
+    pub fn from_flags(kubeconfig: Option<&Path>, context: Option<&str>) -> Self {
+        Self::Kubeconfig { path: kubeconfig.map(Path::to_path_buf), context: context.map(str::to_owned) }
     }
+
+    /// The namespace to use when `--namespace` is absent: the kubeconfig context's (as kubectl
+    /// does), else the pod's own (in a cluster), else [`FALLBACK_NAMESPACE`].
+    pub fn default_namespace(&self) -> String {
+        match self {
+            Self::Config(config) => config.default_namespace.clone(),
+            Self::Kubeconfig { path, context } => {
+                let file = match path {
+                    Some(path) => kube::config::Kubeconfig::read_from(path).ok(),
+                    None if kubeconfig_present() => kube::config::Kubeconfig::read().ok(),
+                    None => None,
+                };
+                let from_context = file.and_then(|file| {
+                    let name = context.clone().or(file.current_context)?;
+                    file.contexts.into_iter().find(|c| c.name == name)?.context?.namespace
+                });
+                from_context
+                    .or_else(|| {
+                        let ns = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()?;
+                        Some(ns.trim().to_owned()).filter(|ns| !ns.is_empty())
+                    })
+                    .unwrap_or_else(|| FALLBACK_NAMESPACE.to_owned())
+            }
+        }
+    }
+}
+
+/// True when `KUBECONFIG` names a file or `~/.kube/config` exists.
+fn kubeconfig_present() -> bool {
+    std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) || default_kubeconfig().is_some_and(|p| p.exists())
+}
+
+fn default_kubeconfig() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"))
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Infer => f.write_str("Infer"),
-            Self::Kubeconfig(path) => f.debug_tuple("Kubeconfig").field(path).finish(),
+            Self::Kubeconfig { path, context } => {
+                f.debug_struct("Kubeconfig").field("path", path).field("context", context).finish()
+            }
             Self::Config(config) => f.debug_tuple("Config").field(&config.cluster_url.to_string()).finish(),
         }
     }
@@ -65,13 +106,18 @@ impl std::fmt::Debug for Connection {
 /// Why no client could be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("reading kubeconfig {}", path.display())]
+    #[error(
+        "no Kubernetes cluster configured: KUBECONFIG is unset, {} does not exist and this is not a pod (KUBERNETES_SERVICE_HOST is unset); pass --kubeconfig FILE, or --backend local to keep the state in a data dir instead of a cluster",
+        kubeconfig.display()
+    )]
+    NoConfiguration { kubeconfig: PathBuf },
+    #[error("reading kubeconfig {} (or pass --backend local to keep the state in a data dir)", path.display())]
     ReadKubeconfig {
         path: PathBuf,
         #[source]
         source: kube::config::KubeconfigError,
     },
-    #[error("loading the Kubernetes client configuration")]
+    #[error("loading the Kubernetes client configuration (or pass --backend local to keep the state in a data dir)")]
     Infer(#[source] kube::config::InferConfigError),
     #[error("loading the Kubernetes client configuration from the kubeconfig")]
     Kubeconfig(#[source] kube::config::KubeconfigError),
@@ -95,13 +141,24 @@ impl KubeCtx {
     /// Loads the client configuration and builds a client.
     pub async fn connect(connection: &Connection, request_timeout: Duration) -> Result<Self, ConnectError> {
         let config = match connection {
-            Connection::Infer => kube::Config::infer().await.map_err(ConnectError::Infer)?,
-            Connection::Kubeconfig(path) => {
-                let file = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|source| ConnectError::ReadKubeconfig { path: path.clone(), source })?;
-                kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .map_err(ConnectError::Kubeconfig)?
+            Connection::Kubeconfig { path: None, context: None } => {
+                if !kubeconfig_present() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+                    let kubeconfig = default_kubeconfig().unwrap_or_else(|| PathBuf::from("~/.kube/config"));
+                    return Err(ConnectError::NoConfiguration { kubeconfig });
+                }
+                kube::Config::infer().await.map_err(ConnectError::Infer)?
+            }
+            Connection::Kubeconfig { path, context } => {
+                let file = match path {
+                    Some(path) => kube::config::Kubeconfig::read_from(path)
+                        .map_err(|source| ConnectError::ReadKubeconfig { path: path.clone(), source })?,
+                    None => kube::config::Kubeconfig::read().map_err(|source| ConnectError::ReadKubeconfig {
+                        path: default_kubeconfig().unwrap_or_default(),
+                        source,
+                    })?,
+                };
+                let options = kube::config::KubeConfigOptions { context: context.clone(), ..Default::default() };
+                kube::Config::from_custom_kubeconfig(file, &options).await.map_err(ConnectError::Kubeconfig)?
             }
             Connection::Config(config) => (**config).clone(),
         };

@@ -10,6 +10,7 @@
 //! peers/<cluster-id>.json       one record per peer: name, tenant namespace, stored CSR and
 //!                               certificate, origin token (see local_peers.rs)
 //! peers.journal                 write-ahead journal of peer changes not yet checkpointed
+//! serving.json                  what the last `serve` recorded: auth URL peers use, served pin
 //! join-token.key                HS256 key signing join tokens (32 raw bytes)
 //! join-tokens/<id>.json         one record per join token (never the token itself)
 //! ```
@@ -34,7 +35,8 @@ use crate::adapter::local::local_peers::{blocking, Next, PeerFile, PeerFiles, Re
 use crate::adapter::local::LocalCa;
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{
-    ApiServerInfo, ClusterState, CredentialStore, JoinTokenStore, PeerRecord, PreviousCertificate, SharedTokenSource,
+    ApiServerInfo, ClusterState, CredentialStore, JoinTokenStore, PeerRecord, PreviousCertificate, ServingRecord,
+    SharedTokenSource,
     StoreError, StoredIdentity, TenantAdmin,
 };
 use crate::identity::{
@@ -45,6 +47,8 @@ use crate::identity::{
 static JOIN_TOKEN_LOCK: Mutex<()> = Mutex::new(());
 const JOIN_TOKEN_KEY_FILE: &str = "join-token.key";
 const JOIN_TOKEN_DIR: &str = "join-tokens";
+/// What the last `serve` recorded about itself (auth URL, pin), for `token create` and `info`.
+const SERVING_RECORD_FILE: &str = "serving.json";
 
 /// The data-dir backend.
 pub struct LocalStore {
@@ -103,7 +107,7 @@ impl LocalStore {
         if !dir.is_dir() {
             return Err(StoreError::Missing {
                 what: format!("data dir {}", dir.display()),
-                hint: "start `liqo-auth serve --backend local` with this --data-dir once, or pass the right --data-dir"
+                hint: "create it with `liqo-auth init --backend local` (or start `liqo-auth serve --backend local`) with this --data-dir once, or pass the right --data-dir"
                     .into(),
             });
         }
@@ -181,7 +185,7 @@ impl LocalStore {
                 if stored.is_none() && id_flag.is_none() {
                     return Err(StoreError::Missing {
                         what: format!("cluster identity in {}", path.display()),
-                        hint: "start `liqo-auth serve --backend local` once, or pass --cluster-id".into(),
+                        hint: "run `liqo-auth init --backend local` (or `liqo-auth serve --backend local`) once, or pass --cluster-id".into(),
                     });
                 }
                 return Ok(identity);
@@ -194,11 +198,15 @@ impl LocalStore {
     /// Removes everything stored for peer `cluster` (tenant record, identity, origin token) and
     /// returns what was removed, for `tenant remove`. Without a cluster there is no namespace or
     /// RBAC to remove: the stored state is the whole grant.
-    pub async fn remove_peer(&self, cluster: &ClusterId) -> Result<Vec<String>, StoreError> {
-        let removed = self
-            .peers
-            .update(cluster.as_str(), Box::new(|current| Ok(current.map_or(Next::Keep, |_| Next::Remove))))
-            .await?;
+    /// With `dry_run` nothing is removed and the answer lists what would be.
+    pub async fn remove_peer(&self, cluster: &ClusterId, dry_run: bool) -> Result<Vec<String>, StoreError> {
+        let removed = if dry_run {
+            self.peers.read(cluster.as_str()).await?
+        } else {
+            self.peers
+                .update(cluster.as_str(), Box::new(|current| Ok(current.map_or(Next::Keep, |_| Next::Remove))))
+                .await?
+        };
         let path = self.dir.join("peers").join(format!("{cluster}.json"));
         let Some(record) = removed else { return Ok(Vec::new()) };
         let mut what = Vec::new();
@@ -344,6 +352,21 @@ impl ClusterState for LocalStore {
     async fn serving_certificate(&self) -> Result<Option<String>, StoreError> {
         Ok(crate::fs::read_string_opt(&self.dir.join("tls.crt"))?)
     }
+
+    async fn serving_record(&self) -> Result<Option<ServingRecord>, StoreError> {
+        let Some(text) = crate::fs::read_string_opt(&self.dir.join(SERVING_RECORD_FILE))? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Corrupt {
+            what: self.dir.join(SERVING_RECORD_FILE).display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn record_serving(&self, record: &ServingRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(record).map_err(|e| StoreError::io("encoding serving.json", e.into()))?;
+        Ok(write_private_file(&self.dir.join(SERVING_RECORD_FILE), &json)?)
+    }
 }
 
 #[async_trait::async_trait]
@@ -355,8 +378,13 @@ impl TenantAdmin for LocalStore {
 
     /// Without a cluster there is no namespace or RBAC to remove: the stored state is the
     /// whole grant, so `delete_namespace` changes nothing here.
-    async fn remove_tenant(&self, cluster: &ClusterId, _delete_namespace: bool) -> Result<Vec<String>, StoreError> {
-        self.remove_peer(cluster).await
+    async fn remove_tenant(
+        &self,
+        cluster: &ClusterId,
+        _delete_namespace: bool,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.remove_peer(cluster, dry_run).await
     }
 }
 
@@ -674,9 +702,11 @@ mod tests {
         let identity = StoredIdentity::new("csr".into(), "cert".into());
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         store.save_origin_token(&cluster.id, &BearerToken::new("t".into())).await.unwrap();
-        assert_eq!(store.remove_peer(&cluster.id).await.unwrap().len(), 3);
+        assert_eq!(store.remove_peer(&cluster.id, true).await.unwrap().len(), 3, "a dry run lists the three parts");
+        assert_eq!(store.tenants().await.unwrap().len(), 1, "a dry run removes nothing");
+        assert_eq!(store.remove_peer(&cluster.id, false).await.unwrap().len(), 3);
         assert!(store.tenants().await.unwrap().is_empty());
-        assert!(store.remove_peer(&cluster.id).await.unwrap().is_empty(), "idempotent");
+        assert!(store.remove_peer(&cluster.id, false).await.unwrap().is_empty(), "idempotent");
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
     }

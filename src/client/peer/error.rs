@@ -202,9 +202,45 @@ pub enum Step {
 }
 
 impl PeerError {
+    /// A stable code for `-o json` errors (`{"error":{"code","message"}}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Token(_) => "token_unreadable",
+            Self::InvalidLocalIdentity(_) => "invalid_local_identity",
+            Self::Client { .. } => "invalid_client_setup",
+            Self::Request { source, .. } => transport_code(source),
+            Self::OutOfTime { last, .. } => match last.as_ref() {
+                AttemptFailure::Transport(source) => transport_code(source),
+                AttemptFailure::Status { .. } => "provider_unavailable",
+                AttemptFailure::Deadline => "timeout",
+            },
+            Self::Ids(_) => "not_a_liqo_auth_service",
+            Self::PeeringWithSelf { .. } => "peering_with_self",
+            Self::Rejected { status: 401, .. } => "invalid_token",
+            Self::Rejected { status: 403, .. } => "not_authorised",
+            Self::Rejected { status: 409, .. } => "identity_exists",
+            Self::Rejected { .. } => "rejected",
+            Self::AnswerBody { .. } | Self::Certificate(_) => "bad_answer",
+            Self::GenerateKey(_) => "key_generation",
+            Self::Local(_) => "local_state",
+        }
+    }
+
     /// Reading or writing the identity store failed.
     pub(super) fn store(source: StoreError) -> Self {
         Self::Local(LocalError::Store(source))
+    }
+}
+
+fn transport_code(error: &TransportError) -> &'static str {
+    match error {
+        TransportError::ParseUrl { .. } => "invalid_url",
+        TransportError::LoadTrust { .. } => "invalid_trust",
+        TransportError::Resolve { .. } => "dns",
+        TransportError::Connect { .. } => "connect",
+        TransportError::TlsHandshake { .. } | TransportError::TlsOnPlainPort { .. } => "tls",
+        TransportError::Timeout { .. } => "timeout",
+        TransportError::Http { .. } | TransportError::BodyTooLarge { .. } => "http",
     }
 }
 

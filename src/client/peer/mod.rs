@@ -244,14 +244,14 @@ pub async fn execute(options: PeerOptions, backend: PeerBackend) -> ExitCode {
             match output {
                 Output::Text => print!("{}", outcome.render_text()),
                 Output::Json => println!("{}", outcome.render_json()),
+                Output::Yaml => print!("{}", crate::output::document(output, &outcome).unwrap_or_default()),
             }
             ExitCode::SUCCESS
         }
         Err(error) => {
             let chain = crate::error::error_chain(&error);
             tracing::debug!(error = %chain, "peer failed");
-            eprintln!("error: {chain}");
-            ExitCode::FAILURE
+            crate::output::fail(output, error.code(), &chain)
         }
     }
 }

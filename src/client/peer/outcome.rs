@@ -19,7 +19,8 @@ pub struct PeerOutcome {
     pub api_server_url: String,
     /// Serial number of the certificate, lower-case hex.
     pub certificate_serial: String,
-    /// notAfter of the certificate, Unix seconds.
+    /// notAfter of the certificate, Unix seconds (RFC 3339 in documents).
+    #[serde(serialize_with = "crate::output::rfc3339")]
     pub certificate_not_after: i64,
     /// Where the identity is stored.
     pub stored_in: String,

@@ -10,7 +10,7 @@ mod replay;
 mod signer;
 mod store;
 
-pub use admin::{ClusterState, TenantAdmin};
+pub use admin::{ClusterState, ServingRecord, TenantAdmin};
 pub use peer_identity::{
     KubeconfigParts, PeerIdentity, PeerIdentityStore, PendingKey, RenderKubeconfig, StoredPeerIdentity,
 };
