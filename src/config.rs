@@ -568,6 +568,31 @@ mod tests {
         assert_eq!(auth_url(None, "0.0.0.0:8443"), None);
     }
 
+    #[test]
+    fn printed_backend_flags_name_the_backend_and_quote_what_the_shell_would_split() {
+        let local = |dir: &str| BackendConfig::Local { data_dir: PathBuf::from(dir) };
+        assert_eq!(local(DEFAULT_DATA_DIR).command_flags(), " --backend local");
+        assert_eq!(local("my data").command_flags(), " --backend local --data-dir 'my data'");
+        assert_eq!(local("it's").command_flags(), r" --backend local --data-dir 'it'\''s'");
+        let kube = BackendConfig::Kubernetes {
+            namespace: "liqo".into(),
+            connection: Connection::from_flags(Some(std::path::Path::new("/k/config")), Some("prod")),
+            request_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(kube.command_flags(), " -n liqo --kubeconfig /k/config --context prod");
+    }
+
+    #[test]
+    fn the_recorded_url_is_the_bound_address_or_a_guess_marked_as_such() {
+        let bound: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(served_auth_url(None, bound), (Some("https://127.0.0.1:5000".into()), false));
+        assert_eq!(served_auth_url(Some("auth.example.com"), bound), (Some("https://auth.example.com".into()), false));
+        let every: SocketAddr = "[::]:5000".parse().unwrap();
+        let (url, guessed) = served_auth_url(None, every);
+        assert_eq!(guessed, url.is_some(), "a URL for every interface is always a guess");
+        assert!(url.is_none_or(|u| u.ends_with(":5000") && !u.contains("127.0.0.1")));
+    }
+
     #[tokio::test]
     async fn commands_open_existing_state_and_create_none() {
         let tmp = tempfile::tempdir().unwrap();

@@ -156,7 +156,13 @@ impl Config {
 
     /// What the operator commands need to know about this service once it is bound.
     fn serving_record(&self, bound: SocketAddr, serving: Option<&ServingCertificate>) -> ServingRecord {
-        let (auth_url, auth_url_guessed) = served_auth_url(self.advertise_auth_address.as_deref(), bound);
+        let (auth_url, auth_url_guessed) =
+            match (&self.backend, served_auth_url(self.advertise_auth_address.as_deref(), bound)) {
+                // In a pod the first address is the pod's, which no other cluster reaches: there the
+                // operator must say (`--advertise-auth-address`, set by the nodeport and nat overlays).
+                (crate::config::BackendConfig::Kubernetes { .. }, (_, true)) => (None, false),
+                (_, found) => found,
+            };
         ServingRecord {
             auth_url: serving.and(auth_url),
             auth_url_guessed,

@@ -236,12 +236,12 @@ pub async fn tenant(backend: &BackendConfig, action: TenantAction, out: &mut dyn
             let now = unix_now();
             for record in join_tokens.records().await? {
                 let bound_here = record.cluster_id.as_deref() == Some(cluster.as_str());
-                if bound_here && !record.revoked && record.expires_at > now {
-                    if dry_run {
-                        removed.push(format!("join token {} (bound to this cluster; revoked)", record.id));
-                    } else if join_tokens.revoke(&record.id).await?.is_some() {
-                        removed.push(format!("join token {} (bound to this cluster; revoked)", record.id));
-                    }
+                if bound_here
+                    && !record.revoked
+                    && record.expires_at > now
+                    && (dry_run || join_tokens.revoke(&record.id).await?.is_some())
+                {
+                    removed.push(format!("join token {} (bound to this cluster; revoked)", record.id));
                 }
             }
             if removed.is_empty() && !ignore_not_found {
@@ -283,10 +283,8 @@ pub fn error_code(error: &(dyn std::error::Error + 'static)) -> &'static str {
                 OperatorError::Invalid(_) => "invalid",
             };
         }
-        if let Some(error) = current.downcast_ref::<crate::config::ConfigError>() {
-            if let crate::config::ConfigError::KubeConnect(_) = error {
-                return "kubernetes_unreachable";
-            }
+        if let Some(crate::config::ConfigError::KubeConnect(_)) = current.downcast_ref::<crate::config::ConfigError>() {
+            return "kubernetes_unreachable";
         }
         if let Some(error) = current.downcast_ref::<StoreError>() {
             return match error {

@@ -562,3 +562,77 @@ async fn tenant_remove_revokes_the_join_tokens_bound_to_that_cluster() {
     let other = issue(&router, &unbound, "peer-2", &pki::liqo_csr(&pki::key(KeyType::P256), "peer-2")).await;
     assert_eq!(other.status, StatusCode::ACCEPTED, "unbound tokens are left alone");
 }
+
+#[tokio::test]
+async fn print_peer_command_needs_no_flags_once_serve_recorded_its_url_and_the_pin_it_serves() {
+    let cluster = Cluster::start().await;
+    // A mounted pair, as deploy/ mounts Secret liqo-auth-tls at /certs.
+    let (cert_pem, key_pem) =
+        pki::pem_pair(&pki::SigningCa::new("mounted").server_cert("liqo-auth", &["auth.example.com"]));
+    let (cert, key) = (cluster.dir.path().join("tls.crt"), cluster.dir.path().join("tls.key"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    let server = server::TestServer::start_over(
+        &cluster.fake,
+        &[
+            "--namespace",
+            NS,
+            "--enable-tls",
+            "--cert-path",
+            cert.to_str().unwrap(),
+            "--key-path",
+            key.to_str().unwrap(),
+            "--advertise-auth-address",
+            "auth.example.com",
+        ],
+    )
+    .await;
+    let record = cluster.fake.get_json("secrets", Some(NS), "liqo-auth-serving-info").expect("serve recorded itself");
+    assert!(record["data"]["record"].is_string());
+    let token_file = cluster.dir.path().join("token");
+    let output =
+        cluster.cli(&["token", "create", "--print-peer-command", "--token-out", token_file.to_str().unwrap()]).await;
+    let pin = server.pin.clone().expect("TLS");
+    assert_eq!(
+        last_line(&output),
+        format!(
+            "liqo-auth peer --auth-url https://auth.example.com --token-file {} --ca-hash {pin}",
+            token_file.display()
+        )
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_record_the_pin_comes_from_the_mounted_secret_before_the_generated_one() {
+    let cluster = Cluster::start().await;
+    let _generated = cluster.instance(&["--enable-tls"]).await;
+    let (cert_pem, key_pem) =
+        pki::pem_pair(&pki::SigningCa::new("mounted").server_cert("liqo-auth", &["auth.example.com"]));
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    cluster.fake.insert_json(
+        &format!("/api/v1/namespaces/{NS}/secrets"),
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "liqo-auth-tls", "namespace": NS},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": b64(&cert_pem), "tls.key": b64(&key_pem)},
+        }),
+    );
+    let mounted_pin =
+        liqo_auth::pki::spki_pin_of_spki(&liqo_auth::pki::first_certificate_spki(cert_pem.as_bytes()).unwrap());
+    let token_file = cluster.dir.path().join("token");
+    let output = cluster
+        .cli(&[
+            "token",
+            "create",
+            "--print-peer-command",
+            "--advertise-auth-address",
+            "auth.example.com",
+            "--token-out",
+            token_file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(last_line(&output).ends_with(&format!("--ca-hash {mounted_pin}")), "{output}");
+}

@@ -20,3 +20,4 @@ mod router;
 mod schemathesis;
 mod support;
 mod tls_scan;
+mod walkthrough;

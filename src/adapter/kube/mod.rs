@@ -295,3 +295,31 @@ impl From<KubeFailure> for crate::identity::port::StoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(dir: &Path, context_namespace: Option<&str>) -> PathBuf {
+        let namespace = context_namespace.map(|ns| format!("\n    namespace: {ns}")).unwrap_or_default();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: main\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: main\n  context:\n    cluster: c\n    user: u{namespace}\n- name: other\n  context:\n    cluster: c\n    user: u\n    namespace: elsewhere\n"
+        );
+        let path = dir.join(format!("config-{}", context_namespace.unwrap_or("none")));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_namespace_comes_from_the_kubeconfig_context_else_liqo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let with = kubeconfig(tmp.path(), Some("team-a"));
+        assert_eq!(Connection::from_flags(Some(&with), None).default_namespace(), "team-a");
+        assert_eq!(Connection::from_flags(Some(&with), Some("other")).default_namespace(), "elsewhere");
+        let without = kubeconfig(tmp.path(), None);
+        let fallback = if Path::new(SERVICE_ACCOUNT_NAMESPACE).exists() { None } else { Some(FALLBACK_NAMESPACE) };
+        if let Some(expected) = fallback {
+            assert_eq!(Connection::from_flags(Some(&without), None).default_namespace(), expected);
+        }
+    }
+}
