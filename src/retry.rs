@@ -71,7 +71,23 @@ pub async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     operation: F,
     retryable: impl FnMut(&E) -> bool,
+    retry_after: impl FnMut(&E) -> Option<Duration>,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_notify(policy, operation, retryable, retry_after, |_, _| {}).await
+}
+
+/// Like [`retry`], calling `notify` with the error and the wait before each retry (for a
+/// progress line such as "retrying in 4 s").
+pub async fn retry_notify<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    operation: F,
+    retryable: impl FnMut(&E) -> bool,
     mut retry_after: impl FnMut(&E) -> Option<Duration>,
+    notify: impl FnMut(&E, Duration),
 ) -> Result<T, E>
 where
     F: FnMut() -> Fut,
@@ -82,6 +98,7 @@ where
         .sleep(tokio::time::sleep)
         .when(retryable)
         .adjust(move |error, step| step.map(|step| retry_after(error).unwrap_or_else(|| full_jitter(step))))
+        .notify(notify)
         .await
 }
 

@@ -135,9 +135,10 @@ pub enum TransportError {
         addr: SocketAddr,
         /// Classified cause.
         failure: TlsFailure,
-        /// The rustls or I/O error.
-        #[source]
-        source: io::Error,
+        /// The rustls or I/O error. Not the error's `source`: `failure` already says what it
+        /// means (rustls' own text is debug output such as `Other(OtherError(PinMismatch..))`),
+        /// and `TlsFailure::Other` carries rustls' description.
+        cause: io::Error,
     },
     /// The URL says `http://` but the server speaks TLS on that port.
     #[error("{addr} answered with TLS but the URL uses plain http://; use https://")]
@@ -631,11 +632,11 @@ pub(crate) async fn tls_handshake(
 ) -> Result<TlsStream<Sniffed<TcpStream>>, TransportError> {
     let (stream, first) = Sniffed::new(tcp);
     let connecting = TlsConnector::from(config).connect(endpoint.server_name(), stream);
-    deadline.run(Phase::TlsHandshake, connecting).await?.map_err(|source| TransportError::TlsHandshake {
+    deadline.run(Phase::TlsHandshake, connecting).await?.map_err(|cause| TransportError::TlsHandshake {
         server_name: endpoint.host.clone(),
         addr,
-        failure: classify_tls_error(&source, &first.snapshot()),
-        source,
+        failure: classify_tls_error(&cause, &first.snapshot()),
+        cause,
     })
 }
 

@@ -385,7 +385,28 @@ async fn a_wrong_pin_is_refused_before_the_token_is_sent() {
     assert!(text.contains("GET /ids"), "{text}");
     assert!(text.contains("no certificate in the presented chain matches the pinned hash"), "{text}");
     assert!(text.contains(provider.pin()), "the message shows the presented pin: {text}");
+    assert!(!text.contains("OtherError"), "no debug text: {text}");
+    let hint = error.hint(std::slice::from_ref(&wrong)).expect("a hint");
+    assert!(hint.contains(provider.pin()) && hint.contains(&wrong), "both pins: {hint}");
     assert!(!provider.data_dir().join("peers").exists(), "nothing reached the provider");
+}
+
+#[tokio::test]
+async fn connection_refused_fails_after_a_short_retry_and_points_to_check() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let consumer = tempfile::tempdir().unwrap();
+    let token_file = consumer.path().join("token");
+    std::fs::write(&token_file, "t").unwrap();
+    let mut args = local_consumer(&consumer.path().join("data"), &url, &token_file);
+    let timeout = args.iter().position(|a| a == "--timeout").unwrap();
+    args[timeout + 1] = "60s".into();
+    let args = with(args, &["--ca-hash", &format!("sha256:{}", "00".repeat(32))]);
+    let error = run_peer(args).await.expect_err("nothing listens");
+    assert!(matches!(error, PeerError::Request { .. }), "ended by the refusal window, not --timeout: {error:?}");
+    let hint = error.hint(&[]).expect("a hint");
+    assert!(hint.contains(&format!("liqo-auth check --auth-url {url}")), "{hint}");
 }
 
 #[tokio::test]

@@ -14,15 +14,19 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::peer::error::{AttemptFailure, PeerError, Step};
-use crate::client::transport::{AuthClient, Response, TlsFailure, TransportError};
+use crate::client::transport::{AuthClient, ConnectFailure, Response, TlsFailure, TransportError};
 use crate::http::wire::ErrorBody;
 use crate::identity::ClusterId;
-use crate::retry::{retry, RetryPolicy};
+use crate::retry::{retry_notify, RetryPolicy};
 
 /// First step of the backoff; doubles per retry up to [`MAX_BACKOFF`] (full jitter below it).
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 /// Largest step of the backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long "connection refused" is retried (the service may be restarting behind its
+/// Service); after that nothing is listening and waiting out `--timeout` would not help.
+pub const REFUSED_WINDOW: Duration = Duration::from_secs(5);
 
 /// The backoff of `peer`; the deadline, not a number of attempts, ends the retries.
 pub const PEER_RETRY: RetryPolicy =
@@ -57,7 +61,8 @@ pub(super) async fn send(
 ) -> Result<(Response, u32), PeerError> {
     let attempts = AtomicU32::new(0);
     let last: Mutex<Option<AttemptFailure>> = Mutex::new(None);
-    let (attempts_ref, last_ref) = (&attempts, &last);
+    let first_refused: Mutex<Option<Instant>> = Mutex::new(None);
+    let (attempts_ref, last_ref, first_refused) = (&attempts, &last, &first_refused);
     let record = move |failure: AttemptFailure| {
         *last_ref.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
     };
@@ -82,6 +87,14 @@ pub(super) async fn send(
                 Err(Attempt::Retry { retry_after })
             }
             Ok(Ok(response)) => Ok(response),
+            Ok(Err(error @ TransportError::Connect { failure: ConnectFailure::Refused, .. })) => {
+                let mut first = first_refused.lock().unwrap_or_else(PoisonError::into_inner);
+                if first.get_or_insert_with(Instant::now).elapsed() >= REFUSED_WINDOW {
+                    return Err(Attempt::Fatal(error));
+                }
+                record(AttemptFailure::Transport(error));
+                Err(Attempt::Retry { retry_after: None })
+            }
             Ok(Err(error)) if is_transient(&error) => {
                 record(AttemptFailure::Transport(error));
                 Err(Attempt::Retry { retry_after: None })
@@ -94,21 +107,33 @@ pub(super) async fn send(
             return false;
         };
         // A wait the server asked for that outlasts the deadline is not worth starting.
-        let worth_it = Instant::now() + retry_after.unwrap_or_default() < deadline;
-        if worth_it {
-            let last = last_ref.lock().unwrap_or_else(PoisonError::into_inner);
-            let failure = last.as_ref().map(ToString::to_string).unwrap_or_default();
-            let attempt = attempts_ref.load(Ordering::Relaxed);
-            tracing::warn!(attempt, "{step} failed ({failure}); retrying");
-        }
-        worth_it
+        Instant::now() + retry_after.unwrap_or_default() < deadline
+    };
+    // One progress line per retry, for the person waiting.
+    let notify = |_: &Attempt, wait: Duration| {
+        let last = last_ref.lock().unwrap_or_else(PoisonError::into_inner);
+        let failure = last.as_ref().map(ToString::to_string).unwrap_or_default();
+        let reason = match last.as_ref() {
+            Some(AttemptFailure::Status { status: 429, .. }) => "provider rate-limits this address".to_owned(),
+            Some(AttemptFailure::Status { status, .. }) => format!("provider busy or unavailable (HTTP {status})"),
+            _ => format!("{step} failed"),
+        };
+        let attempt = attempts_ref.load(Ordering::Relaxed);
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+        tracing::debug!(attempt, error = %failure, "{step} failed; retrying");
+        eprintln!(
+            "{reason}: {failure}; retrying in {:.1} s (attempt {}, {left} s left of --timeout)",
+            wait.as_secs_f64(),
+            attempt + 1
+        );
     };
     let server_wait = |attempt: &Attempt| match attempt {
         Attempt::Retry { retry_after } => *retry_after,
         _ => None,
     };
     // The deadline also bounds the sleeps between attempts, which the policy does not know of.
-    let outcome = tokio::time::timeout_at(deadline, retry(&PEER_RETRY, operation, retryable, server_wait)).await;
+    let outcome =
+        tokio::time::timeout_at(deadline, retry_notify(&PEER_RETRY, operation, retryable, server_wait, notify)).await;
     let url = client.base_url();
     match outcome {
         Ok(Ok(response)) => Ok((response, attempts.load(Ordering::Relaxed))),
@@ -132,7 +157,7 @@ pub(super) fn rejected(status: u16, body: &[u8], secrets: &Secrets, local: &Clus
         401 => "the token is wrong or has expired: ask the provider's operator for the current one (`liqo-auth token show`) or a new one (`liqo-auth token create`), then retry".to_owned(),
         403 => format!("cluster {local} is not authorised by the provider: ask the provider's operator to allow it"),
         409 => format!(
-            "the provider already issued an identity to cluster {local} for another key: re-run with the original key (keep its stored identity or pending request), or ask the provider's operator to reset it with `liqo-auth tenant remove {local}` and retry"
+            "the provider already issued an identity to cluster {local} for another key. To give it this new key, ask the provider's operator for a join token bound to this cluster (`liqo-auth token create --cluster-id {local} --print-peer-command`) and run the command it prints; or re-run with the original key (keep its stored identity or pending request); or have the identity removed (`liqo-auth tenant remove {local}`) and peer again"
         ),
         _ => "the provider could not accept the request as sent; check the auth URL and the versions of both sides".to_owned(),
     };
@@ -156,6 +181,9 @@ pub(crate) fn retry_after(response: &Response) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// Longest server message shown.
+const MAX_MESSAGE_CHARS: usize = 2000;
+
 /// The server's message: the JSON envelope's `message`, else the text (the reference answers
 /// text and echoes the token on 401), with every token we sent redacted and the length bounded.
 fn server_message(body: &[u8], secrets: &Secrets) -> String {
@@ -167,8 +195,12 @@ fn server_message(body: &[u8], secrets: &Secrets) -> String {
     if let Some(origin) = secrets.origin_token.as_deref().filter(|t| !t.is_empty()) {
         text = text.replace(origin, "<redacted>");
     }
-    if text.chars().count() > 300 {
-        text = text.chars().take(300).collect::<String>() + "…";
+    // Bounded (a misbehaving server could send megabytes), but far above any liqo-auth
+    // message, and cut at a word boundary.
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        let cut: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        let cut = cut.rsplit_once(char::is_whitespace).map_or(cut.as_str(), |(head, _)| head).to_owned();
+        text = cut + " …";
     }
     if text.is_empty() {
         "(no message)".to_owned()
@@ -215,5 +247,16 @@ mod tests {
         let secrets = Secrets { token: "t".into(), origin_token: None };
         let error = rejected(409, b"{}", &secrets, &ClusterId::parse("c1").unwrap());
         assert!(error.to_string().contains("liqo-auth tenant remove c1"), "{error}");
+        assert!(error.to_string().contains("token create --cluster-id c1"), "the documented fix: {error}");
+    }
+
+    #[test]
+    fn long_server_messages_are_kept_whole_up_to_a_generous_bound_cut_between_words() {
+        let secrets = Secrets { token: "tok-xyz".into(), origin_token: None };
+        let long = "cluster c1 already holds an identity for another key: ".repeat(10);
+        assert_eq!(server_message(long.as_bytes(), &secrets), long.trim());
+        let huge = "word ".repeat(1000);
+        let shown = server_message(huge.as_bytes(), &secrets);
+        assert!(shown.ends_with("word …") && shown.chars().count() <= MAX_MESSAGE_CHARS + 2, "{shown}");
     }
 }

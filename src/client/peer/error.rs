@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::client::key::GenerateKeyError;
-use crate::client::transport::TransportError;
+use crate::client::transport::{ConnectFailure, TlsFailure, TransportError};
 use crate::client::verify::CertificateProblem;
 use crate::identity::port::StoreError;
 use crate::identity::ClusterValueError;
@@ -202,6 +202,54 @@ pub enum Step {
 }
 
 impl PeerError {
+    /// What to do about a failure to reach or trust the provider (the 4xx refusals carry their
+    /// own hint); `pinned` is the `--ca-hash` given, if any.
+    pub fn hint(&self, pinned: &[String]) -> Option<String> {
+        let (url, transport) = match self {
+            Self::Request { url, source, .. } => (url, source),
+            Self::OutOfTime { url, last, .. } => match last.as_ref() {
+                AttemptFailure::Transport(source) => (url, source),
+                AttemptFailure::Status { status: 429, .. } => {
+                    return Some("the provider rate-limits this address after failed authentications: wait a minute, and check the token".into())
+                }
+                AttemptFailure::Status { .. } => {
+                    return Some("the provider kept answering 5xx: its operator can see why in its logs (`kubectl -n liqo logs deploy/liqo-auth`); a longer --timeout waits more".into())
+                }
+                AttemptFailure::Deadline => return Some("raise --timeout if the provider's signer is slow".into()),
+            },
+            _ => return None,
+        };
+        let check =
+            format!("`liqo-auth check --auth-url {url}` walks DNS, TCP, TLS and /ids and says which step fails");
+        Some(match transport {
+            TransportError::Connect { failure: ConnectFailure::Refused, addr, .. } => format!(
+                "nothing listens on {addr}: check the port in --auth-url and that the provider's liqo-auth runs and is exposed there; {check}"
+            ),
+            TransportError::Connect { .. } | TransportError::Resolve { .. } | TransportError::Timeout { .. } => {
+                format!("the provider is not reachable from here (address, firewall, NAT?); {check}")
+            }
+            TransportError::TlsHandshake { failure: TlsFailure::PinMismatch { presented }, .. } => format!(
+                "the server presents {} but --ca-hash is {}: if the provider's serving certificate changed, ask its operator for a new command (`liqo-auth token create --print-peer-command`) or compare `liqo-auth ca-hash --url {url}` with them; if the URL reaches a proxy that terminates TLS, point it at liqo-auth itself",
+                presented.first().map_or("no certificate", String::as_str),
+                if pinned.is_empty() { "(none)".to_owned() } else { pinned.join(", ") },
+            ),
+            TransportError::TlsHandshake { failure: TlsFailure::UnknownIssuer, .. } => format!(
+                "the certificate is not signed by a CA this machine trusts: pass the CA with --ca-file, or pin the certificate with --ca-hash (from the provider's `liqo-auth token create --print-peer-command`; `liqo-auth ca-hash --url {url}` shows the pin presented here, to compare with the provider's operator)"
+            ),
+            TransportError::TlsHandshake { failure: TlsFailure::NameMismatch, .. } => format!(
+                "use a host name the certificate names in --auth-url, or pin it with --ca-hash (a pin does not depend on names); {check}"
+            ),
+            TransportError::TlsHandshake { failure: TlsFailure::Expired | TlsFailure::NotYetValid, .. } => {
+                "check this machine's clock; if it is right, the provider must renew its serving certificate".into()
+            }
+            TransportError::TlsHandshake { failure: TlsFailure::NotTls, .. } => {
+                "the server speaks plain HTTP on that port: use http:// if it runs without TLS, or the TLS port".into()
+            }
+            TransportError::TlsOnPlainPort { .. } => "the server speaks TLS: use https://".into(),
+            _ => check,
+        })
+    }
+
     /// A stable code for `-o json` errors (`{"error":{"code","message"}}`).
     pub fn code(&self) -> &'static str {
         match self {

@@ -239,6 +239,10 @@ pub async fn run(options: PeerOptions, backend: PeerBackend) -> Result<PeerOutco
 /// (including "already peered"), 1 on failure.
 pub async fn execute(options: PeerOptions, backend: PeerBackend) -> ExitCode {
     let output = options.output;
+    let pinned = match &options.trust {
+        ServerTrust::Pin(pins) => pins.iter().map(|p| format!("sha256:{}", hex::encode(p))).collect(),
+        _ => Vec::new(),
+    };
     match run(options, backend).await {
         Ok(outcome) => {
             match output {
@@ -249,8 +253,11 @@ pub async fn execute(options: PeerOptions, backend: PeerBackend) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            let chain = crate::error::error_chain(&error);
+            let mut chain = crate::error::error_chain(&error);
             tracing::debug!(error = %chain, "peer failed");
+            if let Some(hint) = error.hint(&pinned) {
+                chain.push_str(&format!("\nhint: {hint}"));
+            }
             crate::output::fail(output, error.code(), &chain)
         }
     }
