@@ -172,8 +172,8 @@ pub async fn execute(options: DiscoverOptions) -> ExitCode {
             println!("{}", render_json(&entries));
         }
         Output::Yaml => {
-            if entries.is_empty() {
-                eprintln!("{}", nothing_found());
+            if entries.is_empty() && searched_anything {
+                eprintln!("{}", nothing_found(&searched));
             }
             print!("{}", crate::output::document(Output::Yaml, &entries).unwrap_or_default());
         }

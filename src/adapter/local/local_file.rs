@@ -36,8 +36,7 @@ use crate::adapter::local::LocalCa;
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{
     ApiServerInfo, ClusterState, CredentialStore, JoinTokenStore, PeerRecord, PreviousCertificate, ServingRecord,
-    SharedTokenSource,
-    StoreError, StoredIdentity, TenantAdmin,
+    SharedTokenSource, StoreError, StoredIdentity, TenantAdmin,
 };
 use crate::identity::{
     BearerToken, ClusterId, ClusterIdentity, ClusterName, OriginTokenDigest, SharedToken, TenantNamespace,
