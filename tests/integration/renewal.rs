@@ -354,7 +354,13 @@ async fn on_kubernetes_a_removed_tenant_cannot_renew() {
         request_timeout: Duration::from_secs(2),
     };
     let mut out = Vec::new();
-    let remove = liqo_auth::TenantAction::Remove { cluster_id: PEER.into(), delete_namespace: false };
+    let remove = liqo_auth::TenantAction::Remove {
+        cluster_id: PEER.into(),
+        delete_namespace: false,
+        ignore_not_found: false,
+        dry_run: false,
+        output: liqo_auth::Output::Text,
+    };
     liqo_auth::tenant(&backend, remove, &mut out).await.expect("tenant remove");
 
     fake.clear_requests();
