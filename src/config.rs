@@ -327,7 +327,9 @@ impl Config {
                     Some(source) if source.cert_path.exists() && source.key_path.exists() => {
                         Some(ServingCertificate::load_or_generate(source).map_err(ConfigError::Tls)?)
                     }
-                    Some(source) => Some(shared_serving_certificate(&ctx, namespace, &source.extra_sans).await?),
+                    Some(source) => {
+                        Some(shared_serving_certificate(&ctx, namespace, &source.extra_sans).await?.watching(source))
+                    }
                     None => None,
                 };
                 let cluster_state = Arc::new(KubeClusterState::new(ctx.clone(), namespace.clone()));
@@ -481,7 +483,7 @@ async fn shared_serving_certificate(
         ctx,
         namespace,
         |cert| ServingCertificate::reusable(cert, sans),
-        || crate::server::tls::generate_self_signed(sans).map(|(cert, key)| PemPair { cert, key }),
+        |key| crate::server::tls::generate_self_signed_with_key(sans, key).map(|(cert, key)| PemPair { cert, key }),
     )
     .await
     .map_err(ConfigError::ServingSecret)?;

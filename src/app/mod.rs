@@ -243,6 +243,18 @@ impl Config {
 /// Records what `serve` serves for the operator commands; a failure (read-only data dir, a Role
 /// without Secret writes) costs only the convenience, so it is a warning, never a failed start.
 async fn record_serving(cluster_state: &dyn ClusterState, record: &ServingRecord) {
+    // Every `--ca-hash` handed out names the old pin: say so loudly when it changes.
+    if let Ok(Some(previous)) = cluster_state.serving_record().await {
+        if let (Some(old), Some(new)) = (&previous.ca_hash, &record.ca_hash) {
+            if old != new {
+                tracing::warn!(
+                    tls.pin = %new,
+                    tls.previous_pin = %old,
+                    "the served certificate pin changed from {old} to {new}: peers given --ca-hash {old} fail until they get the new one (`liqo-auth token create --print-peer-command` prints it)"
+                );
+            }
+        }
+    }
     if let Err(error) = cluster_state.record_serving(record).await {
         tracing::warn!(
             error = %crate::error::error_chain(&error),

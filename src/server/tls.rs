@@ -89,7 +89,10 @@ impl ServingCertificate {
                 match reusable {
                     Some(pair) => pair,
                     None => {
-                        let pair = generate_self_signed(&source.extra_sans)?;
+                        // A new SAN or a renewal re-signs with the key already there: the pin
+                        // (of the key) stays, and no `--ca-hash` handed out breaks.
+                        let kept = fs::read_to_string(&key_file).ok();
+                        let pair = generate_self_signed_with_key(&source.extra_sans, kept.as_deref())?;
                         ensure_private_dir(dir).map_err(TlsError::Persist)?;
                         write_private_file(&key_file, pair.1.as_bytes()).map_err(TlsError::Persist)?;
                         write_private_file(&cert_file, pair.0.as_bytes()).map_err(TlsError::Persist)?;
@@ -102,7 +105,15 @@ impl ServingCertificate {
         };
         let (key, summary) =
             certified_key(cert_pem.as_bytes(), key_pem.as_bytes(), &source.cert_path, &source.key_path)?;
-        Ok(Self::from_parts(key, &summary, None))
+        // Still watched: a pair that appears later (cert-manager issuing after the pod
+        // started, a Secret mounted `optional: true`) replaces the generated one.
+        Ok(Self::from_parts(key, &summary, None).watching(source))
+    }
+
+    /// Watches `source`'s `--cert-path`/`--key-path` from now on, even while they are absent.
+    pub fn watching(mut self, source: &ServingSource) -> Self {
+        self.watched = Some((source.cert_path.clone(), source.key_path.clone()));
+        self
     }
 
     /// Serves a PEM pair kept elsewhere (the Kubernetes backend's shared Secret).
@@ -171,7 +182,19 @@ fn certified_key(
 
 /// Generates a P-256 self-signed serving certificate for localhost, the host name and `extra_sans`.
 pub fn generate_self_signed(extra_sans: &[String]) -> Result<(String, String), TlsError> {
-    let key = rcgen::KeyPair::generate().map_err(TlsError::Generate)?;
+    generate_self_signed_with_key(extra_sans, None)
+}
+
+/// Like [`generate_self_signed`], signing with `key_pem` when it is a usable key (so the SPKI
+/// pin does not change), else with a new P-256 key.
+pub fn generate_self_signed_with_key(
+    extra_sans: &[String],
+    key_pem: Option<&str>,
+) -> Result<(String, String), TlsError> {
+    let key = match key_pem.and_then(|pem| rcgen::KeyPair::from_pem(pem).ok()) {
+        Some(key) => key,
+        None => rcgen::KeyPair::generate().map_err(TlsError::Generate)?,
+    };
     let mut params = rcgen::CertificateParams::new(default_sans(extra_sans)).map_err(TlsError::Generate)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, "liqo-auth");
@@ -260,11 +283,16 @@ mod tests {
     }
 
     #[test]
-    fn a_new_tls_san_regenerates_the_certificate() {
+    fn a_new_tls_san_reissues_the_certificate_with_the_same_key_and_pin() {
         let tmp = tempfile::tempdir().unwrap();
         let first = ServingCertificate::load_or_generate(&source(tmp.path(), &[])).unwrap();
+        let cert = tmp.path().join("data/tls.crt");
+        let before = fs::read_to_string(&cert).unwrap();
         let second = ServingCertificate::load_or_generate(&source(tmp.path(), &["10.1.2.3"])).unwrap();
-        assert_ne!(first.pin, second.pin);
+        let after = fs::read_to_string(&cert).unwrap();
+        assert_ne!(before, after, "a new certificate");
+        assert!(covers_sans(&after, &["10.1.2.3".to_owned()]), "naming the new SAN");
+        assert_eq!(first.pin, second.pin, "the key, hence the pin, is kept");
     }
 
     #[test]

@@ -326,6 +326,17 @@ async fn a_certificate_swapped_on_disk_is_served_by_the_next_handshake_while_an_
 }
 
 #[tokio::test]
+async fn a_certificate_that_appears_after_start_replaces_the_generated_one() {
+    let server = ReloadingServer::start_with(false).await;
+    let generated = server.handshake_pin().await;
+    assert_ne!(generated, server.first.pin, "serves a generated pair while the files are absent");
+    server.first.write(&server.dir);
+    assert_eq!(server.wait_for_pin(&server.first.pin).await, server.first.pin, "the late pair is picked up");
+    assert_eq!(server.gauge(), server.first.not_after);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_broken_replacement_keeps_the_old_certificate_in_service_and_logs_an_error() {
     let logs = Logs::capture();
     let server = ReloadingServer::start().await;
@@ -498,10 +509,17 @@ struct ReloadingServer {
 
 impl ReloadingServer {
     async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// With `write_first` false the files are absent at start (cert-manager not done yet).
+    async fn start_with(write_first: bool) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let first = TestCert::new(30);
-        first.write(&dir);
+        if write_first {
+            first.write(&dir);
+        }
         let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
         let flags = [
             "--enable-tls".to_owned(),
@@ -583,4 +601,28 @@ impl KeptConnection {
         http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
         status
     }
+}
+
+#[tokio::test]
+async fn a_changed_serving_pin_is_a_warning_naming_the_old_and_the_new_pin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = TestServer::start_in(&data, &["--enable-tls"]).await;
+    let old = first.pin.clone().expect("TLS");
+    first.stop().await;
+    // A lost key (a wiped volume) means a new key, hence a new pin.
+    std::fs::remove_file(data.join("tls.key")).unwrap();
+    std::fs::remove_file(data.join("tls.crt")).unwrap();
+    let logs = Logs::capture();
+    let second = TestServer::start_in(&data, &["--enable-tls"]).await;
+    let new = second.pin.clone().expect("TLS");
+    assert_ne!(old, new);
+    let warning = logs
+        .events()
+        .into_iter()
+        .find(|e| e["level"] == "WARN" && e["message"].as_str().unwrap_or_default().contains("pin changed"))
+        .expect("a warning about the pin");
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains(&old) && message.contains(&new), "{message}");
+    second.stop().await;
 }

@@ -47,13 +47,14 @@ pub enum ServingSecretError {
     Incomplete,
 }
 
-/// The stored pair when `reusable` accepts its certificate, else a `generate`d one, stored for
-/// the other replicas. When another replica stores first, its pair wins.
+/// The stored pair when `reusable` accepts its certificate, else a `generate`d one (given the
+/// stored key, to keep it), stored for the other replicas. When another replica stores first,
+/// its pair wins.
 pub async fn shared_serving_pair<E>(
     ctx: &KubeCtx,
     namespace: &str,
     reusable: impl Fn(&str) -> bool,
-    generate: impl FnOnce() -> Result<PemPair, E>,
+    generate: impl FnOnce(Option<&str>) -> Result<PemPair, E>,
 ) -> Result<PemPair, ServingSecretError>
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -68,7 +69,9 @@ where
             return Ok(pair);
         }
     }
-    let pair = generate().map_err(|e| ServingSecretError::Generate(Box::new(e)))?;
+    // The stored key, if any, is handed to `generate` so a renewal keeps the pin.
+    let stored_key = existing.as_ref().and_then(pair_of).map(|pair| pair.key);
+    let pair = generate(stored_key.as_deref()).map_err(|e| ServingSecretError::Generate(Box::new(e)))?;
     let mut secret = existing.unwrap_or_default();
     secret.metadata.name = Some(SERVING_CERT_SECRET.into());
     secret.type_ = Some("kubernetes.io/tls".into());
