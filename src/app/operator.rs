@@ -293,6 +293,7 @@ pub fn error_code(error: &(dyn std::error::Error + 'static)) -> &'static str {
                 StoreError::Forbidden { .. } => "forbidden",
                 StoreError::Corrupt { .. } => "corrupt",
                 StoreError::AlreadyExists { .. } => "already_exists",
+                StoreError::NamespaceTaken { .. } => "namespace_taken",
                 StoreError::Backend { .. } => "backend",
             };
         }
