@@ -20,7 +20,7 @@ pub enum IdentityCommand {
 #[derive(Clone, Debug, clap::Args)]
 pub struct IdentityListArgs {
     /// Output format.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     /// Where this cluster's state lives.
     #[command(flatten)]

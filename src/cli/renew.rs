@@ -48,7 +48,7 @@ pub struct RenewArgs {
     pub timeout: Duration,
 
     /// Output format of the summary.
-    #[arg(long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
     /// Also write a kubeconfig for the renewed identity to this file (mode 0600); the one

@@ -60,6 +60,7 @@ pub async fn run(
             let text = match output {
                 Output::Json => serde_json::to_string_pretty(&entries).expect("entries serialise") + "\n",
                 Output::Text => render_text(&entries),
+                Output::Yaml => crate::output::document(output, &entries).unwrap_or_default(),
             };
             out.write_all(text.as_bytes()).map_err(IdentityError::Write)
         }

@@ -226,6 +226,7 @@ pub async fn execute(options: RenewOptions, store: &dyn PeerIdentityStore, rende
             match options.output {
                 Output::Text => print!("{}", outcome.render_text()),
                 Output::Json => println!("{}", serde_json::to_string(&outcome).expect("an outcome serialises")),
+                Output::Yaml => print!("{}", crate::output::document(Output::Yaml, &outcome).unwrap_or_default()),
             }
             ExitCode::SUCCESS
         }

@@ -657,7 +657,13 @@ mod consumer {
         let pin = server.pin.clone().unwrap();
 
         let backend = BackendConfig::Local { data_dir: server.data_dir().to_owned() };
-        let remove = liqo_auth::TenantAction::Remove { cluster_id: CONSUMER.into(), delete_namespace: false };
+        let remove = liqo_auth::TenantAction::Remove {
+            cluster_id: CONSUMER.into(),
+            delete_namespace: false,
+            ignore_not_found: false,
+            dry_run: false,
+            output: liqo_auth::Output::Text,
+        };
         liqo_auth::tenant(&backend, remove, &mut Vec::new()).await.expect("tenant remove");
         let refused = renew_run(&consumer, &["--ca-hash", &pin, "--force"]).await.expect_err("refused");
         assert_eq!(refused.exit_code(), EXIT_REFUSED, "{}", error_chain(&refused));
