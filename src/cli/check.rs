@@ -72,7 +72,7 @@ impl CheckArgs {
     pub fn into_pre_options(self) -> (PreflightConfig, Output) {
         let timeout = self.timeout.max(DEFAULT_KUBE_REQUEST_TIMEOUT);
         let config = PreflightConfig {
-            connection: Connection::from_flag(self.kubeconfig.as_deref()),
+            connection: Connection::from_flags(self.kubeconfig.as_deref(), None),
             request_timeout: timeout,
             namespace: self.namespace,
             service_account: self.service_account,
