@@ -17,9 +17,10 @@
 //!
 //! The shared token comes from [`KubeTokenCache`]; deciding what to store is the domain's.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding, RoleRef, Subject};
@@ -74,6 +75,11 @@ impl ApiServerSource {
 /// Namespaces remembered as created by this process and not yet through an issuance.
 const FRESH_LIMIT: usize = 1024;
 
+/// How long a namespace this process created stands in for the cache, which may not have
+/// seen it yet: long enough for any watch to deliver it, short enough that a namespace an
+/// operator deleted meanwhile is created again on a retry soon after.
+const CREATED_MEMO: Duration = Duration::from_secs(30);
+
 /// The Kubernetes credential store.
 #[derive(Clone)]
 pub struct KubeStore {
@@ -86,6 +92,9 @@ pub struct KubeStore {
     /// (other than by a concurrent writer, which create-if-absent catches), so their first
     /// issuance skips the reads that would find nothing.
     fresh: Arc<Mutex<HashSet<String>>>,
+    /// Tenant namespaces this process created, with when: a repeat that arrives before the
+    /// namespace cache has seen its namespace uses it instead of creating it again.
+    created: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl KubeStore {
@@ -97,11 +106,23 @@ impl KubeStore {
         caches: KubeCaches,
         api_server: ApiServerSource,
     ) -> Self {
-        Self { ctx, namespace, tokens, caches, api_server: Arc::new(api_server), fresh: Arc::default() }
+        Self {
+            ctx,
+            namespace,
+            tokens,
+            caches,
+            api_server: Arc::new(api_server),
+            fresh: Arc::default(),
+            created: Arc::default(),
+        }
     }
 
     fn fresh(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn created(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The basic peering ClusterRoles: the cache, or one direct list when the cache has none
@@ -241,6 +262,7 @@ impl CredentialStore for KubeStore {
         if let [one] = cached.as_slice() {
             let name = one.metadata.name.clone().unwrap_or_default();
             self.fresh().remove(&name);
+            self.created().remove(&name);
             return Ok(TenantNamespace::from_stored(name));
         }
         if cached.len() > 1 {
@@ -251,6 +273,10 @@ impl CredentialStore for KubeStore {
             });
         }
         let name = cluster.tenant_namespace();
+        if self.created().get(name.as_str()).is_some_and(|at| at.elapsed() < CREATED_MEMO) {
+            // Created here a moment ago, with our labels; the cache has not seen it yet.
+            return Ok(name);
+        }
         let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
         let namespace = Namespace {
             metadata: ObjectMeta {
@@ -275,6 +301,15 @@ impl CredentialStore for KubeStore {
                     fresh.clear();
                 }
                 fresh.insert(name.to_string());
+                drop(fresh);
+                let mut created = self.created();
+                if created.len() >= FRESH_LIMIT {
+                    created.retain(|_, at| at.elapsed() < CREATED_MEMO);
+                    if created.len() >= FRESH_LIMIT {
+                        created.clear();
+                    }
+                }
+                created.insert(name.to_string(), Instant::now());
                 Ok(name)
             }
             // It exists: created meanwhile by another replica or by Liqo itself (same naming,
