@@ -4,14 +4,15 @@
 //! name and serving-certificate pin.
 //!
 //! The advertised address and the pin are found as `token create --print-peer-command` finds
-//! them (`--advertise-auth-address`, else `--address`; `--cert-path`, else the generated serving
-//! certificate); the record layout belongs to `discovery::dns`.
+//! them (`--advertise-auth-address`, else `--address`, else what the running `serve` recorded;
+//! `--cert-path`, else the recorded pin, else the stored serving certificate); the record
+//! layout belongs to `discovery::dns`.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::app::operator::{serving_pin, CommandError};
+use crate::app::operator::{advertised_url, serving_pin, CommandError};
 use crate::config::{Access, BackendConfig};
 use crate::discovery::dns::{is_label, ZoneInput, ZoneRecords};
 
@@ -26,8 +27,9 @@ pub struct DnsRecordsOptions {
     pub ttl: Duration,
     /// Where peers reach this service (HOST[:PORT]).
     pub advertise_auth_address: Option<String>,
-    /// The serving address of `serve`, used when `advertise_auth_address` is absent.
-    pub address: String,
+    /// The serving address of `serve`, used when `advertise_auth_address` is absent; with
+    /// neither, what the running `serve` recorded.
+    pub address: Option<String>,
     /// Serving certificate to pin.
     pub cert_path: Option<PathBuf>,
     /// This cluster's ID, when the backend has none.
@@ -44,13 +46,14 @@ pub async fn dns_records(
 ) -> Result<(), CommandError> {
     let ttl =
         u32::try_from(options.ttl.as_secs()).ok().filter(|t| *t > 0).ok_or("--record-ttl must be 1s to 68 years")?;
-    let url = crate::config::auth_url(options.advertise_auth_address.as_deref(), &options.address).ok_or(
-        "--address names no host peers can reach: pass --advertise-auth-address HOST[:PORT] (the address peers use)",
-    )?;
+    let backend_flags = backend.command_flags();
+    let backend = backend.open(Access::Existing).await?;
+    let url =
+        advertised_url(&backend, options.advertise_auth_address.as_deref(), options.address.as_deref(), &backend_flags)
+            .await?;
     let uri: http::Uri = url.parse().map_err(|_| format!("the advertised auth URL {url:?} is not a URL"))?;
     let host = uri.host().ok_or_else(|| format!("the advertised auth URL {url:?} has no host"))?.to_owned();
     let port = uri.port_u16().unwrap_or(443);
-    let backend = backend.open(Access::Existing).await?;
     let pin = serving_pin(&backend, options.cert_path.as_deref()).await?;
     let identity = backend.cluster.cluster_identity(options.local_cluster_id.as_deref(), None).await?;
     let name = match options.name {

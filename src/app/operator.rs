@@ -440,8 +440,22 @@ async fn peer_command_target(
     args: &TokenCreateOptions,
     backend_flags: &str,
 ) -> Result<PeerTarget, CommandError> {
+    let url =
+        advertised_url(backend, args.advertise_auth_address.as_deref(), args.address.as_deref(), backend_flags).await?;
+    let pin = serving_pin(backend, args.cert_path.as_deref()).await?;
+    Ok(PeerTarget { url, pin })
+}
+
+/// The URL peers use: `advertise` (`--advertise-auth-address`), else `address` (`--address`),
+/// else what the running `serve` recorded; an error that says which flag to pass otherwise.
+pub(crate) async fn advertised_url(
+    backend: &Backend,
+    advertise: Option<&str>,
+    address: Option<&str>,
+    backend_flags: &str,
+) -> Result<String, CommandError> {
     let record = backend.cluster.serving_record().await?;
-    let url = match (&args.advertise_auth_address, args.address.as_deref(), &record) {
+    let url = match (advertise, address, &record) {
         (Some(advertised), _, _) => crate::config::auth_url(Some(advertised), ""),
         (None, Some(address), _) => crate::config::auth_url(None, address),
         (None, None, Some(record)) => {
@@ -457,19 +471,14 @@ async fn peer_command_target(
         }
         (None, None, None) => None,
     };
-    let Some(url) = url else {
+    url.ok_or_else(|| {
         let why = match &record {
             Some(record) if record.ca_hash.is_none() => format!("serve runs plain HTTP on {} (TLS terminated in front?)", record.listen),
             Some(record) => format!("serve listens on every interface ({}) and has no --advertise-auth-address", record.listen),
             None => format!("no running serve has recorded its address here (start `liqo-auth serve{backend_flags} --enable-tls` first)"),
         };
-        return Err(format!(
-            "no URL to give peers: {why}; pass --advertise-auth-address HOST[:PORT] (the address peers use)"
-        )
-        .into());
-    };
-    let pin = serving_pin(backend, args.cert_path.as_deref()).await?;
-    Ok(PeerTarget { url, pin })
+        format!("no URL to give peers: {why}; pass --advertise-auth-address HOST[:PORT] (the address peers use)").into()
+    })
 }
 
 /// The SPKI pin of the first certificate in `path`.

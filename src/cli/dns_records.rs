@@ -31,12 +31,13 @@ pub struct DnsRecordsArgs {
     #[arg(long = "record-ttl", env = "LIQO_AUTH_RECORD_TTL", value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
     pub record_ttl: Duration,
     /// Where peers reach this service (HOST[:PORT], default port 443): the SRV target. Default:
-    /// the host and port of --address.
+    /// the host and port of --address, else what the running `serve` recorded.
     #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
     pub advertise_auth_address: Option<String>,
-    /// The serving address of `serve`, used when --advertise-auth-address is absent.
-    #[arg(long, env = "LIQO_AUTH_ADDRESS", default_value = ":5000")]
-    pub address: String,
+    /// The serving address of `serve`, used when --advertise-auth-address is absent. Default:
+    /// the auth URL the running `serve` recorded in the data dir or Secret.
+    #[arg(long, env = "LIQO_AUTH_ADDRESS")]
+    pub address: Option<String>,
     /// Serving certificate whose pin goes into TXT `pin=`. Default: `<data-dir>/tls.crt` (local
     /// backend) or Secret `liqo-auth-serving-cert` (Kubernetes backend).
     #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH")]
@@ -89,7 +90,7 @@ mod tests {
         let (_, options) = cli.records.into_options();
         assert_eq!((options.domain.as_str(), options.name.as_deref()), ("liqo.example.com", Some("milan")));
         assert_eq!(options.ttl, Duration::from_secs(300));
-        assert_eq!(options.address, ":5000");
+        assert_eq!(options.address, None);
         assert!(!options.json);
     }
 }

@@ -372,6 +372,15 @@ async fn the_records_dns_records_prints_make_the_provider_discoverable() {
         "{zone}"
     );
 
+    // Without --advertise-auth-address the SRV points where the running serve said it listens
+    // (the auth URL it recorded in its data dir), with the same pin.
+    let recorded =
+        run_binary(&["dns-records", "--backend", "local", "--data-dir", &data_dir, "--domain", "example.test"]);
+    assert_eq!(recorded.0, Some(0), "stderr:\n{}", recorded.2);
+    let srv_port = format!(" IN SRV  0 0 {} ", server.addr.port());
+    assert!(recorded.1.lines().any(|l| l.contains(&srv_port)), "{}", recorded.1);
+    assert!(recorded.1.contains(&format!("\"pin={pin}\"")), "{}", recorded.1);
+
     // Published as printed (translated line by line into dnsmasq's options), plus the address
     // record of the advertised host, which the operator's zone already has.
     let mut options = zone_to_dnsmasq(&zone);
