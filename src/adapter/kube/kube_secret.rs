@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
+use sha2::{Digest, Sha256};
 
 use crate::adapter::kube::kube_cache::{label, KubeCaches};
 use crate::adapter::kube::kube_token::KubeTokenCache;
@@ -75,10 +76,10 @@ impl ApiServerSource {
 /// Namespaces remembered as created by this process and not yet through an issuance.
 const FRESH_LIMIT: usize = 1024;
 
-/// How long a namespace this process created stands in for the cache, which may not have
-/// seen it yet: long enough for any watch to deliver it, short enough that a namespace an
-/// operator deleted meanwhile is created again on a retry soon after.
-const CREATED_MEMO: Duration = Duration::from_secs(30);
+/// How long an object this process wrote stands in for the cache, which may not have seen it
+/// yet: long enough for any watch to deliver it, short enough that an object an operator
+/// deleted meanwhile is written again on a retry soon after.
+const RECENT_MEMO: Duration = Duration::from_secs(30);
 
 /// The Kubernetes credential store.
 #[derive(Clone)]
@@ -92,9 +93,9 @@ pub struct KubeStore {
     /// (other than by a concurrent writer, which create-if-absent catches), so their first
     /// issuance skips the reads that would find nothing.
     fresh: Arc<Mutex<HashSet<String>>>,
-    /// Tenant namespaces this process created, with when: a repeat that arrives before the
-    /// namespace cache has seen its namespace uses it instead of creating it again.
-    created: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Objects this process wrote a moment ago (`namespace/NAME`, `token/NAME/SHA256`), with
+    /// when: a repeat that arrives before the caches have seen them does not write them again.
+    recent: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl KubeStore {
@@ -113,7 +114,7 @@ impl KubeStore {
             caches,
             api_server: Arc::new(api_server),
             fresh: Arc::default(),
-            created: Arc::default(),
+            recent: Arc::default(),
         }
     }
 
@@ -121,8 +122,25 @@ impl KubeStore {
         self.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn created(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers that this process just wrote `key` (bounded: expired entries go first).
+    fn remember(&self, key: String) {
+        let mut recent = self.recent();
+        if recent.len() >= FRESH_LIMIT {
+            recent.retain(|_, at| at.elapsed() < RECENT_MEMO);
+            if recent.len() >= FRESH_LIMIT {
+                recent.clear();
+            }
+        }
+        recent.insert(key, Instant::now());
+    }
+
+    /// Whether this process wrote `key` within [`RECENT_MEMO`].
+    fn recently_wrote(&self, key: &str) -> bool {
+        self.recent().get(key).is_some_and(|at| at.elapsed() < RECENT_MEMO)
     }
 
     /// The basic peering ClusterRoles: the cache, or one direct list when the cache has none
@@ -262,7 +280,7 @@ impl CredentialStore for KubeStore {
         if let [one] = cached.as_slice() {
             let name = one.metadata.name.clone().unwrap_or_default();
             self.fresh().remove(&name);
-            self.created().remove(&name);
+            self.recent().remove(&format!("namespace/{name}"));
             return Ok(TenantNamespace::from_stored(name));
         }
         if cached.len() > 1 {
@@ -273,7 +291,7 @@ impl CredentialStore for KubeStore {
             });
         }
         let name = cluster.tenant_namespace();
-        if self.created().get(name.as_str()).is_some_and(|at| at.elapsed() < CREATED_MEMO) {
+        if self.recently_wrote(&format!("namespace/{name}")) {
             // Created here a moment ago, with our labels; the cache has not seen it yet.
             return Ok(name);
         }
@@ -302,14 +320,7 @@ impl CredentialStore for KubeStore {
                 }
                 fresh.insert(name.to_string());
                 drop(fresh);
-                let mut created = self.created();
-                if created.len() >= FRESH_LIMIT {
-                    created.retain(|_, at| at.elapsed() < CREATED_MEMO);
-                    if created.len() >= FRESH_LIMIT {
-                        created.clear();
-                    }
-                }
-                created.insert(name.to_string(), Instant::now());
+                self.remember(format!("namespace/{name}"));
                 Ok(name)
             }
             // It exists: created meanwhile by another replica or by Liqo itself (same naming,
@@ -432,8 +443,9 @@ impl CredentialStore for KubeStore {
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let name = format!("remote-token-{cluster}");
         let cached = self.caches.origin_tokens.state().into_iter().find(|s| s.metadata.name.as_deref() == Some(&name));
-        if cached.as_ref().is_some_and(|s| holds_origin_token(s, cluster, token)) {
-            // Already as it should be: a repeat writes nothing.
+        let memo = format!("token/{name}/{}", hex::encode(Sha256::digest(token.expose().as_bytes())));
+        if cached.as_ref().is_some_and(|s| holds_origin_token(s, cluster, token)) || self.recently_wrote(&memo) {
+            // Already as it should be (or written here a moment ago): a repeat writes nothing.
             return Ok(());
         }
         // Create first: the common case (a first peering) then costs one request.
@@ -445,7 +457,10 @@ impl CredentialStore for KubeStore {
             )
             .await;
         match created {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                self.remember(memo);
+                return Ok(());
+            }
             Err(failure) if failure.is_already_exists() => {}
             Err(failure) => return Err(failure.into()),
         }
@@ -485,7 +500,10 @@ impl CredentialStore for KubeStore {
         )
         .await;
         match written {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.remember(memo);
+                Ok(())
+            }
             Err(KubeFailure::AlreadyExists { .. } | KubeFailure::Conflict { .. }) => Err(StoreError::Unavailable {
                 operation: format!("updating Secret {name}"),
                 source: "kept conflicting with concurrent writers".into(),
