@@ -64,6 +64,11 @@ pub struct LogArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the authentication service.
+    #[command(after_help = "Examples:\n  \
+        liqo-auth serve --backend local --enable-tls --address 127.0.0.1:5000\n  \
+        liqo-auth serve --backend local --enable-tls --address :5000 --advertise-auth-address auth.example.com:5000\n  \
+        liqo-auth serve -n liqo --enable-tls\n  \
+        liqo-auth serve -n liqo --address :8080 --trusted-proxy 10.0.0.0/24   # plain HTTP behind an Ingress")]
     Serve(Box<ServeArgs>),
     /// Manage tokens: the shared token and per-peer join tokens.
     #[command(subcommand)]
@@ -159,6 +164,30 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn serve_help_groups_every_flag_under_a_heading_and_shows_examples() {
+        use clap::CommandFactory;
+        let mut command = Args::command();
+        let help = command.find_subcommand_mut("serve").expect("serve").render_help().to_string();
+        let headings = [
+            "Backend:",
+            "Server:",
+            "TLS:",
+            "Kubernetes and signing:",
+            "Limits:",
+            "Observability and discovery:",
+            "Compatibility (reference flags):",
+        ];
+        for heading in headings {
+            assert!(help.contains(&format!("\n{heading}\n")), "no {heading} in:\n{help}");
+        }
+        let limits = help.split("\n\n").find(|section| section.starts_with("Limits:")).expect("a Limits section");
+        for flag in ["--max-connections-per-source", "--idle-timeout", "--header-read-timeout", "--body-read-timeout"] {
+            assert!(limits.contains(flag), "{flag} is not under Limits:\n{limits}");
+        }
+        assert!(help.contains("Examples:\n  liqo-auth serve --backend local"), "{help}");
+    }
 
     #[test]
     fn parses_go_durations() {

@@ -69,138 +69,182 @@ impl CompatArgs {
 /// `serve` flags.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct ServeArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Backend")]
     pub backend: BackendArgs,
     /// Listen address (`:5000` means every interface).
-    #[arg(long, env = "LIQO_AUTH_ADDRESS", default_value = ":5000")]
+    #[arg(help_heading = "Server", long, env = "LIQO_AUTH_ADDRESS", default_value = ":5000")]
     pub address: String,
     /// Serve HTTPS (bare flag or `=true|false`).
-    #[arg(long = "enable-tls", env = "LIQO_AUTH_ENABLE_TLS", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(help_heading = "TLS", long = "enable-tls", env = "LIQO_AUTH_ENABLE_TLS", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_tls: bool,
     /// TLS certificate (PEM). Generated (self-signed P-256) when absent.
-    #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH", default_value = "/certs/cert.pem")]
+    #[arg(help_heading = "TLS", long = "cert-path", env = "LIQO_AUTH_CERT_PATH", default_value = "/certs/cert.pem")]
     pub cert_path: PathBuf,
     /// TLS private key (PEM).
-    #[arg(long = "key-path", env = "LIQO_AUTH_KEY_PATH", default_value = "/certs/key.pem")]
+    #[arg(help_heading = "TLS", long = "key-path", env = "LIQO_AUTH_KEY_PATH", default_value = "/certs/key.pem")]
     pub key_path: PathBuf,
     /// Extra subject alternative name for a generated serving certificate (repeatable).
-    #[arg(long = "tls-san", env = "LIQO_AUTH_TLS_SAN", value_delimiter = ',')]
+    #[arg(help_heading = "TLS", long = "tls-san", env = "LIQO_AUTH_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
     /// This cluster's ID (DNS-1123 label; Liqo uses a UUID).
-    #[arg(long = "cluster-id", env = "LIQO_AUTH_CLUSTER_ID")]
+    #[arg(help_heading = "Server", long = "cluster-id", env = "LIQO_AUTH_CLUSTER_ID")]
     pub cluster_id: Option<String>,
     /// This cluster's name (DNS-1123 label).
-    #[arg(long = "cluster-name", env = "LIQO_AUTH_CLUSTER_NAME")]
+    #[arg(help_heading = "Server", long = "cluster-name", env = "LIQO_AUTH_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
     /// Check the token (`=false` accepts every caller; never do this outside a lab).
-    #[arg(long = "enable-authentication", env = "LIQO_AUTH_ENABLE_AUTHENTICATION", num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(help_heading = "Server", long = "enable-authentication", env = "LIQO_AUTH_ENABLE_AUTHENTICATION", num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_authentication: bool,
     /// API server URL given to peers (NAT, load balancers, public names); `https://` is added when missing.
-    #[arg(long = "advertise-api-server-address", env = "LIQO_AUTH_ADVERTISE_API_SERVER_ADDRESS")]
+    #[arg(
+        help_heading = "Kubernetes and signing",
+        long = "advertise-api-server-address",
+        env = "LIQO_AUTH_ADVERTISE_API_SERVER_ADDRESS"
+    )]
     pub advertise_api_server_address: Option<String>,
     /// Do not send `apiServerCA`: peers trust the API server through their system roots.
-    #[arg(long = "advertise-api-server-trusted-ca", env = "LIQO_AUTH_ADVERTISE_API_SERVER_TRUSTED_CA", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(help_heading = "Kubernetes and signing", long = "advertise-api-server-trusted-ca", env = "LIQO_AUTH_ADVERTISE_API_SERVER_TRUSTED_CA", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub advertise_api_server_trusted_ca: bool,
     /// Lifetime of issued certificates (Go duration, e.g. `8760h`).
-    #[arg(long = "certificate-ttl", env = "LIQO_AUTH_CERTIFICATE_TTL", default_value = "8760h", value_parser = parse_duration)]
+    #[arg(help_heading = "Server", long = "certificate-ttl", env = "LIQO_AUTH_CERTIFICATE_TTL", default_value = "8760h", value_parser = parse_duration)]
     pub certificate_ttl: Duration,
     /// How long after its notAfter a certificate may still renew itself
     /// (`POST /identity/certificate/renew`); 0 means an expired certificate never renews.
-    #[arg(long = "renewal-grace-after-expiry", env = "LIQO_AUTH_RENEWAL_GRACE_AFTER_EXPIRY", default_value = "0s", value_parser = parse_duration)]
+    #[arg(help_heading = "Server", long = "renewal-grace-after-expiry", env = "LIQO_AUTH_RENEWAL_GRACE_AFTER_EXPIRY", default_value = "0s", value_parser = parse_duration)]
     pub renewal_grace_after_expiry: Duration,
     #[command(flatten)]
     pub compat: CompatArgs,
     /// Reference IAM mode (not supported: refused at start when set).
-    #[arg(long = "aws-access-key-id", env = "LIQO_AUTH_AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    #[arg(
+        help_heading = "Compatibility (reference flags)",
+        long = "aws-access-key-id",
+        env = "LIQO_AUTH_AWS_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
     pub aws_access_key_id: Option<String>,
     /// Reference IAM mode (not supported: refused at start when set).
-    #[arg(long = "aws-secret-access-key", env = "LIQO_AUTH_AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    #[arg(
+        help_heading = "Compatibility (reference flags)",
+        long = "aws-secret-access-key",
+        env = "LIQO_AUTH_AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
     pub aws_secret_access_key: Option<String>,
     /// Reference IAM mode (not supported: refused at start when set).
-    #[arg(long = "aws-region", env = "LIQO_AUTH_AWS_REGION")]
+    #[arg(help_heading = "Compatibility (reference flags)", long = "aws-region", env = "LIQO_AUTH_AWS_REGION")]
     pub aws_region: Option<String>,
     /// Reference IAM mode (not supported: refused at start when set).
-    #[arg(long = "aws-cluster-name", env = "LIQO_AUTH_AWS_CLUSTER_NAME")]
+    #[arg(
+        help_heading = "Compatibility (reference flags)",
+        long = "aws-cluster-name",
+        env = "LIQO_AUTH_AWS_CLUSTER_NAME"
+    )]
     pub aws_cluster_name: Option<String>,
     /// Who signs peers' certificates on the Kubernetes backend: the cluster's CSR API, or a mounted CA.
-    #[arg(long, env = "LIQO_AUTH_SIGNER", value_enum, default_value_t = SignerKind::Kubernetes)]
+    #[arg(help_heading = "Kubernetes and signing", long, env = "LIQO_AUTH_SIGNER", value_enum, default_value_t = SignerKind::Kubernetes)]
     pub signer: SignerKind,
     /// CA certificate (PEM) for `--signer local-ca` (e.g. the kubeadm CA).
-    #[arg(long = "ca-cert", env = "LIQO_AUTH_CA_CERT")]
+    #[arg(help_heading = "Kubernetes and signing", long = "ca-cert", env = "LIQO_AUTH_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
     /// CA private key (PEM) for `--signer local-ca`.
-    #[arg(long = "ca-key", env = "LIQO_AUTH_CA_KEY")]
+    #[arg(help_heading = "Kubernetes and signing", long = "ca-key", env = "LIQO_AUTH_CA_KEY")]
     pub ca_key: Option<PathBuf>,
     /// Longest wait for the cluster signer to issue a certificate.
-    #[arg(long = "signing-timeout", env = "LIQO_AUTH_SIGNING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    #[arg(help_heading = "Kubernetes and signing", long = "signing-timeout", env = "LIQO_AUTH_SIGNING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub signing_timeout: Duration,
     /// Deadline of each Kubernetes API request.
-    #[arg(long = "kube-request-timeout", env = "LIQO_AUTH_KUBE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Kubernetes and signing", long = "kube-request-timeout", env = "LIQO_AUTH_KUBE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub kube_request_timeout: Duration,
     /// Accept the shared token (`disabled` once every peer uses join tokens).
-    #[arg(long = "shared-token", env = "LIQO_AUTH_SHARED_TOKEN", value_enum, default_value_t = SharedTokenMode::Enabled)]
+    #[arg(help_heading = "Server", long = "shared-token", env = "LIQO_AUTH_SHARED_TOKEN", value_enum, default_value_t = SharedTokenMode::Enabled)]
     pub shared_token: SharedTokenMode,
     /// Where peers reach this service (HOST[:PORT]) behind NAT, an Ingress or a load balancer: a
     /// generated serving certificate names this host, and the `liqo-auth peer` command logged at
     /// start uses it.
-    #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
+    #[arg(help_heading = "Server", long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
     pub advertise_auth_address: Option<String>,
     /// Maximum open connections on the public listener; when all are taken, the one idle the
     /// longest is closed for a new peer. Each TLS connection costs about 50 KiB: 1024 of them fit
     /// the 128 MiB memory limit of deploy/ with room to spare.
-    #[arg(long = "max-connections", env = "LIQO_AUTH_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(
+        help_heading = "Limits",
+        long = "max-connections",
+        env = "LIQO_AUTH_MAX_CONNECTIONS",
+        default_value_t = 1024
+    )]
     pub max_connections: usize,
     /// Maximum open connections from one source address (0: no cap). Behind an Ingress or a
     /// load balancer every peer shares its address: raise this or set 0 there.
-    #[arg(long = "max-connections-per-source", env = "LIQO_AUTH_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 64)]
+    #[arg(
+        help_heading = "Limits",
+        long = "max-connections-per-source",
+        env = "LIQO_AUTH_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 64
+    )]
     pub max_connections_per_source: usize,
     /// Requests in flight on the public listener, over all connections and HTTP/2 streams; more
     /// get 503 with Retry-After at once.
-    #[arg(long = "max-requests-in-flight", env = "LIQO_AUTH_MAX_REQUESTS_IN_FLIGHT", default_value_t = 256)]
+    #[arg(
+        help_heading = "Limits",
+        long = "max-requests-in-flight",
+        env = "LIQO_AUTH_MAX_REQUESTS_IN_FLIGHT",
+        default_value_t = 256
+    )]
     pub max_requests_in_flight: usize,
     /// Longest TLS handshake, from accept.
-    #[arg(long = "tls-handshake-timeout", env = "LIQO_AUTH_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long = "tls-handshake-timeout", env = "LIQO_AUTH_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
     /// Longest time a connection may stay open with no request in flight (HTTP/1.1 keep-alive,
     /// HTTP/2 without streams). Longer than Go's 90 s client idle time, so a Go client never
     /// reuses a connection the server is closing.
-    #[arg(long = "idle-timeout", env = "LIQO_AUTH_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long = "idle-timeout", env = "LIQO_AUTH_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Longest time a client may take to send a request body, from its first byte to its end;
     /// then 408 with Retry-After.
-    #[arg(long = "body-read-timeout", env = "LIQO_AUTH_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long = "body-read-timeout", env = "LIQO_AUTH_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
     /// Announce this service on the LAN over mDNS as `<cluster-id>._liqo_auth._tcp.local.` (bare
     /// flag or `=true|false`).
-    #[arg(long = "mdns-advertise", env = "LIQO_AUTH_MDNS_ADVERTISE", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(help_heading = "Observability and discovery", long = "mdns-advertise", env = "LIQO_AUTH_MDNS_ADVERTISE", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub mdns_advertise: bool,
     /// Announce on this interface only (repeatable); by default on every non-loopback interface
     /// outside pod networks.
-    #[arg(long = "mdns-interface", env = "LIQO_AUTH_MDNS_INTERFACE", value_name = "NAME", value_delimiter = ',')]
+    #[arg(
+        help_heading = "Observability and discovery",
+        long = "mdns-interface",
+        env = "LIQO_AUTH_MDNS_INTERFACE",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     pub mdns_interface: Vec<String>,
     /// Port announced over mDNS, the one peers reach (e.g. the NodePort); default: the listen port.
-    #[arg(long = "mdns-port", env = "LIQO_AUTH_MDNS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(help_heading = "Observability and discovery", long = "mdns-port", env = "LIQO_AUTH_MDNS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub mdns_port: Option<u16>,
     /// Admin listener for /metrics, /healthz and /readyz in plain HTTP (`""` or `off` disables
     /// it) [default: :9090]. When the default cannot bind, serve warns and goes on without it; an
     /// address given here (or in the environment) that cannot bind stops serve.
-    #[arg(long = "metrics-address", env = "LIQO_AUTH_METRICS_ADDRESS", value_name = "ADDRESS")]
+    #[arg(
+        help_heading = "Observability and discovery",
+        long = "metrics-address",
+        env = "LIQO_AUTH_METRICS_ADDRESS",
+        value_name = "ADDRESS"
+    )]
     pub metrics_address: Option<String>,
     /// Believe `X-Forwarded-For` from peers in this CIDR, e.g. the Ingress controller's pods (repeatable).
-    #[arg(long = "trusted-proxy", env = "LIQO_AUTH_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    #[arg(help_heading = "Limits", long = "trusted-proxy", env = "LIQO_AUTH_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxy: Vec<ipnet::IpNet>,
     /// Failed authentications allowed per source address and minute; further failures get 429, a valid token is never refused (0 disables).
-    #[arg(long = "auth-failure-limit", env = "LIQO_AUTH_AUTH_FAILURE_LIMIT", default_value_t = crate::http::protect::DEFAULT_AUTH_FAILURES_PER_MINUTE)]
+    #[arg(help_heading = "Limits", long = "auth-failure-limit", env = "LIQO_AUTH_AUTH_FAILURE_LIMIT", default_value_t = crate::http::protect::DEFAULT_AUTH_FAILURES_PER_MINUTE)]
     pub auth_failure_limit: u32,
     /// Identity requests processed at once; more wait for a slot (up to 30s, then 503 with Retry-After).
-    #[arg(long = "max-concurrent-issuances", env = "LIQO_AUTH_MAX_CONCURRENT_ISSUANCES", default_value_t = crate::http::protect::DEFAULT_MAX_CONCURRENT_ISSUANCES)]
+    #[arg(help_heading = "Limits", long = "max-concurrent-issuances", env = "LIQO_AUTH_MAX_CONCURRENT_ISSUANCES", default_value_t = crate::http::protect::DEFAULT_MAX_CONCURRENT_ISSUANCES)]
     pub max_concurrent_issuances: usize,
     /// Longest time a client may take to send a request head: the first one from the end of the
     /// TLS handshake (or from accept), later ones from their first byte.
-    #[arg(long = "header-read-timeout", env = "LIQO_AUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long = "header-read-timeout", env = "LIQO_AUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
     /// How often --cert-path/--key-path are checked for a new pair.
-    #[arg(long = "tls-reload-interval", env = "LIQO_AUTH_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "TLS", long = "tls-reload-interval", env = "LIQO_AUTH_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
 }
 
