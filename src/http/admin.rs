@@ -1,5 +1,7 @@
 //! The admin router: `/metrics`, `/healthz` and `/readyz` in plain HTTP on the admin listener.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -17,9 +19,9 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(super::health::healthz))
         .route("/readyz", get(super::health::readyz))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], state.metrics.encode())
 }

@@ -4,6 +4,8 @@
 //! come from `ObservedIssuer`, which sees every attempt (the limit applies to refused tokens
 //! only, after the token was checked: a valid token is never refused because of others' failures).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -18,7 +20,7 @@ use crate::identity::{BearerToken, IssueRequest};
 
 /// Runs the issuer and shapes its answer as the reference does: 202 with base64 PEM fields.
 pub async fn issue_certificate(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     source: Source,
     body: Result<ApiJson<CertificateRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<CertificateResponse>), ApiError> {

@@ -1,5 +1,7 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the backend is usable).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -13,7 +15,7 @@ pub async fn healthz() -> Json<HealthResponse> {
 }
 
 /// Readiness: the backend answers and holds a usable token.
-pub async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<HealthResponse>), ApiError> {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<(StatusCode, Json<HealthResponse>), ApiError> {
     state
         .issuer
         .store()

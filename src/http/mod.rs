@@ -79,6 +79,8 @@ impl AppState {
 /// credentials) sit on the issuance and renewal routes only: `/ids` and the probes answer from
 /// memory, and the benchmark against the reference (`benches/`) shows every layer.
 pub fn router(state: AppState) -> Router {
+    // One reference-counted state: axum clones it for every request and every layer.
+    let state = Arc::new(state);
     let issue = post(certificate::issue_certificate).layer::<_, std::convert::Infallible>(
         tower::ServiceBuilder::new()
             .layer(middleware::map_response(no_store))
@@ -128,7 +130,7 @@ async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
 /// One log line and the request metrics per request (route template, never the raw URI); the
 /// single log line of each 5xx with its error chain; and the JSON envelope for axum's bare 405
 /// (keeping `Allow`).
-async fn observe(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
+async fn observe(State(state): State<Arc<AppState>>, request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // MatchedPath is reference-counted: cloning it costs no allocation on the hot path.
@@ -148,7 +150,9 @@ async fn observe(State(state): State<AppState>, request: Request<Body>, next: Ne
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let route: &'static str = route
+        .and_then(|matched| ROUTES.iter().copied().find(|known| *known == matched.as_str()))
+        .unwrap_or("unmatched");
     state.metrics.observe_request(route, &method, status, elapsed);
     if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
         tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);

@@ -182,10 +182,10 @@ impl Source {
     }
 }
 
-impl FromRequestParts<AppState> for Source {
+impl FromRequestParts<Arc<AppState>> for Source {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
         Ok(state.protection.source(peer, &parts.headers))
     }

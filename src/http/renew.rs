@@ -8,6 +8,8 @@
 //! `auth_certificate_renewals_total{kind,result}` metric. The answer is the issuance answer's
 //! shape with status 200.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -22,7 +24,7 @@ use crate::identity::{ClusterId, RenewKind, RenewRequest, Renewed};
 
 /// Runs the renewer and shapes its answer.
 pub async fn renew_certificate(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     source: Source,
     body: Result<ApiJson<RenewalRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<CertificateResponse>), ApiError> {

@@ -32,14 +32,14 @@ struct MetricsInner {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    route: String,
+    route: &'static str,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,11 +117,12 @@ impl Metrics {
         }))
     }
 
-    /// Records one answered request. `route` is the route template or `unmatched`.
-    pub fn observe_request(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        let labels = HttpLabels { route: route.to_owned(), method: method_label(method), status };
+    /// Records one answered request. `route` is the route template or `unmatched` (a fixed set:
+    /// the labels cost no allocation per request).
+    pub fn observe_request(&self, route: &'static str, method: &Method, status: u16, elapsed: Duration) {
+        let labels = HttpLabels { route, method: method_label(method), status };
         self.0.http_requests.get_or_create(&labels).inc();
-        self.0.http_duration.get_or_create(&RouteLabels { route: route.to_owned() }).observe(elapsed.as_secs_f64());
+        self.0.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
     }
 
     /// Records one issuance attempt; `result` is `issued`, `repeated`, `refused` or `error`.
