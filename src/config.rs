@@ -324,7 +324,7 @@ impl Config {
                 let ctx = self.backend.connect().await?;
                 let state = self.build_kube(&ctx, namespace).await?;
                 let serving = match &self.tls {
-                    Some(source) if source.cert_path.exists() && source.key_path.exists() => {
+                    Some(source) if source.files_present().map_err(ConfigError::Tls)? => {
                         Some(ServingCertificate::load_or_generate(source).map_err(ConfigError::Tls)?)
                     }
                     Some(source) => {

@@ -160,7 +160,6 @@ impl Command {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::time::Duration;
 
     use super::*;
@@ -220,7 +219,7 @@ mod tests {
         assert_eq!(serve.address, ":5000");
         assert!(!serve.enable_tls && serve.enable_authentication);
         assert_eq!(serve.backend.namespace, None, "from the kubeconfig context or the pod, else liqo");
-        assert_eq!(serve.cert_path, PathBuf::from("/certs/cert.pem"));
+        assert_eq!(serve.cert_path, None, "the default /certs/cert.pem, which generates when absent");
         assert_eq!(serve.backend.backend, BackendKind::Kubernetes);
         assert_eq!(serve.certificate_ttl, Duration::from_secs(8760 * 3600));
         assert!(!serve.mdns_advertise && serve.mdns_interface.is_empty());

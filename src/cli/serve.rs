@@ -67,6 +67,12 @@ impl CompatArgs {
 }
 
 /// `serve` flags.
+/// Where `serve` looks for the serving pair when `--cert-path`/`--key-path` are not given
+/// (the reference's paths, filled by Liqo's `cert-creator` init container).
+pub const DEFAULT_CERT_PATH: &str = "/certs/cert.pem";
+/// See [`DEFAULT_CERT_PATH`].
+pub const DEFAULT_KEY_PATH: &str = "/certs/key.pem";
+
 #[derive(Debug, Clone, ClapArgs)]
 pub struct ServeArgs {
     #[command(flatten, next_help_heading = "Backend")]
@@ -77,12 +83,17 @@ pub struct ServeArgs {
     /// Serve HTTPS (bare flag or `=true|false`).
     #[arg(help_heading = "TLS", long = "enable-tls", env = "LIQO_AUTH_ENABLE_TLS", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_tls: bool,
-    /// TLS certificate (PEM). Generated (self-signed P-256) when absent.
-    #[arg(help_heading = "TLS", long = "cert-path", env = "LIQO_AUTH_CERT_PATH", default_value = "/certs/cert.pem")]
-    pub cert_path: PathBuf,
-    /// TLS private key (PEM).
-    #[arg(help_heading = "TLS", long = "key-path", env = "LIQO_AUTH_KEY_PATH", default_value = "/certs/key.pem")]
-    pub key_path: PathBuf,
+    /// TLS certificate (PEM) [default: /certs/cert.pem]. At the default paths a missing pair is
+    /// generated (self-signed P-256); a path given here must exist unless `--generate-missing`.
+    #[arg(help_heading = "TLS", long = "cert-path", env = "LIQO_AUTH_CERT_PATH")]
+    pub cert_path: Option<PathBuf>,
+    /// TLS private key (PEM) [default: /certs/key.pem].
+    #[arg(help_heading = "TLS", long = "key-path", env = "LIQO_AUTH_KEY_PATH")]
+    pub key_path: Option<PathBuf>,
+    /// Serve a generated self-signed pair while an explicit `--cert-path`/`--key-path` is absent,
+    /// and switch to the files when they appear (a Secret mounted `optional: true`, cert-manager).
+    #[arg(help_heading = "TLS", long = "generate-missing", env = "LIQO_AUTH_GENERATE_MISSING", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub generate_missing: bool,
     /// Extra subject alternative name for a generated serving certificate (repeatable).
     #[arg(help_heading = "TLS", long = "tls-san", env = "LIQO_AUTH_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
@@ -314,9 +325,13 @@ impl ServeArgs {
             BackendConfig::Local { data_dir } => Some(data_dir.clone()),
             BackendConfig::Kubernetes { .. } => None,
         };
+        // Only the default paths generate a missing pair unasked: a path the operator named that
+        // does not exist is a mistake (a typo, a Secret not mounted) unless `--generate-missing`.
+        let explicit_paths = self.cert_path.is_some() || self.key_path.is_some();
         let tls = self.enable_tls.then(|| ServingSource {
-            cert_path: self.cert_path.clone(),
-            key_path: self.key_path.clone(),
+            cert_path: self.cert_path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_PATH)),
+            key_path: self.key_path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_PATH)),
+            generate_missing: self.generate_missing || !explicit_paths,
             persist_dir,
             extra_sans: sans_with_advertised_host(&self.tls_san, self.advertise_auth_address.as_deref()),
         });
@@ -437,6 +452,25 @@ mod tests {
         assert_eq!(sans, ["10.0.0.1", "fd00::1"]);
         let sans = sans_with_advertised_host(&["auth.example.com".into()], Some("https://auth.example.com/"));
         assert_eq!(sans, ["auth.example.com"], "no duplicate");
+    }
+
+    #[test]
+    fn only_the_default_certificate_paths_generate_a_missing_pair_unasked() {
+        let tls = |extra: &[&str]| {
+            let args = [&["--enable-tls"], extra].concat();
+            serve_args(&args).into_config().expect("config").tls.expect("tls")
+        };
+        let default = tls(&[]);
+        assert_eq!(
+            (default.cert_path.to_str(), default.key_path.to_str()),
+            (Some(DEFAULT_CERT_PATH), Some(DEFAULT_KEY_PATH))
+        );
+        assert!(default.generate_missing, "the reference's paths: generate when absent");
+        assert!(!tls(&["--cert-path=/x/tls.crt"]).generate_missing, "an explicit path must exist");
+        assert!(!tls(&["--key-path", "/x/tls.key"]).generate_missing);
+        let asked = tls(&["--cert-path=/x/tls.crt", "--key-path=/x/tls.key", "--generate-missing"]);
+        assert!(asked.generate_missing && asked.cert_path.ends_with("tls.crt"));
+        assert!(!tls(&["--cert-path=/x/tls.crt", "--generate-missing=false"]).generate_missing);
     }
 
     #[test]

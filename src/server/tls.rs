@@ -45,6 +45,10 @@ pub enum TlsError {
     Generate(#[source] rcgen::Error),
     #[error("persisting the generated certificate")]
     Persist(#[source] crate::fs::FileError),
+    #[error(
+        "{path} does not exist; give an existing --cert-path/--key-path pair, or add --generate-missing to serve a generated self-signed certificate until the files appear"
+    )]
+    Missing { path: PathBuf },
     #[error("building the TLS configuration")]
     Config(#[source] rustls::Error),
 }
@@ -58,6 +62,23 @@ pub struct ServingSource {
     pub persist_dir: Option<PathBuf>,
     /// Extra SANs for a generated certificate.
     pub extra_sans: Vec<String>,
+    /// Serve a generated pair while the files are absent (the default paths, or
+    /// `--generate-missing`); else an absent file refuses the start.
+    pub generate_missing: bool,
+}
+
+impl ServingSource {
+    /// Whether both files exist. When they do not and generating was not asked for, the error
+    /// names what is missing and the flag that would allow it.
+    pub fn files_present(&self) -> Result<bool, TlsError> {
+        let missing: Vec<&Path> =
+            [&self.cert_path, &self.key_path].into_iter().filter(|p| !p.exists()).map(PathBuf::as_path).collect();
+        match missing.first() {
+            None => Ok(true),
+            Some(_) if self.generate_missing => Ok(false),
+            Some(path) => Err(TlsError::Missing { path: path.to_path_buf() }),
+        }
+    }
 }
 
 /// The pair in service plus what operators need to know about it.
@@ -74,8 +95,9 @@ pub struct ServingCertificate {
 impl ServingCertificate {
     /// Loads `--cert-path`/`--key-path` when both exist, else a persisted generated pair, else
     /// generates a P-256 self-signed certificate (and persists it).
+    /// An absent file with `generate_missing` false is [`TlsError::Missing`].
     pub fn load_or_generate(source: &ServingSource) -> Result<Self, TlsError> {
-        if source.cert_path.exists() && source.key_path.exists() {
+        if source.files_present()? {
             let (key, summary) = load_pair(&source.cert_path, &source.key_path)?;
             return Ok(Self::from_parts(key, &summary, Some((source.cert_path.clone(), source.key_path.clone()))));
         }
@@ -270,7 +292,24 @@ mod tests {
             key_path: dir.join("missing.key"),
             persist_dir: Some(dir.join("data")),
             extra_sans: sans.iter().map(|s| s.to_string()).collect(),
+            generate_missing: true,
         }
+    }
+
+    #[test]
+    fn a_missing_pair_is_refused_unless_generating_was_asked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let refused = ServingSource { generate_missing: false, ..source(tmp.path(), &[]) };
+        let error = ServingCertificate::load_or_generate(&refused).err().expect("refused");
+        assert!(matches!(&error, TlsError::Missing { path } if path.ends_with("missing.crt")), "{error:?}");
+        assert!(error.to_string().contains("--generate-missing"), "{error}");
+        assert!(!tmp.path().join("data").exists(), "nothing generated");
+        // Only the key missing: named as such.
+        let (cert, _) = generate_self_signed(&[]).unwrap();
+        fs::write(tmp.path().join("missing.crt"), cert).unwrap();
+        let error = ServingCertificate::load_or_generate(&refused).err().expect("refused");
+        assert!(matches!(&error, TlsError::Missing { path } if path.ends_with("missing.key")), "{error:?}");
+        assert!(ServingCertificate::load_or_generate(&source(tmp.path(), &[])).is_ok(), "generated when asked");
     }
 
     #[test]

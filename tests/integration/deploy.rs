@@ -204,6 +204,10 @@ fn every_rendering_passes_tls_args_and_cluster_identity_as_the_base_does() {
                 .unwrap_or_else(|| panic!("{name}: TLS without a certificate volume"));
             assert_eq!(volume.secret_name.as_deref(), Some("liqo-auth-tls"));
             assert_eq!(volume.optional, Some(true), "{name}: pods start without it");
+            assert!(
+                args.contains(&"--generate-missing"),
+                "{name}: an optional Secret needs --generate-missing: {args:?}"
+            );
             let mount = &container.volume_mounts.as_deref().unwrap_or_default()[0];
             assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/certs", Some(true)));
         }

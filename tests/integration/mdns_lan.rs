@@ -172,6 +172,7 @@ fn discover_finds_an_advertising_server_in_another_namespace_and_forgets_it_afte
                 path(&cert),
                 "--key-path",
                 path(&key),
+                "--generate-missing",
                 "--address",
                 &address,
                 "--enable-tls",

@@ -336,6 +336,32 @@ async fn a_certificate_that_appears_after_start_replaces_the_generated_one() {
     server.stop().await;
 }
 
+#[test]
+fn an_explicit_cert_path_that_does_not_exist_refuses_to_start_without_generate_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cert = tmp.path().join("tls.crt");
+    let serve = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_liqo-auth"));
+        command
+            .args(["serve", "--backend=local", "--address=127.0.0.1:0", "--enable-tls"])
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--cert-path={}", cert.display()))
+            .arg(format!("--key-path={}", tmp.path().join("tls.key").display()))
+            .args(extra)
+            .env("LIQO_AUTH_METRICS_ADDRESS", "off")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let output = serve(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{} does not exist", cert.display())), "names the path: {stderr}");
+    assert!(stderr.contains("--generate-missing"), "names the way out: {stderr}");
+    assert!(!data.join("tls.crt").exists(), "no certificate generated");
+}
+
 #[tokio::test]
 async fn a_broken_replacement_keeps_the_old_certificate_in_service_and_logs_an_error() {
     let logs = Logs::capture();
@@ -521,12 +547,16 @@ impl ReloadingServer {
             first.write(&dir);
         }
         let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-        let flags = [
+        let mut flags = vec![
             "--enable-tls".to_owned(),
             format!("--cert-path={}", path("tls.crt")),
             format!("--key-path={}", path("tls.key")),
             "--tls-reload-interval=100ms".into(),
         ];
+        if !write_first {
+            // Explicit paths that do not exist yet: only with --generate-missing.
+            flags.push("--generate-missing".into());
+        }
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let server = TestServer::start_in(&dir.join("data"), &flags).await;
         assert!(server.admin_addr.is_some(), "the admin listener is bound");

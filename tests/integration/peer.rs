@@ -44,6 +44,7 @@ impl Provider {
     async fn start_with(tls: bool, pair: Option<(String, String)>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (cert_path, key_path) = (dir.path().join("serving.crt"), dir.path().join("serving.key"));
+        let generated = pair.is_none();
         if let Some((cert, key)) = pair {
             std::fs::write(&cert_path, cert).expect("write cert");
             std::fs::write(&key_path, key).expect("write key");
@@ -51,6 +52,9 @@ impl Provider {
         let (cert_flag, key_flag) =
             (format!("--cert-path={}", cert_path.display()), format!("--key-path={}", key_path.display()));
         let mut flags = vec!["--cluster-id", PROVIDER_ID, "--cluster-name", "provider", &cert_flag, &key_flag];
+        if generated {
+            flags.push("--generate-missing");
+        }
         if tls {
             flags.push("--enable-tls");
         }

@@ -395,7 +395,7 @@ mod consumer {
         let mut flags = vec!["--cluster-id", PROVIDER, "--cluster-name", "provider", "--enable-tls"];
         let cert = format!("--cert-path={}", dir.join("serving.crt").display());
         let key = format!("--key-path={}", dir.join("serving.key").display());
-        flags.extend([cert.as_str(), key.as_str()]);
+        flags.extend([cert.as_str(), key.as_str(), "--generate-missing"]);
         flags.extend_from_slice(extra);
         TestServer::start_in(&dir.join("data"), &flags).await
     }
@@ -773,7 +773,7 @@ mod agent {
         let mut flags = vec!["--cluster-id", PROVIDER, "--cluster-name", "provider", "--enable-tls"];
         let cert = format!("--cert-path={}", dir.path().join("serving.crt").display());
         let key = format!("--key-path={}", dir.path().join("serving.key").display());
-        flags.extend([cert.as_str(), key.as_str(), "--address", &address]);
+        flags.extend([cert.as_str(), key.as_str(), "--generate-missing", "--address", &address]);
         flags.extend_from_slice(&ttl);
         let server = crate::support::server::TestServer::start_in(&data_dir, &flags).await;
         assert_eq!(server.pin.as_deref(), Some(pin.as_str()), "the same serving certificate after the restart");
