@@ -1,12 +1,11 @@
 //! `dns-records` flags, turned into `app::dns_records::DnsRecordsOptions`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
 
 use crate::app::dns_records::DnsRecordsOptions;
-use crate::cli::{parse_timeout, BackendArgs, OutputFormat};
+use crate::cli::{parse_timeout, AdvertiseArgs, BackendArgs, OutputFormat};
 use crate::config::BackendConfig;
 
 /// `liqo-auth dns-records` flags. Every flag can also be set with `LIQO_AUTH_<FLAG>`.
@@ -30,22 +29,9 @@ pub struct DnsRecordsArgs {
     /// TTL of the records (Go duration).
     #[arg(long = "record-ttl", env = "LIQO_AUTH_RECORD_TTL", value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
     pub record_ttl: Duration,
-    /// Where peers reach this service (HOST[:PORT], default port 443): the SRV target. Default:
-    /// the host and port of --address, else what the running `serve` recorded.
-    #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
-    pub advertise_auth_address: Option<String>,
-    /// The serving address of `serve`, used when --advertise-auth-address is absent. Default:
-    /// the auth URL the running `serve` recorded in the data dir or Secret.
-    #[arg(long, env = "LIQO_AUTH_ADDRESS")]
-    pub address: Option<String>,
-    /// Serving certificate whose pin goes into TXT `pin=`. Default: `<data-dir>/tls.crt` (local
-    /// backend) or Secret `liqo-auth-serving-cert` (Kubernetes backend).
-    #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH")]
-    pub cert_path: Option<PathBuf>,
-    /// This cluster's ID, when neither the data dir nor ConfigMap `liqo-clusterid-configmap`
-    /// has it; must equal `serve --cluster-id`.
-    #[arg(long = "local-cluster-id", env = "LIQO_AUTH_LOCAL_CLUSTER_ID")]
-    pub local_cluster_id: Option<String>,
+    /// The SRV target and the TXT `pin=`.
+    #[command(flatten)]
+    pub advertise: AdvertiseArgs,
     /// Output format: zone-file lines, or the records as JSON.
     #[arg(short = 'o', long, env = "LIQO_AUTH_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -58,10 +44,10 @@ impl DnsRecordsArgs {
             domain: self.domain,
             name: self.name,
             ttl: self.record_ttl,
-            advertise_auth_address: self.advertise_auth_address,
-            address: self.address,
-            cert_path: self.cert_path,
-            local_cluster_id: self.local_cluster_id,
+            advertise_auth_address: self.advertise.advertise_auth_address,
+            address: self.advertise.address,
+            cert_path: self.advertise.cert_path,
+            local_cluster_id: self.advertise.local_cluster_id,
             json: self.output == OutputFormat::Json,
         };
         (self.backend.to_config(), options)

@@ -28,7 +28,9 @@ pub mod trust;
 pub use dns_records::DnsRecordsArgs;
 pub use goflags::{go_style_argv, GoFlagError};
 pub use serve::ServeArgs;
-pub use shared::{parse_cidr, parse_duration, parse_timeout, BackendArgs, BackendKind, OutputArgs, OutputFormat};
+pub use shared::{
+    parse_cidr, parse_duration, parse_timeout, AdvertiseArgs, BackendArgs, BackendKind, OutputArgs, OutputFormat,
+};
 pub use tenant::TenantCommand;
 pub use token::TokenCommand;
 

@@ -83,6 +83,30 @@ impl OutputArgs {
     }
 }
 
+/// How peers reach this service and which pin they get: the flags of the commands that print
+/// something for a peer (`token create --print-peer-command`, `dns-records`). Each defaults to
+/// what the running `serve` recorded in the data dir or Secret.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct AdvertiseArgs {
+    /// Where peers reach this service (HOST[:PORT], default port 443), for NAT, Ingress and load
+    /// balancer names. Default: what the running `serve` recorded (its --advertise-auth-address
+    /// or listen address).
+    #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
+    pub advertise_auth_address: Option<String>,
+    /// The serving address of `serve` (HOST:PORT), used instead of what `serve` recorded.
+    #[arg(long, env = "LIQO_AUTH_ADDRESS")]
+    pub address: Option<String>,
+    /// Serving certificate to pin (`--ca-hash`, TXT `pin=`). Default: the pin the running
+    /// `serve` recorded, else `<data-dir>/tls.crt` (local backend) or Secret `liqo-auth-tls`,
+    /// then `liqo-auth-serving-cert` (Kubernetes backend).
+    #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH")]
+    pub cert_path: Option<PathBuf>,
+    /// This cluster's ID, when neither the data dir nor ConfigMap `liqo-clusterid-configmap`
+    /// has it; must equal `serve --cluster-id`.
+    #[arg(long = "local-cluster-id", env = "LIQO_AUTH_LOCAL_CLUSTER_ID")]
+    pub local_cluster_id: Option<String>,
+}
+
 /// Parses a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (a /32 or /128).
 pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     let text = text.trim();

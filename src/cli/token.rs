@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args as ClapArgs, Subcommand};
 
 use crate::app::operator::{TokenAction, TokenCreateOptions};
-use crate::cli::{parse_duration, BackendArgs, OutputArgs};
+use crate::cli::{parse_duration, AdvertiseArgs, BackendArgs, OutputArgs};
 use crate::config::BackendConfig;
 
 /// `token` subcommands.
@@ -68,26 +68,12 @@ pub struct TokenCreateArgs {
     /// token goes to a 0600 file).
     #[arg(long = "print-peer-command", env = "LIQO_AUTH_PRINT_PEER_COMMAND", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub print_peer_command: bool,
-    /// Where peers reach this service (HOST[:PORT], default port 443), for NAT, Ingress and load
-    /// balancer names. Default: what the running `serve` recorded (its --advertise-auth-address
-    /// or listen address).
-    #[arg(long = "advertise-auth-address", env = "LIQO_AUTH_ADVERTISE_AUTH_ADDRESS")]
-    pub advertise_auth_address: Option<String>,
-    /// The serving address of `serve` (HOST:PORT), used instead of what `serve` recorded.
-    #[arg(long, env = "LIQO_AUTH_ADDRESS")]
-    pub address: Option<String>,
-    /// Serving certificate to pin (`--ca-hash`). Default: the pin the running `serve` recorded,
-    /// else `<data-dir>/tls.crt` (local backend) or Secret `liqo-auth-tls`, then
-    /// `liqo-auth-serving-cert` (Kubernetes backend).
-    #[arg(long = "cert-path", env = "LIQO_AUTH_CERT_PATH")]
-    pub cert_path: Option<PathBuf>,
     /// With --print-peer-command: write the token here (default `./liqo-auth-join-token-<id>`).
     #[arg(long = "token-out", env = "LIQO_AUTH_TOKEN_OUT")]
     pub token_out: Option<PathBuf>,
-    /// This cluster's ID (the tokens' issuer), when neither the data dir nor ConfigMap
-    /// `liqo-clusterid-configmap` has it; must equal `serve --cluster-id`.
-    #[arg(long = "local-cluster-id", env = "LIQO_AUTH_LOCAL_CLUSTER_ID")]
-    pub local_cluster_id: Option<String>,
+    /// What the printed peer command says: the auth URL and the pin.
+    #[command(flatten)]
+    pub advertise: AdvertiseArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -141,11 +127,11 @@ impl TokenCommand {
                     cluster_id: args.cluster_id,
                     max_uses: args.max_uses,
                     print_peer_command: args.print_peer_command,
-                    advertise_auth_address: args.advertise_auth_address,
-                    address: args.address,
-                    cert_path: args.cert_path,
+                    advertise_auth_address: args.advertise.advertise_auth_address,
+                    address: args.advertise.address,
+                    cert_path: args.advertise.cert_path,
                     token_out: args.token_out,
-                    local_cluster_id: args.local_cluster_id,
+                    local_cluster_id: args.advertise.local_cluster_id,
                     output: args.output.format(),
                 };
                 (args.backend.to_config(), TokenAction::Create(options))

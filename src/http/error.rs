@@ -197,6 +197,31 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether the signer itself said no (a denied or failed CSR), rather than being unreachable.
+fn signer_refused(error: &crate::identity::port::SignerError) -> bool {
+    use crate::identity::port::SignerError;
+    matches!(error, SignerError::Denied { .. } | SignerError::Failed { .. })
+}
+
+impl ApiError {
+    /// The answer to a failure on this side (issuance or renewal alike): 503 when retrying may
+    /// help, `signer_refused` when the signer said no, else `internal`; the chain goes to the log.
+    fn server_side(error: &(dyn std::error::Error + 'static), transient: bool, signer_refused: bool) -> Self {
+        let detail = error_chain(error);
+        if transient {
+            Self::Unavailable { detail }
+        } else if signer_refused {
+            Self::Internal {
+                code: "signer_refused",
+                message: "the cluster's certificate signer refused the request",
+                detail,
+            }
+        } else {
+            Self::Internal { code: "internal", message: "internal error", detail }
+        }
+    }
+}
+
 impl From<IssueError> for ApiError {
     fn from(error: IssueError) -> Self {
         let transient = error.is_transient();
@@ -215,17 +240,10 @@ impl From<IssueError> for ApiError {
                 cluster,
                 source: crate::identity::port::StoreError::NamespaceTaken { namespace, .. },
             } => Self::NamespaceTaken { cluster: cluster.id.to_string(), namespace },
-            other if transient => Self::Unavailable { detail: error_chain(&other) },
-            other @ IssueError::Sign {
-                source:
-                    crate::identity::port::SignerError::Denied { .. } | crate::identity::port::SignerError::Failed { .. },
-                ..
-            } => Self::Internal {
-                code: "signer_refused",
-                message: "the cluster's certificate signer refused the request",
-                detail: error_chain(&other),
-            },
-            other => Self::Internal { code: "internal", message: "internal error", detail: error_chain(&other) },
+            other => {
+                let refused = matches!(&other, IssueError::Sign { source, .. } if signer_refused(source));
+                Self::server_side(&other, transient, refused)
+            }
         }
     }
 }
@@ -254,17 +272,10 @@ impl From<RenewError> for ApiError {
                 code: "csr_subject_mismatch",
                 message: "the certificate signing request common name must equal the renewing cluster's ID".into(),
             },
-            other if transient => Self::Unavailable { detail: error_chain(&other) },
-            other @ RenewError::Sign {
-                source:
-                    crate::identity::port::SignerError::Denied { .. } | crate::identity::port::SignerError::Failed { .. },
-                ..
-            } => Self::Internal {
-                code: "signer_refused",
-                message: "the cluster's certificate signer refused the request",
-                detail: error_chain(&other),
-            },
-            other => Self::Internal { code: "internal", message: "internal error", detail: error_chain(&other) },
+            other => {
+                let refused = matches!(&other, RenewError::Sign { source, .. } if signer_refused(source));
+                Self::server_side(&other, transient, refused)
+            }
         }
     }
 }

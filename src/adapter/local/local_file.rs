@@ -692,14 +692,20 @@ mod tests {
         assert_ne!(store.rotate_key().await.unwrap(), key);
     }
 
-    #[tokio::test]
-    async fn removing_a_peer_deletes_its_files_and_allows_a_fresh_peering() {
+    /// A store in a temp dir holding one peer `c1`'s identity.
+    async fn one_peer() -> (tempfile::TempDir, LocalStore, ClusterIdentity, StoredIdentity) {
         let tmp = tempfile::tempdir().unwrap();
         let store = open(tmp.path());
         let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
         let identity = StoredIdentity::new("csr".into(), "cert".into());
         store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
+        (tmp, store, cluster, identity)
+    }
+
+    #[tokio::test]
+    async fn removing_a_peer_deletes_its_files_and_allows_a_fresh_peering() {
+        let (_tmp, store, cluster, identity) = one_peer().await;
         store.save_origin_token(&cluster.id, &BearerToken::new("t".into())).await.unwrap();
         assert_eq!(store.remove_peer(&cluster.id, true).await.unwrap().len(), 3, "a dry run lists the three parts");
         assert_eq!(store.tenants().await.unwrap().len(), 1, "a dry run removes nothing");
@@ -712,12 +718,8 @@ mod tests {
 
     #[tokio::test]
     async fn create_identity_refuses_to_overwrite() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = open(tmp.path());
-        let cluster = ClusterIdentity::parse_remote("c1", "one").unwrap();
+        let (_tmp, store, cluster, identity) = one_peer().await;
         let ns = store.ensure_tenant_namespace(&cluster).await.unwrap();
-        let identity = StoredIdentity::new("csr".into(), "cert".into());
-        store.create_identity(&ns, &cluster.id, &identity).await.unwrap();
         assert!(matches!(
             store.create_identity(&ns, &cluster.id, &identity).await,
             Err(StoreError::AlreadyExists { .. })
