@@ -251,7 +251,9 @@ impl Listener {
                     () = state.evicted.notified() => return,
                 };
                 state.handshake_done();
-                self.http(stream, peer, &state, stop).await;
+                // Boxed: the TLS state (rustls' connection, over a kilobyte) then lives in one
+                // place for the connection's life, not also in this future's frame.
+                self.http(Box::new(stream), peer, &state, stop).await;
             }
             None => self.http(stream, peer, &state, stop).await,
         }
@@ -317,7 +319,8 @@ impl Listener {
         // Dropping hyper's connection drops the stream, or hands it back for a lingering close.
         drop(connection);
         if let Ok(io) = handed_back.await {
-            let discarded = connection::linger(io).await;
+            // Boxed: only the few connections that linger pay for its state.
+            let discarded = Box::pin(connection::linger(io)).await;
             tracing::debug!(peer = %peer, discarded, "lingering close done");
         }
     }
