@@ -172,6 +172,10 @@ impl ServingCertificate {
         // order").
         config.ignore_client_order = true;
         config.ticketer = ring::Ticketer::new().map_err(TlsError::Config)?;
+        // One TLS 1.3 ticket per handshake, as Go sends: a peer reconnects one connection at a
+        // time, and each resumption brings a fresh ticket (rustls' default of 2 doubles the
+        // ticket sealing and the extra record on every handshake).
+        config.send_tls13_tickets = 1;
         Ok(Arc::new(config))
     }
 }

@@ -165,3 +165,88 @@ async fn invoked_as_auth_service_the_binary_runs_serve() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("IAM mode is not supported"));
 }
+
+/// Counts the TLS 1.3 tickets a client receives, keeping them in rustls' own cache.
+#[derive(Debug)]
+struct CountingTickets {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingTickets {
+    fn set_kx_hint(&self, name: rustls::pki_types::ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &rustls::pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_resumes_on_aes_128_gcm_with_one_ticket_per_handshake() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let server = TestServer::start(&["--enable-tls"]).await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let store = Arc::new(CountingTickets {
+        inner: rustls::client::ClientSessionMemoryCache::new(8),
+        tickets: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(pki::AcceptAnyServerCert::new(provider))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut kinds = Vec::new();
+    for round in 1..=2 {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let (_, connection) = tls.get_ref();
+        kinds.push(connection.handshake_kind());
+        let suite = connection.negotiated_cipher_suite().map(|s| s.suite());
+        // rustls' client offers AES-256-GCM first: the server's order decides.
+        assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256), "round {round}");
+        tls.write_all(b"GET /ids HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "round {round}");
+        assert_eq!(store.tickets.load(Ordering::SeqCst), round, "one ticket per handshake");
+    }
+    assert_eq!(kinds, [Some(rustls::HandshakeKind::Full), Some(rustls::HandshakeKind::Resumed)]);
+}
