@@ -23,6 +23,10 @@ export LIQO_AUTH_METRICS_ADDRESS=${LIQO_AUTH_METRICS_ADDRESS:-off}
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 
 echo "== GET /ids (compare-ids.sh $secs $rounds)"; bash "$shared/compare-ids.sh" "$bin" "$secs" "$rounds" | tee "$out/ids"
+# One tokio worker: what a pod with a CPU limit of one core or less gets (deploy/base: 500m), and
+# what suits a 2-core machine whose other core runs the load generator.
+echo "== GET /ids, TOKIO_WORKER_THREADS=1"
+TOKIO_WORKER_THREADS=1 bash "$shared/compare-ids.sh" "$bin" "$secs" "$rounds" | tee "$out/ids1"
 echo "== first issuances, data on disk"; bash "$shared/compare-issuance.sh" "$bin" "$secs" "$rounds" 8 | tee "$out/disk"
 echo "== first issuances, data on tmpfs"
 TMPDIR=/dev/shm bash "$shared/compare-issuance.sh" "$bin" "$secs" "$rounds" 8 | tee "$out/tmpfs"
@@ -42,8 +46,8 @@ issuance() { # file -> "ours (p50) | go (p50) | ratio"
   ratio=$(grep -o 'issuance ratio [0-9.]*' "$out/$1" | awk '{print $3}')
   echo "$ours | $go | **$ratio**"
 }
-ids() { # mode -> "ours | go | ratio"
-  grep "^$1:" "$out/ids" | sed -E 's/.*liqo-auth ([0-9.]+) req\/s.*go baseline ([0-9.]+) req\/s.*ratio ([0-9.]+)/\1 | \2 | **\3**/'
+ids() { # mode [file] -> "ours | go | ratio"
+  grep "^$1:" "$out/${2:-ids}" | sed -E 's/.*liqo-auth ([0-9.]+) req\/s.*go baseline ([0-9.]+) req\/s.*ratio ([0-9.]+)/\1 | \2 | **\3**/'
 }
 echo
 echo "| Figure | liqo-auth | Go stand-in | ratio |"
@@ -52,8 +56,11 @@ echo "| first issuances/s, c=8, data on disk | $(issuance disk) |"
 echo "| same, data on tmpfs | $(issuance tmpfs) |"
 echo "| GET /ids keep-alive (req/s) | $(ids keepalive) |"
 echo "| GET /ids new connection per request (req/s) | $(ids handshake) |"
+echo "| GET /ids keep-alive, one tokio worker | $(ids keepalive ids1) |"
+echo "| GET /ids new connection, one tokio worker | $(ids handshake ids1) |"
 echo "| RSS idle | $(field memory 'RSS idle: [0-9]* KiB' | awk '{print $3}') KiB | | |"
 echo "| RSS with ${IDLE_CONNECTIONS:-4096} idle TLS connections | $(grep -o 'open ([^)]*): [0-9]* KiB' "$out/memory" | awk '{print $(NF-1)}') KiB | | |"
+echo "| RSS 12 s after those connections closed | $(grep -o '12 s after closing them: [0-9]* KiB' "$out/memory" | awk '{print $(NF-1)}') KiB | | |"
 echo "| RSS after ${ISSUANCES:-100000} issuances | $(grep '(end)' "$out/memory" | awk '{print $2}') KiB | | |"
 echo "| Kubernetes API requests, first issuance / repeat | $(sed -E 's/.*first issuance ([0-9]+).*repeat ([0-9]+).*/\1 \/ \2/' "$out/kube") | | |"
 echo

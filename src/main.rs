@@ -20,6 +20,14 @@ fn main() -> ExitCode {
         }
     };
     liqo_auth::init_logging(&args.log.level, args.log.format);
+    // tokio reads TOKIO_WORKER_THREADS (default: the CPUs the process may use, cgroup quota
+    // included) and panics on a value that is not a positive integer: refuse it here instead.
+    if let Some(value) = std::env::var_os("TOKIO_WORKER_THREADS") {
+        if value.to_str().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0).is_none() {
+            let error = std::io::Error::other(format!("TOKIO_WORKER_THREADS={value:?} must be a positive integer"));
+            return usage(&error);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(Output::Text, &error),

@@ -250,3 +250,17 @@ async fn a_reconnecting_client_resumes_on_aes_128_gcm_with_one_ticket_per_handsh
     }
     assert_eq!(kinds, [Some(rustls::HandshakeKind::Full), Some(rustls::HandshakeKind::Resumed)]);
 }
+
+#[test]
+fn an_invalid_tokio_worker_threads_is_a_usage_error_not_a_panic() {
+    for value in ["0", "two", ""] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_liqo-auth"))
+            .args(["version"])
+            .env("TOKIO_WORKER_THREADS", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{value:?}: {stderr}");
+        assert!(stderr.contains("must be a positive integer") && !stderr.contains("panicked"), "{stderr}");
+    }
+}
