@@ -47,6 +47,10 @@ pub enum ApiError {
     BodyTimeout,
     /// The request's header section is over the limit.
     HeadersTooLarge,
+    /// The request line or a header is not valid HTTP/1.1 (found by hyper's parser).
+    MalformedRequest,
+    /// The request target is longer than the HTTP/1.1 parser accepts.
+    UriTooLong,
     /// Every request slot of the listener is taken (`--max-requests-in-flight`).
     Overloaded,
     /// No such route.
@@ -84,6 +88,8 @@ pub const ERROR_CODES: &[&str] = &[
     "payload_too_large",
     "request_timeout",
     "headers_too_large",
+    "malformed_request",
+    "uri_too_long",
     "not_found",
     "method_not_allowed",
     "rate_limited",
@@ -101,7 +107,8 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson { .. } | Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidJson { .. } | Self::InvalidRequest { .. } | Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::Unauthorized | Self::RenewalRefused { .. } => StatusCode::UNAUTHORIZED,
             Self::TenantRemoved { .. } => StatusCode::FORBIDDEN,
             Self::IdentityExists { .. } | Self::NamespaceTaken { .. } => StatusCode::CONFLICT,
@@ -127,6 +134,8 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::BodyTimeout => "request_timeout",
             Self::HeadersTooLarge => "headers_too_large",
+            Self::MalformedRequest => "malformed_request",
+            Self::UriTooLong => "uri_too_long",
             Self::NotFound => "not_found",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Busy | Self::Overloaded => "busy",
@@ -152,6 +161,8 @@ impl ApiError {
             Self::PayloadTooLarge => "request body is larger than 64 KiB".to_owned(),
             Self::BodyTimeout => "the request body did not arrive in time; retry".to_owned(),
             Self::HeadersTooLarge => "request header fields are larger than 16 KiB".to_owned(),
+            Self::MalformedRequest => "the request line or a header is not valid HTTP/1.1".to_owned(),
+            Self::UriTooLong => "the request target is too long".to_owned(),
             Self::NotFound => "no such route".to_owned(),
             Self::TooManyRequests { .. } => "too many failed attempts; retry later".to_owned(),
             Self::Busy => "too many identity requests in progress; retry later".to_owned(),
@@ -160,6 +171,33 @@ impl ApiError {
             Self::Internal { message, .. } => (*message).to_owned(),
         };
         ErrorBody { code: self.code().to_owned(), message }
+    }
+
+    /// The error for a status hyper's HTTP/1.1 parser answers by itself (400, 414, 431), before
+    /// any request reaches the router.
+    pub fn for_parser_status(status: u16) -> Option<Self> {
+        match status {
+            400 => Some(Self::MalformedRequest),
+            414 => Some(Self::UriTooLong),
+            431 => Some(Self::HeadersTooLarge),
+            _ => None,
+        }
+    }
+
+    /// This error as a whole HTTP/1.1 response that closes the connection, for the listener to
+    /// send in place of hyper's empty-bodied parse-error answer.
+    pub fn http1_bytes(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(&self.body()).expect("plain struct serialises");
+        let status = self.status();
+        let mut bytes = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-content-type-options: nosniff\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
     }
 
     /// Builds the JSON error body for a status the router produced itself (405).
@@ -296,6 +334,8 @@ mod tests {
             ApiError::PayloadTooLarge,
             ApiError::BodyTimeout,
             ApiError::HeadersTooLarge,
+            ApiError::MalformedRequest,
+            ApiError::UriTooLong,
             ApiError::Overloaded,
             ApiError::NotFound,
             ApiError::TooManyRequests { retry_after_secs: 1 },

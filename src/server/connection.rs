@@ -1,6 +1,7 @@
 //! Connection bookkeeping: the slot registry (global and per-source caps, eviction of the oldest
 //! idle connection when full), each connection's state machine and deadlines, the I/O wrapper
-//! that notices the first byte of a request, and the lingering close after an unread body.
+//! that notices the first byte of a request (and puts the error envelope into hyper's own
+//! parse-error answers), and the lingering close after an unread body.
 //!
 //! The HTTP protocol itself stays with hyper; this module only decides *when* a connection is
 //! cut. What is measured and when (times from the end of the TLS handshake):
@@ -130,6 +131,9 @@ pub(crate) struct Watched<T> {
     inner: Option<T>,
     state: Arc<ConnState>,
     hand_back: Option<oneshot::Sender<T>>,
+    /// An enveloped answer sent in place of hyper's own parse-error response (see
+    /// [`parser_error_answer`]), and how much of it is written.
+    replacement: Option<(Vec<u8>, usize)>,
 }
 
 impl Registry {
@@ -343,7 +347,7 @@ impl<T> Watched<T> {
     /// Wraps `inner`; when the connection ends wanting a lingering close, `inner` is sent to
     /// `hand_back` instead of being closed.
     pub(crate) fn new(inner: T, state: Arc<ConnState>, hand_back: oneshot::Sender<T>) -> Self {
-        Self { inner: Some(inner), state, hand_back: Some(hand_back) }
+        Self { inner: Some(inner), state, hand_back: Some(hand_back), replacement: None }
     }
 
     fn inner(&mut self) -> &mut T {
@@ -362,8 +366,57 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     }
 }
 
+/// The enveloped answer for `head` when it is hyper's own answer to a request its HTTP/1.1
+/// parser could not read: hyper writes it by itself (400, 414 or 431, `content-length: 0`, no
+/// `content-type`, the connection closing) and has no hook for a body. Every answer of the
+/// router carries a body and a `content-type`, so that shape is hyper's alone.
+pub(crate) fn parser_error_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ")?;
+    let status = std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok()?;
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let headers = head[..end].to_ascii_lowercase();
+    let has = |needle: &[u8]| headers.windows(needle.len()).any(|w| w == needle);
+    if end + 4 != head.len() || !has(b"\r\ncontent-length: 0") || has(b"\r\ncontent-type:") {
+        return None;
+    }
+    crate::http::ApiError::for_parser_status(status).map(|error| error.http1_bytes())
+}
+
+impl<T: AsyncWrite + Unpin> Watched<T> {
+    /// Writes what is left of the replacement answer; ready once all of it is written.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = self.replacement.take() {
+            if written == bytes.len() {
+                break;
+            }
+            match Pin::new(self.inner()).poll_write(cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.replacement = Some((bytes, written + n)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.replacement = Some((bytes, written));
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.replacement.is_some() {
+            // The connection closes after a parse-error answer: hyper writes nothing more.
+            std::task::ready!(self.poll_replacement(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if self.state.in_flight.load(Ordering::Acquire) == 0 {
+            if let Some(answer) = parser_error_answer(buf) {
+                self.replacement = Some((answer, 0));
+                std::task::ready!(self.poll_replacement(cx))?;
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
         Pin::new(self.inner()).poll_write(cx, buf)
     }
 
@@ -372,6 +425,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if self.replacement.is_some() || self.state.in_flight.load(Ordering::Acquire) == 0 {
+                return self.poll_write(cx, first);
+            }
+        }
         Pin::new(self.inner()).poll_write_vectored(cx, bufs)
     }
 
@@ -380,10 +438,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(self.inner()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(self.inner()).poll_shutdown(cx)
     }
 }
@@ -426,6 +486,30 @@ mod tests {
 
     fn source(last: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn only_hyper_s_own_empty_parse_error_answers_are_replaced() {
+        let hyper = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 03:00:00 GMT\r\n\r\n";
+        let answer = String::from_utf8(parser_error_answer(hyper).expect("replaced")).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"), "{answer}");
+        assert!(answer.ends_with(
+            r#""code":"malformed_request","message":"the request line or a header is not valid HTTP/1.1"}"#
+        ));
+        let too_large = hyper_head("431 Request Header Fields Too Large");
+        assert!(String::from_utf8(parser_error_answer(&too_large).unwrap()).unwrap().contains("headers_too_large"));
+        // The router's own answers carry a content type (and a body): never touched.
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(parser_error_answer(ours), None);
+        assert_eq!(parser_error_answer(&hyper_head("404 Not Found")), None, "not a parser status");
+        assert_eq!(parser_error_answer(&hyper[..40]), None, "an incomplete head");
+        let with_body = [&hyper[..], b"{}"].concat();
+        assert_eq!(parser_error_answer(&with_body), None, "more than a head");
+        assert_eq!(parser_error_answer(b"{\"code\":\"HTTP/1.1 400\"}"), None);
+    }
+
+    fn hyper_head(status: &str) -> Vec<u8> {
+        format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").into_bytes()
     }
 
     #[tokio::test(start_paused = true)]

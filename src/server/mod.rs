@@ -50,7 +50,8 @@ const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
 const H2_MAX_SEND_BUF: usize = 64 * 1024;
 /// Streams a client may reset before the server has accepted them (the "rapid reset" bound).
 const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 16;
-/// HTTP/1.1 read and write buffer limit: a header section over it gets hyper's bare 431.
+/// HTTP/1.1 read and write buffer limit: a header section over it gets hyper's 431 (which the
+/// listener sends with the envelope, see `connection::parser_error_answer`).
 pub const HTTP1_MAX_BUF_SIZE: usize = 32 * 1024;
 
 /// Limits of the listener.

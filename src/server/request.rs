@@ -29,7 +29,7 @@ use crate::server::connection::{ConnState, InFlight, LINGER_BYTES, LINGER_TIME};
 
 /// Largest header section (names, values and the request target) answered by the router; a
 /// larger one gets 431 in the error envelope. hyper's own limits sit above this one and answer
-/// with a bare 431 (see `HTTP1_MAX_BUF_SIZE` and `H2_MAX_HEADER_LIST_SIZE`).
+/// with their own 431 (see `HTTP1_MAX_BUF_SIZE` and `H2_MAX_HEADER_LIST_SIZE`).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The per-listener request limits shared by every connection.

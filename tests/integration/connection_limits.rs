@@ -305,13 +305,48 @@ async fn large_header_sections_get_431_in_the_envelope_up_to_hyper_s_own_limit()
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(answer.contains(r#""code":"headers_too_large""#), "{answer}");
 
-    // Above hyper's read buffer the parser answers itself, with an empty body.
+    // Above hyper's read buffer the parser answers itself; the listener puts the envelope in.
     let mut raw = TcpStream::connect(server.addr).await.unwrap();
     let huge = "a".repeat(64 * 1024);
     let _ = raw.write_all(format!("GET /ids HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n").as_bytes()).await;
     let answer = read_to_close(&mut raw).await;
-    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_parser_envelope(&answer, "431", "headers_too_large");
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_the_parser_cannot_read_gets_400_in_the_envelope_over_tcp_and_tls() {
+    let server = TestServer::start(&["--enable-tls"]).await;
+    for request in ["G@T /ids HTTP/1.1\r\nHost: x\r\n\r\n", "GET /ids HTTP/1.1\r\nBad Header\r\n\r\n"] {
+        let mut tls = tls_connect(server.addr, b"http/1.1").await;
+        tls.write_all(request.as_bytes()).await.unwrap();
+        assert_parser_envelope(&read_to_close(&mut tls).await, "400", "malformed_request");
+    }
+    // The same connection's good requests are untouched: a 404 of the router keeps its own body.
+    let mut tls = tls_connect(server.addr, b"http/1.1").await;
+    tls.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = read_to_close(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 404") && answer.contains(r#""code":"not_found""#), "{answer}");
+    server.stop().await;
+
+    let server = TestServer::start(&[]).await;
+    let mut raw = TcpStream::connect(server.addr).await.unwrap();
+    raw.write_all(b"GET /ids HTTP/9.9\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_parser_envelope(&read_to_close(&mut raw).await, "400", "malformed_request");
+    server.stop().await;
+}
+
+/// A whole parse-error answer: the status, the JSON envelope with `code`, a matching
+/// `content-length`, and the connection closed.
+fn assert_parser_envelope(answer: &str, status: &str, code: &str) {
+    assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: application/json") && head.contains("connection: close"), "{head}");
+    assert!(head.contains(&format!("content-length: {}", body.len())), "{head} / {body}");
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(json["code"], code, "{body}");
+    assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
 
 // ---------------------------------------------------------------------------------------------
