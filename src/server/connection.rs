@@ -373,13 +373,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 pub(crate) fn parser_error_answer(head: &[u8]) -> Option<Vec<u8>> {
     let rest = head.strip_prefix(b"HTTP/1.1 ")?;
     let status = std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok()?;
+    // Checked first: every other answer (the hot path) stops here, without a scan.
+    let error = crate::http::ApiError::for_parser_status(status)?;
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
     let headers = head[..end].to_ascii_lowercase();
     let has = |needle: &[u8]| headers.windows(needle.len()).any(|w| w == needle);
     if end + 4 != head.len() || !has(b"\r\ncontent-length: 0") || has(b"\r\ncontent-type:") {
         return None;
     }
-    crate::http::ApiError::for_parser_status(status).map(|error| error.http1_bytes())
+    Some(error.http1_bytes())
 }
 
 impl<T: AsyncWrite + Unpin> Watched<T> {

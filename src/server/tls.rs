@@ -71,12 +71,10 @@ impl ServingSource {
     /// Whether both files exist. When they do not and generating was not asked for, the error
     /// names what is missing and the flag that would allow it.
     pub fn files_present(&self) -> Result<bool, TlsError> {
-        let missing: Vec<&Path> =
-            [&self.cert_path, &self.key_path].into_iter().filter(|p| !p.exists()).map(PathBuf::as_path).collect();
-        match missing.first() {
+        match [&self.cert_path, &self.key_path].into_iter().find(|path| !path.exists()) {
             None => Ok(true),
             Some(_) if self.generate_missing => Ok(false),
-            Some(path) => Err(TlsError::Missing { path: path.to_path_buf() }),
+            Some(path) => Err(TlsError::Missing { path: path.clone() }),
         }
     }
 }
