@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs::{ensure_private_dir, read_string, write_private_file};
 
-use crate::adapter::local::local_peers::{blocking, Next, PeerFile, PeerFiles, Recovery};
+use crate::adapter::local::local_peers::{blocking, read_json, Next, PeerFile, PeerFiles, Recovery};
 use crate::adapter::local::LocalCa;
 use crate::identity::join_token::{self, ConsumeOutcome, JoinTokenKey, JoinTokenRecord};
 use crate::identity::port::{
@@ -578,16 +578,6 @@ fn peer_record(record: PeerFile) -> PeerRecord {
 fn cluster_name_of(namespace: &str) -> Option<&str> {
     let rest = namespace.strip_prefix("liqo-tenant-")?;
     rest.get(..rest.len().checked_sub(7)?).filter(|name| !name.is_empty())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt { what: path.display().to_string(), reason: e.to_string() }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
-    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {

@@ -551,7 +551,8 @@ fn remove_legacy(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
+/// A JSON file of the data dir: `None` when absent, `Corrupt` when it does not parse.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
