@@ -437,14 +437,7 @@ async fn read_response_head(stream: &mut TcpStream) -> String {
 
 /// A TLS client (any server certificate accepted) offering `alpn`.
 async fn tls_connect(addr: SocketAddr, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(pki::AcceptAnyServerCert::new(provider))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    let config = pki::any_server_client_config(&[alpn]);
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tokio::time::timeout(BOUND, tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp))

@@ -219,17 +219,11 @@ async fn a_reconnecting_client_resumes_on_aes_128_gcm_with_one_ticket_per_handsh
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let server = TestServer::start(&["--enable-tls"]).await;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let store = Arc::new(CountingTickets {
         inner: rustls::client::ClientSessionMemoryCache::new(8),
         tickets: std::sync::atomic::AtomicUsize::new(0),
     });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(pki::AcceptAnyServerCert::new(provider))
-        .with_no_client_auth();
+    let mut config = pki::any_server_client_config(&[]);
     config.resumption = rustls::client::Resumption::store(store.clone());
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut kinds = Vec::new();

@@ -13,11 +13,9 @@ use crate::support::server;
 use axum::http::StatusCode;
 use axum::Router;
 use base64::Engine as _;
-use clap::Parser as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use liqo_auth::cli::{Args, Command};
 use liqo_auth::config::Access;
 use liqo_auth::identity::join_token::{ConsumeOutcome, JoinTokenClaims, JoinTokenRecord, AUDIENCE};
 use liqo_auth::identity::port::JoinTokenStore;
@@ -54,7 +52,7 @@ impl Cluster {
         let mut argv = vec!["liqo-auth"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--namespace", NS, "--kubeconfig", kubeconfig.to_str().unwrap()]);
-        run_cli(&argv).await
+        crate::support::app::operator_cli(&argv).await
     }
 
     async fn create_token(&self, extra: &[&str]) -> String {
@@ -84,24 +82,6 @@ impl Cluster {
             .filter(|s| s["metadata"]["name"] == "liqo-remote-certificate")
             .collect()
     }
-}
-
-async fn run_cli(argv: &[&str]) -> String {
-    let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let mut out = Vec::new();
-    let result = match args.command {
-        Command::Token(command) => {
-            let (backend, action) = command.into_options();
-            liqo_auth::app::operator::token(&backend, action, &mut out).await
-        }
-        Command::Tenant(command) => {
-            let (backend, action) = command.into_options();
-            liqo_auth::app::operator::tenant(&backend, action, &mut out).await
-        }
-        _ => unreachable!("only token and tenant commands"),
-    };
-    result.unwrap_or_else(|e| panic!("{argv:?} failed: {e}"));
-    String::from_utf8(out).unwrap()
 }
 
 fn last_line(text: &str) -> String {
@@ -487,7 +467,7 @@ impl Local {
         let mut argv = vec!["liqo-auth"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--backend", "local", "--data-dir", self.data_dir().to_str().unwrap()]);
-        run_cli(&argv).await
+        crate::support::app::operator_cli(&argv).await
     }
 
     fn token_path(&self) -> PathBuf {

@@ -10,10 +10,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use clap::Parser as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use liqo_auth::cli::{Args, Command};
 use liqo_auth::config::Connection;
 use serde_json::json;
 
@@ -250,21 +248,7 @@ impl Scenario {
         let mut argv = vec!["liqo-auth"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--namespace", NS, "--kubeconfig", kubeconfig.to_str().unwrap()]);
-        let parsed = Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        let mut out = Vec::new();
-        let result = match parsed.command {
-            Command::Token(command) => {
-                let (backend, action) = command.into_options();
-                liqo_auth::app::operator::token(&backend, action, &mut out).await
-            }
-            Command::Tenant(command) => {
-                let (backend, action) = command.into_options();
-                liqo_auth::app::operator::tenant(&backend, action, &mut out).await
-            }
-            _ => unreachable!("only token and tenant commands"),
-        };
-        result.unwrap_or_else(|e| panic!("{argv:?} failed: {}", liqo_auth::error::error_chain(e.as_ref())));
-        String::from_utf8(out).unwrap()
+        crate::support::app::operator_cli(&argv).await
     }
 
     fn kubeconfig(&self, identity: Option<&ClientIdentity>) -> std::path::PathBuf {

@@ -143,3 +143,25 @@ pub fn post_json(path: &str, body: String) -> Request<Body> {
 pub fn get(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).expect("request")
 }
+
+/// Runs the `token` or `tenant` command `argv` (`liqo-auth` first) as the binary would and
+/// returns what it printed; a failure panics with its error chain.
+pub async fn operator_cli(argv: &[&str]) -> String {
+    use clap::Parser as _;
+    use liqo_auth::{Args, Command};
+    let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let mut out = Vec::new();
+    let result = match args.command {
+        Command::Token(command) => {
+            let (backend, action) = command.into_options();
+            liqo_auth::app::operator::token(&backend, action, &mut out).await
+        }
+        Command::Tenant(command) => {
+            let (backend, action) = command.into_options();
+            liqo_auth::app::operator::tenant(&backend, action, &mut out).await
+        }
+        _ => unreachable!("only token and tenant commands"),
+    };
+    result.unwrap_or_else(|e| panic!("{argv:?} failed: {}", liqo_auth::error::error_chain(e.as_ref())));
+    String::from_utf8(out).unwrap()
+}

@@ -82,16 +82,8 @@ impl LiqoClient {
     /// A client for `auth_url` (`http://` or `https://`, possibly with a trailing slash).
     pub fn new(auth_url: &str) -> Self {
         let tls = auth_url.starts_with("https://").then(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .dangerous()
-                .with_custom_certificate_verifier(pki::AcceptAnyServerCert::new(provider))
-                .with_no_client_auth();
             // Go's client offers no ALPN when its Transport has a custom TLS config, as Liqo's does.
-            config.alpn_protocols.clear();
-            Arc::new(config)
+            Arc::new(pki::any_server_client_config(&[]))
         });
         Self { auth_url: auth_url.to_owned(), tls, connection: None, connections: 0 }
     }

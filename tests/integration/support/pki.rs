@@ -192,6 +192,20 @@ pub fn unb64(text: &str) -> String {
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).expect("base64")).expect("utf-8")
 }
 
+/// A rustls client configuration (ring, TLS 1.2 and 1.3) that accepts any server certificate
+/// and offers `alpn` (none when empty).
+pub fn any_server_client_config(alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(AcceptAnyServerCert::new(provider))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    config
+}
+
 /// Test-only rustls verifier accepting any server certificate (tests that compare pins or look
 /// at protocol details themselves). Handshake signatures are still verified.
 #[derive(Debug)]

@@ -165,13 +165,7 @@ fn loopback(mut argv: Vec<&str>) -> Vec<&str> {
 
 /// The SPKI pin of the leaf certificate a TLS handshake with `addr` presents.
 async fn presented_pin(addr: SocketAddr) -> String {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(super::pki::AcceptAnyServerCert::new(provider))
-        .with_no_client_auth();
+    let config = super::pki::any_server_client_config(&[]);
     let handshake = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
