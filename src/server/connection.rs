@@ -428,7 +428,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            if self.replacement.is_some() || self.state.in_flight.load(Ordering::Acquire) == 0 {
+            // Only hyper's own parse-error answer goes through `poll_write`. Every response
+            // flushes with no request in flight (the body's guard is gone by then), so sending
+            // all of them there would split head and body into two TLS records and two writes.
+            let parser_answer =
+                self.state.in_flight.load(Ordering::Acquire) == 0 && parser_error_answer(first).is_some();
+            if self.replacement.is_some() || parser_answer {
                 return self.poll_write(cx, first);
             }
         }
@@ -508,6 +513,61 @@ mod tests {
         let with_body = [&hyper[..], b"{}"].concat();
         assert_eq!(parser_error_answer(&with_body), None, "more than a head");
         assert_eq!(parser_error_answer(b"{\"code\":\"HTTP/1.1 400\"}"), None);
+    }
+
+    /// Records each write it is given, as the slices it got.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<Vec<u8>>>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.writes.push(vec![buf.to_vec()]);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(bufs.iter().map(|b| b.to_vec()).collect());
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_head_and_body_go_out_in_one_vectored_write() {
+        use tokio::io::AsyncWriteExt as _;
+        let registry = Registry::new(4, 0);
+        let slot = registry.admit(source(1)).unwrap();
+        let (hand_back, _handed_back) = oneshot::channel();
+        let mut io = Watched::new(Recorder::default(), slot.state.clone(), hand_back);
+        // hyper flushes after the body's guard is dropped: no request is in flight any more.
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n";
+        let written = io.write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(b"{}")]).await.unwrap();
+        assert_eq!(written, head.len() + 2);
+        // One write of both slices: over TLS, one record and one syscall per response.
+        assert_eq!(io.inner().writes, vec![vec![head.to_vec(), b"{}".to_vec()]]);
+
+        // hyper's own parse-error answer is still replaced by the enveloped one.
+        let bad = hyper_head("400 Bad Request");
+        io.write_vectored(&[io::IoSlice::new(&bad)]).await.unwrap();
+        let replaced = io.inner().writes.concat().concat();
+        assert!(String::from_utf8_lossy(&replaced).contains("malformed_request"));
     }
 
     fn hyper_head(status: &str) -> Vec<u8> {
