@@ -87,6 +87,17 @@ pub(crate) struct Deadlines {
     pub idle: Duration,
 }
 
+impl Deadlines {
+    /// The longest the supervisor sleeps between two looks at a connection. A request starting
+    /// or ending, or the first byte of the next one, moves the deadline to at least this far
+    /// ahead, so none of them has to wake the supervisor: waking it from inside hyper's poll
+    /// reschedules the connection task and wakes an idle worker thread to steal it, a futex
+    /// round trip per request. A busy connection costs one look per period instead.
+    pub(crate) fn look_every(self) -> Duration {
+        self.header_read.min(self.idle)
+    }
+}
+
 /// One connection's state as the supervisor, the request service and the I/O wrapper see it.
 pub(crate) struct ConnState {
     id: u64,
@@ -102,8 +113,6 @@ pub(crate) struct ConnState {
     /// The server decided to close this connection (deadline, eviction, shutdown).
     closing: AtomicBool,
     times: Mutex<Times>,
-    /// Signalled on every change that moves a deadline.
-    pub(crate) changed: Notify,
     /// Signalled when the registry takes this connection's slot for a waiting peer.
     pub(crate) evicted: Notify,
 }
@@ -241,7 +250,6 @@ impl ConnState {
             linger: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             times: Mutex::new(Times { ready_at: now, idle_since: now, head_started: None, requests: 0, http2: false }),
-            changed: Notify::new(),
             evicted: Notify::new(),
         }
     }
@@ -267,7 +275,6 @@ impl ConnState {
             times.head_started = None;
             times.http2 = http2;
         }
-        self.changed.notify_one();
         InFlight { state: self.clone() }
     }
 
@@ -305,6 +312,13 @@ impl ConnState {
         Some((times.idle_since + limits.idle, Expiry::Graceful))
     }
 
+    /// When the supervisor should look at this connection next: its deadline, but no later than
+    /// [`Deadlines::look_every`] from now.
+    pub(crate) fn next_look(&self, limits: Deadlines, graceful_since: Option<Instant>) -> Instant {
+        let latest = Instant::now() + limits.look_every();
+        self.deadline(limits, graceful_since).map_or(latest, |(at, _)| at.min(latest))
+    }
+
     /// Marks the connection as being closed by the server (it is no eviction candidate).
     pub(crate) fn set_closing(&self) {
         self.closing.store(true, Ordering::Release);
@@ -316,8 +330,6 @@ impl ConnState {
             if times.head_started.is_none() {
                 times.head_started = Some(Instant::now());
             }
-            drop(times);
-            self.changed.notify_one();
         }
     }
 
@@ -339,7 +351,6 @@ impl Drop for InFlight {
                 state.awaiting_first_byte.store(true, Ordering::Release);
             }
         }
-        state.changed.notify_one();
     }
 }
 
@@ -613,6 +624,32 @@ mod tests {
         assert!(slot.state.deadline(LIMITS, None).is_none());
         drop(request);
         assert!(slot.state.deadline(LIMITS, None).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_supervisor_looks_at_the_deadline_or_within_one_period_and_requests_never_need_it_sooner() {
+        let registry = Registry::new(4, 0);
+        let slot = registry.admit(source(1)).unwrap();
+        let state = &slot.state;
+        let period = LIMITS.look_every();
+        assert_eq!(period, LIMITS.header_read);
+        // A fresh connection: the first-request deadline is the next look.
+        assert_eq!(state.next_look(LIMITS, None) - Instant::now(), LIMITS.header_read);
+        // In flight: no deadline, one look per period.
+        let request = state.request_started(false, false);
+        assert_eq!(state.next_look(LIMITS, None) - Instant::now(), period);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // Each change a request makes, unannounced, sets a deadline no sooner than one period
+        // ahead: a look armed before it still comes in time.
+        drop(request);
+        assert!(state.deadline(LIMITS, None).unwrap().0 >= Instant::now() + period);
+        assert_eq!(state.next_look(LIMITS, None) - Instant::now(), period, "idle: capped at one period");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        state.bytes_read();
+        assert_eq!(state.deadline(LIMITS, None).unwrap().0, Instant::now() + period);
+        // Closing: the grace is the next look.
+        let since = Instant::now();
+        assert_eq!(state.next_look(LIMITS, Some(since)), since + GRACEFUL_CLOSE_GRACE);
     }
 
     #[test]

@@ -277,15 +277,11 @@ impl Listener {
         // Boxed, not pinned on the stack: it is dropped before the lingering close below.
         let mut connection =
             Box::pin(self.builder.serve_connection(TokioIo::new(Watched::new(io, state.clone(), hand_back)), service));
+        let limits = self.deadlines;
         let mut graceful_since = None;
+        // One timer for the connection's life, moved only when it fires (see `look_every`).
+        let mut look = Box::pin(tokio::time::sleep_until(state.next_look(limits, None)));
         loop {
-            let deadline = state.deadline(self.deadlines, graceful_since);
-            let sleep = async {
-                match deadline {
-                    Some((at, _)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
@@ -293,19 +289,23 @@ impl Listener {
                     }
                     break;
                 }
-                () = sleep => match deadline.map(|(_, expiry)| expiry) {
-                    Some(Expiry::Graceful) => {
-                        tracing::debug!(peer = %peer, "closing an idle connection (--idle-timeout)");
-                        state.set_closing();
-                        connection.as_mut().graceful_shutdown();
-                        graceful_since = Some(tokio::time::Instant::now());
+                () = look.as_mut() => {
+                    let now = tokio::time::Instant::now();
+                    match state.deadline(limits, graceful_since) {
+                        Some((at, Expiry::Graceful)) if at <= now => {
+                            tracing::debug!(peer = %peer, "closing an idle connection (--idle-timeout)");
+                            state.set_closing();
+                            connection.as_mut().graceful_shutdown();
+                            graceful_since = Some(now);
+                        }
+                        Some((at, Expiry::Close)) if at <= now => {
+                            tracing::debug!(peer = %peer, "closing a connection that sent no complete request head in time (--header-read-timeout)");
+                            break;
+                        }
+                        _ => {}
                     }
-                    _ => {
-                        tracing::debug!(peer = %peer, "closing a connection that sent no complete request head in time (--header-read-timeout)");
-                        break;
-                    }
-                },
-                () = state.changed.notified() => {}
+                    look.as_mut().reset(state.next_look(limits, graceful_since));
+                }
                 () = state.evicted.notified() => break,
                 changed = stop.changed(), if graceful_since.is_none() => {
                     if changed.is_err() || *stop.borrow() {
@@ -313,6 +313,7 @@ impl Listener {
                         connection.as_mut().graceful_shutdown();
                         // Requests in flight finish; the listener's shutdown grace bounds them.
                         graceful_since = Some(tokio::time::Instant::now());
+                        look.as_mut().reset(state.next_look(limits, graceful_since));
                     }
                 }
             }
