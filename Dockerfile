@@ -1,11 +1,13 @@
 # Multi-stage build: a static-enough binary on distroless (glibc, no shell), running as non-root.
 # The binary is /usr/bin/liqo-auth; /usr/bin/auth-service links to it so the image can replace
 # the reference image in the reference Helm chart (invoked as auth-service it runs `serve`).
-FROM rust:1-bookworm AS build
+# The toolchain link/serve.order was made with (its symbol names are this rustc's).
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # `liqo-auth version` reports this commit (build.rs; .git is not in the build context).
 ARG LIQO_AUTH_GIT_COMMIT=unknown
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY link ./link
 COPY src ./src
 RUN cargo build --release --locked \
  && mkdir -p /out \

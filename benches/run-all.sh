@@ -37,6 +37,27 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/liqo-auth-target}" \
   cargo test --locked --test integration full_issuance_creates_exactly_the_reference_objects -- --nocapture 2>/dev/null \
   | grep 'API requests' | tee "$out/kube"
 
+# Whether the binary's code is laid out by link/serve.order (build.rs): the functions it lists
+# sit together when it is applied, spread through the whole text when it is not or is stale.
+echo "== code layout (link/serve.order)"
+nm --defined-only -S "$bin" | python3 -c '
+import sys
+listed = set(open("link/serve.order").read().split())
+windows, hot, found = set(), set(), 0
+for line in sys.stdin:
+    parts = line.split()
+    if len(parts) == 4 and parts[2] in "tTwW":
+        start, size = int(parts[0], 16), int(parts[1], 16)
+        span = range(start >> 16, ((start + max(size, 1) - 1) >> 16) + 1)
+        windows.update(span)
+        if parts[3] in listed:
+            found += 1
+            hot.update(span)
+# The kernel maps code 64 KiB around each page touched: the windows the listed functions occupy
+# are about what the service keeps resident.
+print(f"{found} of {len(listed)} listed functions in the binary, in {len(hot)} of its {len(windows)} 64 KiB windows of code")
+' | tee "$out/layout"
+
 field() { grep -o "$2" "$out/$1" | head -1; }
 issuance() { # file -> "ours (p50) | go (p50) | ratio"
   local line ours go ratio
@@ -62,6 +83,7 @@ echo "| RSS idle | $(field memory 'RSS idle: [0-9]* KiB' | awk '{print $3}') KiB
 echo "| RSS with ${IDLE_CONNECTIONS:-4096} idle TLS connections | $(grep -o 'open ([^)]*): [0-9]* KiB' "$out/memory" | awk '{print $(NF-1)}') KiB | | |"
 echo "| RSS 12 s after those connections closed | $(grep -o '12 s after closing them: [0-9]* KiB' "$out/memory" | awk '{print $(NF-1)}') KiB | | |"
 echo "| RSS after ${ISSUANCES:-100000} issuances | $(grep '(end)' "$out/memory" | awk '{print $2}') KiB | | |"
+echo "| code layout: link/serve.order | $(cat "$out/layout") | | |"
 echo "| Kubernetes API requests, first issuance / repeat | $(sed -E 's/.*first issuance ([0-9]+).*repeat ([0-9]+).*/\1 \/ \2/' "$out/kube") | | |"
 echo
 echo "p50 latencies and the runs behind each median are in the sections above."
