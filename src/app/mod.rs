@@ -115,11 +115,20 @@ impl Config {
             server::serve(listener, crate::http::admin_router(state), None, limits, until_stopped(stopped))
         });
         let run = async move {
-            match admin {
-                Some(admin) => {
-                    tokio::join!(public, admin);
+            // Each accept loop runs as a task on a runtime worker, not in the caller's
+            // `block_on` (the main thread, which is no worker): a connection it spawns then
+            // starts on the same worker, where the loop left it, instead of being handed to a
+            // worker that must be woken (an eventfd write and a futex wake per connection).
+            let public = tokio::spawn(public);
+            let admin = admin.map(tokio::spawn);
+            let ended = |listener: &str, result: Result<(), tokio::task::JoinError>| {
+                if let Err(error) = result {
+                    tracing::error!(listener, error = %error, "a listener's accept loop ended abnormally");
                 }
-                None => public.await,
+            };
+            ended("public", public.await);
+            if let Some(admin) = admin {
+                ended("admin", admin.await);
             }
             if let Some(advertisement) = advertisement {
                 advertisement.stop().await;

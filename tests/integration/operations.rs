@@ -123,6 +123,59 @@ async fn a_busy_admin_address_given_on_the_command_line_stops_serve() {
     assert!(text.contains(&busy), "{text}");
 }
 
+/// The accept loops are tasks on the runtime's workers, not part of the future `Started::run`
+/// returns: both listeners serve while that future is not polled. (In the caller's `block_on`,
+/// on the main thread, every accepted connection had to be handed to a worker woken for it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_listeners_accept_on_the_runtime_workers_not_in_the_callers_future() {
+    use std::future::Future as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data").display().to_string();
+    let argv = [
+        "liqo-auth",
+        "serve",
+        "--backend",
+        "local",
+        "--data-dir",
+        &data,
+        "--address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "127.0.0.1:0",
+    ];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = crate::support::server::serve_config(&argv)
+        .start(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("the service starts");
+    let (public, admin) = (started.address, started.admin_address.expect("admin listener"));
+    let mut run = Box::pin(started.run());
+    // One poll starts the listeners; `run` is then left alone until both have answered.
+    std::future::poll_fn(|cx| {
+        assert!(run.as_mut().poll(cx).is_pending(), "serving until stopped");
+        std::task::Poll::Ready(())
+    })
+    .await;
+    for (listener, address) in [("public", public), ("admin", admin)] {
+        let answer = async {
+            let mut tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+            tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut text = String::new();
+            tcp.read_to_string(&mut text).await.unwrap();
+            text
+        };
+        let text = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .unwrap_or_else(|_| panic!("the {listener} listener did not answer while `run` was not polled"));
+        assert!(text.starts_with("HTTP/1.1 200"), "{listener}: {text}");
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run).await.expect("both listeners drain and stop");
+}
+
 #[tokio::test]
 async fn the_admin_router_serves_health_and_readiness() {
     let admin = liqo_auth::http::admin_router(TestApp::new().state());
