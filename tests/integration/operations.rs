@@ -129,7 +129,6 @@ async fn a_busy_admin_address_given_on_the_command_line_stops_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn the_listeners_accept_on_the_runtime_workers_not_in_the_callers_future() {
     use std::future::Future as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data").display().to_string();
     let argv = [
@@ -160,14 +159,8 @@ async fn the_listeners_accept_on_the_runtime_workers_not_in_the_callers_future()
     })
     .await;
     for (listener, address) in [("public", public), ("admin", admin)] {
-        let answer = async {
-            let mut tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
-            tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-            let mut text = String::new();
-            tcp.read_to_string(&mut text).await.unwrap();
-            text
-        };
-        let text = tokio::time::timeout(Duration::from_secs(10), answer)
+        let answer = crate::support::server::http1_request(address, "GET", "/healthz", "");
+        let text = tokio::time::timeout(Duration::from_secs(5), answer)
             .await
             .unwrap_or_else(|_| panic!("the {listener} listener did not answer while `run` was not polled"));
         assert!(text.starts_with("HTTP/1.1 200"), "{listener}: {text}");

@@ -699,12 +699,7 @@ mod agent {
     }
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("admin listener");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut text = String::new();
-        tcp.read_to_string(&mut text).await.unwrap();
+        let text = crate::support::server::http1_request(addr, "GET", path, "").await;
         let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         (status, text)
     }

@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_yaml::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{deploy_dir, find_on_path, render};
 use crate::support::app::certificate_body;
@@ -77,9 +76,13 @@ async fn every_metric_in_the_rules_and_the_dashboard_is_exported_by_the_service(
     // issuance (requests, issuance result, signer duration) and a bad token.
     let csr = pki::liqo_csr(&pki::key(KeyType::P256), "peer-1");
     let good = certificate_body("peer-1", "rome", &server.token(), &csr, None);
-    assert!(http_request(server.addr, "POST", "/identity/certificate", &good).await.starts_with("HTTP/1.1 202"));
+    assert!(crate::support::server::http1_request(server.addr, "POST", "/identity/certificate", &good)
+        .await
+        .starts_with("HTTP/1.1 202"));
     let bad = certificate_body("peer-2", "milan", "not-the-token", &csr, None);
-    assert!(http_request(server.addr, "POST", "/identity/certificate", &bad).await.starts_with("HTTP/1.1 401"));
+    assert!(crate::support::server::http1_request(server.addr, "POST", "/identity/certificate", &bad)
+        .await
+        .starts_with("HTTP/1.1 401"));
     let exported = exported_metric_names(&http_get(server.admin_addr.expect("admin listener"), "/metrics").await);
 
     let mut queried = BTreeSet::new();
@@ -294,22 +297,9 @@ fn exported_metric_names(text: &str) -> BTreeSet<String> {
 
 /// One plain-HTTP GET that must answer 200; the body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let response = http_request(addr, "GET", path, "").await;
+    let response = crate::support::server::http1_request(addr, "GET", path, "").await;
     assert!(response.starts_with("HTTP/1.1 200"), "GET {path}: {response}");
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-}
-
-/// One plain-HTTP/1.1 request; the whole response as text.
-async fn http_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// Runs `program args` in `dir`, killed after `limit`; (success, stdout + stderr).

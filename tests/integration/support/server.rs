@@ -175,3 +175,18 @@ async fn presented_pin(addr: SocketAddr) -> String {
     let leaf = &tls.get_ref().1.peer_certificates().expect("a server certificate")[0];
     liqo_auth::pki::spki_pin(leaf).expect("pin of the served certificate")
 }
+
+/// One plain-HTTP/1.1 request with `Connection: close` to `addr`, read to the end within 10 s;
+/// the whole response as text.
+pub async fn http1_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
