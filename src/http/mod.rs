@@ -7,11 +7,11 @@
 //! case) redirects to it like the reference router (301 for GET, 307 otherwise; `redirect`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod ids;
+pub mod observe;
 pub mod protect;
 pub mod redirect;
 pub mod renew;
@@ -44,8 +45,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct AppState {
     pub issuer: Issuer,
     pub renewer: Renewer,
-    /// `/ids` body, serialised once.
-    pub ids_body: Arc<[u8]>,
+    /// The `/ids` answer, built once.
+    pub ids: ids::IdsAnswer,
     pub cluster: ClusterIdentity,
     pub metrics: Metrics,
     pub protection: Protection,
@@ -56,8 +57,8 @@ impl AppState {
     /// protection.
     pub fn new(cluster: ClusterIdentity, issuer: Issuer, renewer: Renewer) -> Self {
         let ids = wire::IdsResponse { cluster_id: cluster.id.to_string(), cluster_name: cluster.name.to_string() };
-        let ids_body: Arc<[u8]> = serde_json::to_vec(&ids).expect("plain struct serialises").into();
-        Self { issuer, renewer, ids_body, cluster, metrics: Metrics::new(), protection: Protection::default() }
+        let ids = ids::IdsAnswer::new(&ids);
+        Self { issuer, renewer, ids, cluster, metrics: Metrics::new(), protection: Protection::default() }
     }
 
     /// Records into `metrics` (shared with the admin listener and the TLS reloader).
@@ -100,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(observe::ObserveLayer::new(state.clone()))
         .with_state(state)
 }
 
@@ -120,47 +121,10 @@ async fn within_request_timeout(request: Request<Body>, next: Next) -> Response 
     }
 }
 
+/// The route templates, for the metrics labels and the redirects.
 const ROUTES: [&str; 5] = ["/ids", "/identity/certificate", "/identity/certificate/renew", "/healthz", "/readyz"];
 
 /// A redirect when the path cleans to a route, else 404.
 async fn fallback(method: Method, uri: axum::http::Uri) -> Response {
     redirect::to_route(&method, &uri, &ROUTES).unwrap_or_else(|| ApiError::NotFound.into_response())
-}
-
-/// One log line and the request metrics per request (route template, never the raw URI); the
-/// single log line of each 5xx with its error chain; and the JSON envelope for axum's bare 405
-/// (keeping `Allow`).
-async fn observe(State(state): State<Arc<AppState>>, request: Request<Body>, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    // MatchedPath is reference-counted: cloning it costs no allocation on the hot path.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(request).await;
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        let allow = response.headers().get(header::ALLOW).cloned();
-        response = ApiError::envelope(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route",
-        );
-        if let Some(allow) = allow {
-            response.headers_mut().insert(header::ALLOW, allow);
-        }
-    }
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    let duration_ms = elapsed.as_secs_f64() * 1000.0;
-    let route: &'static str = route
-        .and_then(|matched| ROUTES.iter().copied().find(|known| *known == matched.as_str()))
-        .unwrap_or("unmatched");
-    state.metrics.observe_request(route, &method, status, elapsed);
-    if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
-        tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
-    } else if route == "/ids" || route == "/healthz" || route == "/readyz" {
-        // Probes and discovery are frequent and carry nothing to audit.
-        tracing::debug!(http.method = %method, http.route = route, http.status = status, duration_ms, "request");
-    } else {
-        tracing::info!(http.method = %method, http.route = route, http.status = status, duration_ms, "request");
-    }
-    response
 }

@@ -106,10 +106,15 @@ pub(crate) async fn serve(
         }
         None => {
             request.extensions_mut().insert(ConnectInfo(peer));
-            let timeout = limits.body_read_timeout;
-            let body_state = state.clone();
             let request = request.map(|inner| {
-                axum::body::Body::new(TimedBody { inner, timeout, deadline: None, state: body_state, done: false })
+                if inner.is_end_stream() {
+                    // Nothing to read or time (`GET /ids`, the probes): an empty body, which
+                    // costs no allocation.
+                    axum::body::Body::empty()
+                } else {
+                    let (timeout, state) = (limits.body_read_timeout, state.clone());
+                    axum::body::Body::new(TimedBody { inner, timeout, deadline: None, state, done: false })
+                }
             });
             match router.oneshot(request).await {
                 Ok(response) => response,
