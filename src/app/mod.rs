@@ -119,16 +119,11 @@ impl Config {
             // `block_on` (the main thread, which is no worker): a connection it spawns then
             // starts on the same worker, where the loop left it, instead of being handed to a
             // worker that must be woken (an eventfd write and a futex wake per connection).
-            let public = tokio::spawn(public);
-            let admin = admin.map(tokio::spawn);
-            let ended = |listener: &str, result: Result<(), tokio::task::JoinError>| {
-                if let Err(error) = result {
-                    tracing::error!(listener, error = %error, "a listener's accept loop ended abnormally");
-                }
-            };
-            ended("public", public.await);
+            let public = ListenerTask(tokio::spawn(public));
+            let admin = admin.map(|admin| ListenerTask(tokio::spawn(admin)));
+            public.ended("public").await;
             if let Some(admin) = admin {
-                ended("admin", admin.await);
+                admin.ended("admin").await;
             }
             if let Some(advertisement) = advertisement {
                 advertisement.stop().await;
@@ -275,6 +270,26 @@ async fn record_serving(cluster_state: &dyn ClusterState, record: &ServingRecord
 /// Open connections allowed on the admin listener (the kubelet and one or two scrapers).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// A listener's accept loop, spawned by `run`. Dropping `run` before it ends aborts the loop,
+/// as when the loop ran inside that future: the port closes and its open connections close
+/// gracefully (their stop signal's sender goes with the loop).
+struct ListenerTask(tokio::task::JoinHandle<()>);
+
+impl ListenerTask {
+    /// Waits for the accept loop and its drain to end; a panic in it is logged.
+    async fn ended(mut self, listener: &str) {
+        if let Err(error) = (&mut self.0).await {
+            tracing::error!(listener, error = %error, "a listener's accept loop ended abnormally");
+        }
+    }
+}
+
+impl Drop for ListenerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A service with its listeners bound, ready to `run()`.
 pub struct Started {
     /// The public listener's address (the real port when `--address` asked for port 0).
@@ -288,7 +303,7 @@ pub struct Started {
 
 impl Started {
     /// Serves until the shutdown future given to `Config::start` resolves and both listeners
-    /// have drained.
+    /// have drained. Dropped before that, it stops both listeners at once.
     pub async fn run(self) {
         self.run.await;
     }

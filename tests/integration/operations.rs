@@ -128,9 +128,55 @@ async fn a_busy_admin_address_given_on_the_command_line_stops_serve() {
 /// on the main thread, every accepted connection had to be handed to a worker woken for it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn the_listeners_accept_on_the_runtime_workers_not_in_the_callers_future() {
-    use std::future::Future as _;
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data").display().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // `run` is left alone after its first poll until both listeners have answered.
+    let (public, admin, run) = serving_polled_once(tmp.path(), async {
+        let _ = stopped.await;
+    })
+    .await;
+    for (listener, address) in [("public", public), ("admin", admin)] {
+        let answer = crate::support::server::http1_request(address, "GET", "/healthz", "");
+        let text = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .unwrap_or_else(|_| panic!("the {listener} listener did not answer while `run` was not polled"));
+        assert!(text.starts_with("HTTP/1.1 200"), "{listener}: {text}");
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run).await.expect("both listeners drain and stop");
+}
+
+/// The accept loops being tasks does not outlive `run`: dropping it (a caller that gives up on
+/// the service) closes both ports, as when the loops ran inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn dropping_run_closes_both_listeners() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (public, admin, run) = serving_polled_once(tmp.path(), std::future::pending()).await;
+    for address in [public, admin] {
+        let answer = crate::support::server::http1_request(address, "GET", "/healthz", "");
+        assert!(tokio::time::timeout(Duration::from_secs(5), answer).await.unwrap().starts_with("HTTP/1.1 200"));
+    }
+    drop(run);
+    for (listener, address) in [("public", public), ("admin", admin)] {
+        let closed = async {
+            while tokio::net::TcpStream::connect(address).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .unwrap_or_else(|_| panic!("the {listener} listener still accepts after `run` was dropped"));
+    }
+}
+
+/// `serve` on the local backend in `dir`, both listeners on loopback port 0, started until
+/// `shutdown`, with its `run` future polled once (which starts the listeners' tasks) and handed
+/// back: the public and admin addresses and `run`.
+async fn serving_polled_once(
+    dir: &std::path::Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, SocketAddr, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+    let data = dir.join("data").display().to_string();
     let argv = [
         "liqo-auth",
         "serve",
@@ -143,30 +189,15 @@ async fn the_listeners_accept_on_the_runtime_workers_not_in_the_callers_future()
         "--metrics-address",
         "127.0.0.1:0",
     ];
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let started = crate::support::server::serve_config(&argv)
-        .start(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("the service starts");
+    let started = crate::support::server::serve_config(&argv).start(shutdown).await.expect("the service starts");
     let (public, admin) = (started.address, started.admin_address.expect("admin listener"));
-    let mut run = Box::pin(started.run());
-    // One poll starts the listeners; `run` is then left alone until both have answered.
+    let mut run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(started.run());
     std::future::poll_fn(|cx| {
         assert!(run.as_mut().poll(cx).is_pending(), "serving until stopped");
         std::task::Poll::Ready(())
     })
     .await;
-    for (listener, address) in [("public", public), ("admin", admin)] {
-        let answer = crate::support::server::http1_request(address, "GET", "/healthz", "");
-        let text = tokio::time::timeout(Duration::from_secs(5), answer)
-            .await
-            .unwrap_or_else(|_| panic!("the {listener} listener did not answer while `run` was not polled"));
-        assert!(text.starts_with("HTTP/1.1 200"), "{listener}: {text}");
-    }
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), run).await.expect("both listeners drain and stop");
+    (public, admin, run)
 }
 
 #[tokio::test]
