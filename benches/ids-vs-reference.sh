@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GET /ids over TLS: liqo-auth against the Go stand-in of the reference, side by side
 # (../shared/bench/compare-ids.sh: wrk, keep-alive and new-connection rates, alternating runs).
-# Prints the figures; targets: keep-alive ratio >= 1.2, handshake ratio >= 0.9.
+# Prints the figures; targets (issue 16): keep-alive ratio >= 1.5, new-connection ratio >= 1.25.
 #
 # usage: benches/ids-vs-reference.sh [SECONDS_PER_RUN] [ROUNDS]
 # Not part of CI (it is a load test): run it by hand on a quiet machine.

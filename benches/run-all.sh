@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every performance figure in one run, printed as one table: GET /ids and first issuances
 # against the Go stand-in of the reference (../shared/bench/compare-*.sh, data on disk and on
-# tmpfs), memory (idle, idle TLS connections, the curve over many issuances) and the
-# Kubernetes API requests per issuance (counted by the test against the fake API server).
+# tmpfs), the server CPU per GET /ids of both (benches/cpu-per-request.sh), memory (idle, idle
+# TLS connections, the curve over many issuances) and the Kubernetes API requests per issuance
+# (counted by the test against the fake API server).
 #
 # usage: benches/run-all.sh [PATH/TO/liqo-auth]   (default: builds the release binary)
 # env:   SECS, ROUNDS (compare runs), IDLE_CONNECTIONS (4096), ISSUANCES (100000), STEP (10000)
@@ -27,6 +28,7 @@ echo "== GET /ids (compare-ids.sh $secs $rounds)"; bash "$shared/compare-ids.sh"
 # what suits a 2-core machine whose other core runs the load generator.
 echo "== GET /ids, TOKIO_WORKER_THREADS=1"
 TOKIO_WORKER_THREADS=1 bash "$shared/compare-ids.sh" "$bin" "$secs" "$rounds" | tee "$out/ids1"
+echo "== CPU per GET /ids (cpu-per-request.sh)"; bash benches/cpu-per-request.sh "$bin" "$secs" "$rounds" | tee "$out/cpu"
 echo "== first issuances, data on disk"; bash "$shared/compare-issuance.sh" "$bin" "$secs" "$rounds" 8 | tee "$out/disk"
 echo "== first issuances, data on tmpfs"
 TMPDIR=/dev/shm bash "$shared/compare-issuance.sh" "$bin" "$secs" "$rounds" 8 | tee "$out/tmpfs"
@@ -79,6 +81,11 @@ echo "| GET /ids keep-alive (req/s) | $(ids keepalive) |"
 echo "| GET /ids new connection per request (req/s) | $(ids handshake) |"
 echo "| GET /ids keep-alive, one tokio worker | $(ids keepalive ids1) |"
 echo "| GET /ids new connection, one tokio worker | $(ids handshake ids1) |"
+cpu() { # mode -> "ours us | go us | go/ours"
+  grep "^$1:" "$out/cpu" | sed -E 's/.*liqo-auth ([0-9.]+) us .*go baseline ([0-9.]+) us .*server CPU ([0-9.]+)$/\1 µs | \2 µs | \3 (Go \/ liqo-auth)/'
+}
+echo "| server CPU per GET /ids, keep-alive | $(cpu keepalive) |"
+echo "| server CPU per GET /ids, new connection | $(cpu handshake) |"
 echo "| RSS idle | $(field memory 'RSS idle: [0-9]* KiB' | awk '{print $3}') KiB | | |"
 echo "| RSS with ${IDLE_CONNECTIONS:-4096} idle TLS connections | $(grep -o 'open ([^)]*): [0-9]* KiB' "$out/memory" | awk '{print $(NF-1)}') KiB | | |"
 echo "| RSS 12 s after those connections closed | $(grep -o '12 s after closing them: [0-9]* KiB' "$out/memory" | awk '{print $(NF-1)}') KiB | | |"
