@@ -101,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(fallback)
-        .layer(observe::ObserveLayer::new(state.clone()))
+        .layer(observe::ObserveLayer::new(state.metrics.clone()))
         .with_state(state)
 }
 

@@ -8,7 +8,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -17,17 +16,18 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use crate::http::{error, ApiError, AppState, ROUTES};
+use crate::http::{error, ApiError, ROUTES};
+use crate::telemetry::Metrics;
 
 /// Wraps every route of the public router in [`Observe`].
 #[derive(Clone)]
 pub struct ObserveLayer {
-    state: Arc<AppState>,
+    metrics: Metrics,
 }
 
 impl ObserveLayer {
-    pub fn new(state: Arc<AppState>) -> Self {
-        Self { state }
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
     }
 }
 
@@ -35,7 +35,7 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, state: self.state.clone() }
+        Observe { inner, metrics: self.metrics.clone() }
     }
 }
 
@@ -43,7 +43,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    state: Arc<AppState>,
+    metrics: Metrics,
 }
 
 impl<S> Service<Request> for Observe<S>
@@ -67,7 +67,7 @@ where
             .get::<MatchedPath>()
             .and_then(|matched| ROUTES.iter().copied().find(|known| *known == matched.as_str()))
             .unwrap_or("unmatched");
-        Observed { inner: self.inner.call(request), started, method, route, state: self.state.clone() }
+        Observed { inner: self.inner.call(request), started, method, route, metrics: self.metrics.clone() }
     }
 }
 
@@ -77,7 +77,7 @@ pub struct Observed<F> {
     started: Instant,
     method: Method,
     route: &'static str,
-    state: Arc<AppState>,
+    metrics: Metrics,
 }
 
 impl<F> Future for Observed<F>
@@ -89,12 +89,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let Ok(response) = ready!(Pin::new(&mut this.inner).poll(cx));
-        Poll::Ready(Ok(record(&this.state, &this.method, this.route, this.started, response)))
+        Poll::Ready(Ok(record(&this.metrics, &this.method, this.route, this.started, response)))
     }
 }
 
 fn record(
-    state: &AppState,
+    metrics: &Metrics,
     method: &Method,
     route: &'static str,
     started: Instant,
@@ -114,7 +114,7 @@ fn record(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
-    state.metrics.observe_request(route, method, status, elapsed);
+    metrics.observe_request(route, method, status, elapsed);
     if let Some(detail) = response.extensions_mut().remove::<error::ServerErrorDetail>() {
         tracing::error!(http.method = %method, http.route = route, http.status = status, duration_ms, error = %detail.0, "request failed: {}", detail.0);
     } else if route == "/ids" || route == "/healthz" || route == "/readyz" {

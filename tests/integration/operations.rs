@@ -130,18 +130,11 @@ async fn a_busy_admin_address_given_on_the_command_line_stops_serve() {
 async fn the_listeners_accept_on_the_runtime_workers_not_in_the_callers_future() {
     let tmp = tempfile::tempdir().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // `run` is left alone after its first poll until both listeners have answered.
-    let (public, admin, run) = serving_polled_once(tmp.path(), async {
+    // Both listeners answer while `run` is left alone (checked by the helper).
+    let (_, _, run) = serving_polled_once(tmp.path(), async {
         let _ = stopped.await;
     })
     .await;
-    for (listener, address) in [("public", public), ("admin", admin)] {
-        let answer = crate::support::server::http1_request(address, "GET", "/healthz", "");
-        let text = tokio::time::timeout(Duration::from_secs(5), answer)
-            .await
-            .unwrap_or_else(|_| panic!("the {listener} listener did not answer while `run` was not polled"));
-        assert!(text.starts_with("HTTP/1.1 200"), "{listener}: {text}");
-    }
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), run).await.expect("both listeners drain and stop");
 }
@@ -152,10 +145,6 @@ async fn the_listeners_accept_on_the_runtime_workers_not_in_the_callers_future()
 async fn dropping_run_closes_both_listeners() {
     let tmp = tempfile::tempdir().unwrap();
     let (public, admin, run) = serving_polled_once(tmp.path(), std::future::pending()).await;
-    for address in [public, admin] {
-        let answer = crate::support::server::http1_request(address, "GET", "/healthz", "");
-        assert!(tokio::time::timeout(Duration::from_secs(5), answer).await.unwrap().starts_with("HTTP/1.1 200"));
-    }
     drop(run);
     for (listener, address) in [("public", public), ("admin", admin)] {
         let closed = async {
@@ -170,8 +159,9 @@ async fn dropping_run_closes_both_listeners() {
 }
 
 /// `serve` on the local backend in `dir`, both listeners on loopback port 0, started until
-/// `shutdown`, with its `run` future polled once (which starts the listeners' tasks) and handed
-/// back: the public and admin addresses and `run`.
+/// `shutdown`, with its `run` future polled once (which starts the listeners' tasks) and then
+/// left alone until both listeners have answered `/healthz`; the public and admin addresses and
+/// `run`.
 async fn serving_polled_once(
     dir: &std::path::Path,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -197,6 +187,13 @@ async fn serving_polled_once(
         std::task::Poll::Ready(())
     })
     .await;
+    for (listener, address) in [("public", public), ("admin", admin)] {
+        let answer = crate::support::server::http1_request(address, "GET", "/healthz", "");
+        let text = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .unwrap_or_else(|_| panic!("the {listener} listener did not answer while `run` was not polled"));
+        assert!(text.starts_with("HTTP/1.1 200"), "{listener}: {text}");
+    }
     (public, admin, run)
 }
 
